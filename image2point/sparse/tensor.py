@@ -1,0 +1,90 @@
+"""The sparse tensor: voxel features on integer coordinates, plus the kernel maps computed for them.
+
+Coordinates are ``[N, 4]`` int64 rows ``(batch, x, y, z)`` on the grid of the tensor's own stride: a
+tensor at stride 2 holds coarse coordinates (0, 1, 2, ...), not multiples of 2. In a dense view the
+spatial axes ``x, y, z`` are the ``D, H, W`` axes of ``torch.nn.functional.conv3d``.
+
+Tensors derived from one another inside a network (same batch, any stride) share one
+:class:`CoordinateCache`, so the downsampled coordinates and kernel maps of each level are computed
+once per forward pass and reused by every layer that needs them (the role of spconv's ``indice_key``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Hashable
+
+import torch
+
+BACKENDS = ("torch", "spconv")
+
+
+@dataclass
+class CoordinateCache:
+    """Per-batch memo of coordinates by stride and kernel maps by layer geometry."""
+
+    coords_by_stride: dict[int, torch.Tensor] = field(default_factory=dict)
+    kernel_maps: dict[Hashable, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SparseTensor:
+    features: torch.Tensor
+    coords: torch.Tensor
+    batch_size: int
+    stride: int = 1
+    backend: str = "torch"
+    cache: CoordinateCache = field(default_factory=CoordinateCache, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.coords.dim() != 2 or self.coords.shape[1] != 4:
+            raise ValueError(f"coords must be [N, 4] (batch, x, y, z), got {tuple(self.coords.shape)}")
+        if self.coords.dtype != torch.int64:
+            raise TypeError(f"coords must be int64, got {self.coords.dtype}")
+        if self.features.dim() != 2 or self.features.shape[0] != self.coords.shape[0]:
+            raise ValueError(
+                f"features must be [N, C] with N={self.coords.shape[0]} rows, got {tuple(self.features.shape)}"
+            )
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown sparse backend {self.backend!r}; choose one of {BACKENDS}")
+        self.cache.coords_by_stride.setdefault(self.stride, self.coords)
+
+    @property
+    def num_sites(self) -> int:
+        return self.coords.shape[0]
+
+    @property
+    def num_channels(self) -> int:
+        return self.features.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
+
+    def replace_features(self, features: torch.Tensor) -> "SparseTensor":
+        """Same sites, new features (the result of a pointwise op such as BN or ReLU)."""
+        return SparseTensor(features, self.coords, self.batch_size, self.stride, self.backend, self.cache)
+
+    def at_stride(self, stride: int, coords: torch.Tensor, features: torch.Tensor) -> "SparseTensor":
+        """A tensor on another level of this tensor's coordinate hierarchy."""
+        return SparseTensor(features, coords, self.batch_size, stride, self.backend, self.cache)
+
+    def to_dense(self, spatial_shape: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """``[B, C, X, Y, Z]`` dense grid with zeros at empty sites (for tests and small inputs)."""
+        if spatial_shape is None:
+            if self.num_sites == 0:
+                spatial_shape = (1, 1, 1)
+            else:
+                spatial_shape = tuple(int(v) + 1 for v in self.coords[:, 1:].max(0).values.tolist())
+        dense = self.features.new_zeros((self.batch_size, self.num_channels, *spatial_shape))
+        b, x, y, z = self.coords.unbind(1)
+        dense[b, :, x, y, z] = self.features
+        return dense
+
+    @classmethod
+    def from_dense(cls, dense: torch.Tensor, mask: torch.Tensor, backend: str = "torch") -> "SparseTensor":
+        """Sites where ``mask`` ([B, X, Y, Z] bool) is true, features from ``dense`` ([B, C, X, Y, Z])."""
+        coords = mask.nonzero()
+        b, x, y, z = coords.unbind(1)
+        features = dense[b, :, x, y, z]
+        return cls(features, coords, dense.shape[0], backend=backend)
