@@ -45,6 +45,9 @@ class SparseTensor:
             raise ValueError(
                 f"features must be [N, C] with N={self.coords.shape[0]} rows, got {tuple(self.features.shape)}"
             )
+        # Native kernels (spconv's among them) read raw memory: keep rows contiguous.
+        self.coords = self.coords.contiguous()
+        self.features = self.features.contiguous()
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown sparse backend {self.backend!r}; choose one of {BACKENDS}")
         self.cache.coords_by_stride.setdefault(self.stride, self.coords)

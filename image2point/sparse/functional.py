@@ -1,0 +1,152 @@
+"""Functional sparse ops on :class:`SparseTensor`: convolution (submanifold, strided, inverse), pooling.
+
+Every op looks up (or builds and caches) its kernel map in the tensor's coordinate cache, then hands
+features, weights and the map to the tensor's backend. Weights are torch-style ``[C_out, C_in, K, K, K]``;
+a result equals ``torch.nn.functional.conv3d`` (or ``conv_transpose3d``, ``max_pool3d``) of the dense
+grid at the output's sites, with ``padding=(K - 1) // 2``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from image2point.sparse.backends import get_backend
+from image2point.sparse.kernel_map import (
+    DOWNSAMPLE_FACTOR,
+    STRIDE_MODES,
+    build_kernel_map,
+    downsample_coords,
+)
+from image2point.sparse.tensor import SparseTensor
+
+
+def coarser_coords(x: SparseTensor, stride_mode: str) -> torch.Tensor:
+    """Sites of the level below ``x`` (stride ×2) under ``stride_mode``, computed once per batch."""
+    if stride_mode not in STRIDE_MODES:
+        raise ValueError(f"unknown stride mode {stride_mode!r}; choose one of {STRIDE_MODES}")
+    key = ("coords", x.stride * DOWNSAMPLE_FACTOR, stride_mode)
+    cache = x.cache.kernel_maps
+    if key not in cache:
+        cache[key] = downsample_coords(x.coords, stride_mode)
+    return cache[key]
+
+
+def _prepared_map(x: SparseTensor, key: tuple, build) -> object:
+    """The backend-ready kernel map for ``key``, built on first use and cached with the batch."""
+    cache = x.cache.kernel_maps
+    backend_key = (key, x.backend)
+    if backend_key not in cache:
+        if key not in cache:
+            cache[key] = build()
+        cache[backend_key] = get_backend(x.backend).prepare(cache[key])
+    return cache[backend_key]
+
+
+def _check_weight(x: SparseTensor, weight: torch.Tensor) -> int:
+    if weight.dim() != 5 or len(set(weight.shape[2:])) != 1:
+        raise ValueError(f"weight must be [C_out, C_in, K, K, K], got {tuple(weight.shape)}")
+    if weight.shape[1] != x.num_channels:
+        raise ValueError(f"weight expects {weight.shape[1]} input channels, features have {x.num_channels}")
+    return weight.shape[2]
+
+
+def conv3d(
+    x: SparseTensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int = 1,
+    stride_mode: str = "floor",
+) -> SparseTensor:
+    """Submanifold convolution (``stride=1``: output sites = input sites) or strided (``stride=2``)."""
+    kernel_size = _check_weight(x, weight)
+    if stride == 1:
+        out_coords, out_stride = x.coords, x.stride
+        key = ("subm", x.stride, kernel_size)
+    elif stride == DOWNSAMPLE_FACTOR:
+        out_coords, out_stride = coarser_coords(x, stride_mode), x.stride * DOWNSAMPLE_FACTOR
+        key = ("down", x.stride, stride_mode, kernel_size)
+    else:
+        raise ValueError(f"sparse conv stride must be 1 or {DOWNSAMPLE_FACTOR}, got {stride}")
+    prepared = _prepared_map(x, key, lambda: build_kernel_map(x.coords, out_coords, kernel_size, stride))
+    features = get_backend(x.backend).conv(x.features, weight, prepared)
+    if bias is not None:
+        features = features + bias
+    return x.at_stride(out_stride, out_coords, features)
+
+
+def inverse_conv3d(
+    x: SparseTensor,
+    weight: torch.Tensor,
+    target: SparseTensor,
+    bias: torch.Tensor | None = None,
+    stride_mode: str = "floor",
+) -> SparseTensor:
+    """Transposed convolution from ``x`` onto the sites of ``target``, the level above (stride ÷2).
+
+    ``x`` must sit on the level that ``stride_mode`` derives from ``target``. The pairs are those of the
+    strided map between the two levels read backwards (shared with an encoder conv of the same kernel
+    size), i.e. the dense ``conv_transpose3d(stride=2, padding=(K - 1) // 2)`` at ``target``'s sites.
+    ``weight`` is ``[C_out, C_in, K, K, K]`` with ``C_in`` the channels of ``x``.
+    """
+    kernel_size = _check_weight(x, weight)
+    if target.stride * DOWNSAMPLE_FACTOR != x.stride or x.coords is not coarser_coords(target, stride_mode):
+        raise ValueError(
+            f"inverse conv needs x on the level below target under stride mode {stride_mode!r} "
+            f"(x has stride {x.stride}, target {target.stride})"
+        )
+    down_key = ("down", target.stride, stride_mode, kernel_size)
+    cache = target.cache.kernel_maps
+    if down_key not in cache:
+        cache[down_key] = build_kernel_map(target.coords, x.coords, kernel_size, DOWNSAMPLE_FACTOR)
+    prepared = _prepared_map(x, ("up",) + down_key[1:], lambda: cache[down_key].transposed())
+    features = get_backend(x.backend).conv(x.features, weight, prepared)
+    if bias is not None:
+        features = features + bias
+    return target.replace_features(features)
+
+
+def max_pool3d(x: SparseTensor, kernel_size: int, stride: int = 2, stride_mode: str = "floor") -> SparseTensor:
+    """Max over each output's window of occupied input sites (padding ``(K - 1) // 2``)."""
+    if stride == 1:
+        out_coords, out_stride = x.coords, x.stride
+        key = ("subm", x.stride, kernel_size)
+    elif stride == DOWNSAMPLE_FACTOR:
+        out_coords, out_stride = coarser_coords(x, stride_mode), x.stride * DOWNSAMPLE_FACTOR
+        key = ("down", x.stride, stride_mode, kernel_size)
+    else:
+        raise ValueError(f"sparse max pool stride must be 1 or {DOWNSAMPLE_FACTOR}, got {stride}")
+    prepared = _prepared_map(x, key, lambda: build_kernel_map(x.coords, out_coords, kernel_size, stride))
+    features = get_backend(x.backend).max_pool(x.features, prepared)
+    return x.at_stride(out_stride, out_coords, features)
+
+
+def subsample(x: SparseTensor, stride_mode: str = "floor") -> SparseTensor:
+    """Value of input site ``2q`` at each coarse site ``q`` (zero where ``2q`` is empty).
+
+    The sparse counterpart of ``x[:, :, ::2, ::2]`` in the option-A shortcut of CIFAR ResNets, and
+    equal to a 1×1×1 stride-2 convolution with identity weights.
+    """
+    out_coords = coarser_coords(x, stride_mode)
+    key = ("down", x.stride, stride_mode, 1)
+    kernel_map = x.cache.kernel_maps.get(key)
+    if kernel_map is None:
+        kernel_map = build_kernel_map(x.coords, out_coords, 1, DOWNSAMPLE_FACTOR)
+        x.cache.kernel_maps[key] = kernel_map
+    features = x.features.new_zeros((out_coords.shape[0], x.num_channels))
+    features = features.index_copy(0, kernel_map.out_index, x.features[kernel_map.in_index])
+    return x.at_stride(x.stride * DOWNSAMPLE_FACTOR, out_coords, features)
+
+
+def global_avg_pool(x: SparseTensor) -> torch.Tensor:
+    """Per-sample mean of the features over occupied sites: ``[batch_size, C]``."""
+    batch = x.coords[:, 0]
+    sums = x.features.new_zeros((x.batch_size, x.num_channels)).index_add_(0, batch, x.features)
+    counts = torch.bincount(batch, minlength=x.batch_size).clamp_(min=1).to(x.features.dtype)
+    return sums / counts[:, None]
+
+
+def global_max_pool(x: SparseTensor) -> torch.Tensor:
+    """Per-sample max of the features over occupied sites: ``[batch_size, C]``."""
+    index = x.coords[:, :1].expand(-1, x.num_channels)
+    out = x.features.new_full((x.batch_size, x.num_channels), float("-inf"))
+    return out.scatter_reduce(0, index, x.features, reduce="amax", include_self=True)

@@ -1,0 +1,135 @@
+"""Thin ``nn.Module`` wrappers over :mod:`image2point.sparse.functional`.
+
+Modules take and return :class:`SparseTensor`, so ``nn.Sequential`` composes them. Parameter names and
+shapes follow their dense torch counterparts (``weight`` ``[C_out, C_in, K, K, K]``, BatchNorm's
+``weight/bias/running_mean/running_var``), so 2D state dicts map onto 3D models by name.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from image2point.sparse import functional as SF
+from image2point.sparse.tensor import SparseTensor
+
+
+class SparseConv3d(nn.Module):
+    """Submanifold (``stride=1``) or strided (``stride=2``) sparse 3D convolution."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        bias: bool = False,
+        stride_mode: str = "floor",
+    ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.stride_mode = stride_mode
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # The initialisation of torch.nn.Conv3d.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.in_channels * self.kernel_size**3
+            bound = 1 / math.sqrt(fan_in)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def conv_weight(self) -> torch.Tensor:
+        """The 3D kernel used by forward (subclasses may compute it, e.g. from a 2D kernel and T)."""
+        return self.weight
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        return SF.conv3d(x, self.conv_weight(), self.bias, self.stride, self.stride_mode)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"stride_mode={self.stride_mode!r}, bias={self.bias is not None}")
+
+
+class SparseInverseConv3d(SparseConv3d):
+    """Transposed convolution onto a finer level's sites (decoders): ``forward(x, target)``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = False,
+                 stride_mode: str = "floor"):
+        super().__init__(in_channels, out_channels, kernel_size, stride=2, bias=bias, stride_mode=stride_mode)
+
+    def forward(self, x: SparseTensor, target: SparseTensor) -> SparseTensor:  # type: ignore[override]
+        return SF.inverse_conv3d(x, self.conv_weight(), target, self.bias, self.stride_mode)
+
+
+class SparseBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over the features of occupied sites (empty sites do not enter the statistics)."""
+
+    def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
+        return x.replace_features(super().forward(x.features))
+
+
+class SparseReLU(nn.ReLU):
+    def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
+        return x.replace_features(super().forward(x.features))
+
+
+class SparseMaxPool3d(nn.Module):
+    def __init__(self, kernel_size: int, stride: int = 2, stride_mode: str = "floor"):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.stride_mode = stride_mode
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        return SF.max_pool3d(x, self.kernel_size, self.stride, self.stride_mode)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, stride_mode={self.stride_mode!r}"
+
+
+class SparseSubsampleShortcut(nn.Module):
+    """Option-A residual shortcut of CIFAR ResNets in 3D: subsample by 2, then zero-pad channels."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, stride_mode: str = "floor"):
+        super().__init__()
+        if out_channels < in_channels:
+            raise ValueError(f"option-A shortcut cannot shrink channels ({in_channels} → {out_channels})")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride
+        self.stride_mode = stride_mode
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        if self.stride != 1:
+            x = SF.subsample(x, self.stride_mode)
+        extra = self.out_channels - self.in_channels
+        if extra == 0:
+            return x
+        # Pad equally before and after, as the 2D option-A shortcut does.
+        before = extra // 2
+        return x.replace_features(nn.functional.pad(x.features, (before, extra - before)))
+
+
+class SparseGlobalAvgPool(nn.Module):
+    """Per-sample mean over occupied sites: SparseTensor → dense ``[batch_size, C]``."""
+
+    def forward(self, x: SparseTensor) -> torch.Tensor:
+        return SF.global_avg_pool(x)
+
+
+def sparse_add(a: SparseTensor, b: SparseTensor) -> SparseTensor:
+    """Elementwise sum of two tensors on the same sites (residual connections)."""
+    if a.coords is not b.coords and not torch.equal(a.coords, b.coords):
+        raise ValueError(
+            f"cannot add sparse tensors on different sites ({a.num_sites} at stride {a.stride} vs "
+            f"{b.num_sites} at stride {b.stride}); strided layers of one block must share a stride mode"
+        )
+    return a.replace_features(a.features + b.features)

@@ -1,0 +1,177 @@
+"""Sparse convolution, pooling and inverse convolution against dense torch references, both backends."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from image2point.sparse import SparseTensor
+from image2point.sparse import functional as SF
+from image2point.sparse.backends import spconv_available
+
+ATOL = 1e-4
+GRID = (9, 10, 11)
+BATCH = 2
+DENSITY = 0.3
+BACKENDS = ["torch", pytest.param("spconv", marks=pytest.mark.skipif(
+    not spconv_available(), reason="spconv is not installed (CPU build: Linux x86-64 only)"))]
+
+
+def random_sparse(channels: int, backend: str, seed: int = 0) -> SparseTensor:
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.rand((BATCH, *GRID), generator=generator) < DENSITY
+    coords = mask.nonzero()
+    features = torch.randn(coords.shape[0], channels, generator=generator, dtype=torch.float64).float()
+    return SparseTensor(features.requires_grad_(), coords, BATCH, backend=backend)
+
+
+def dense_of(x: SparseTensor, margin: int = 2) -> torch.Tensor:
+    """Dense grid of x, differentiable w.r.t. x.features, with room for window-convention sites."""
+    shape = tuple(int(v) + 1 + margin for v in x.coords[:, 1:].max(0).values)
+    return x.to_dense(shape)
+
+
+def at_sites(dense: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    b, i, j, k = coords.unbind(1)
+    return dense[b, :, i, j, k]
+
+
+def compare_with_grads(sparse_out, dense_out_at_sites, inputs):
+    """Forward values equal, and the gradients of a random projection equal for every input."""
+    torch.testing.assert_close(sparse_out, dense_out_at_sites, atol=ATOL, rtol=1e-4)
+    probe = torch.randn_like(sparse_out)
+    sparse_grads = torch.autograd.grad((sparse_out * probe).sum(), inputs, retain_graph=True)
+    dense_grads = torch.autograd.grad((dense_out_at_sites * probe).sum(), inputs)
+    for sparse_grad, dense_grad in zip(sparse_grads, dense_grads):
+        torch.testing.assert_close(sparse_grad, dense_grad, atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kernel_size", [1, 3, 5])
+@pytest.mark.parametrize("channels", [(1, 1), (4, 7), (16, 8)])
+def test_submanifold_conv_equals_dense_conv3d(backend, kernel_size, channels):
+    c_in, c_out = channels
+    x = random_sparse(c_in, backend)
+    weight = torch.randn(c_out, c_in, kernel_size, kernel_size, kernel_size, requires_grad=True)
+    out = SF.conv3d(x, weight)
+    assert torch.equal(out.coords, x.coords)
+    dense = F.conv3d(dense_of(x), weight, padding=(kernel_size - 1) // 2)
+    compare_with_grads(out.features, at_sites(dense, x.coords), (x.features, weight))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("stride_mode", ["floor", "window"])
+@pytest.mark.parametrize("kernel_size", [1, 2, 3])
+@pytest.mark.parametrize("channels", [(3, 5), (8, 16)])
+def test_strided_conv_equals_dense_conv3d(backend, stride_mode, kernel_size, channels):
+    c_in, c_out = channels
+    x = random_sparse(c_in, backend, seed=1)
+    weight = torch.randn(c_out, c_in, kernel_size, kernel_size, kernel_size, requires_grad=True)
+    out = SF.conv3d(x, weight, stride=2, stride_mode=stride_mode)
+    assert out.stride == 2
+    dense = F.conv3d(dense_of(x), weight, stride=2, padding=(kernel_size - 1) // 2)
+    compare_with_grads(out.features, at_sites(dense, out.coords), (x.features, weight))
+
+
+def test_stride_conventions_define_the_coarse_sites():
+    x = random_sparse(1, "torch", seed=2)
+    floor_sites = SF.coarser_coords(x, "floor")
+    expected_floor = torch.unique(torch.cat([x.coords[:, :1], x.coords[:, 1:] // 2], 1), dim=0)
+    assert torch.equal(floor_sites, expected_floor)
+    # window: exactly the sites where a dense 3×3×3/2 conv of the occupancy is non-zero.
+    occupancy = dense_of(x.replace_features(torch.ones(x.num_sites, 1)))
+    hit = F.conv3d(occupancy, torch.ones(1, 1, 3, 3, 3), stride=2, padding=1)[:, 0] > 0
+    assert torch.equal(SF.coarser_coords(x, "window"), hit.nonzero())
+    assert floor_sites.shape[0] < SF.coarser_coords(x, "window").shape[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("stride_mode", ["floor", "window"])
+@pytest.mark.parametrize("kernel_size", [2, 3])
+def test_inverse_conv_equals_dense_conv_transpose3d(backend, stride_mode, kernel_size):
+    fine = random_sparse(4, backend, seed=3)
+    coarse_coords = SF.coarser_coords(fine, stride_mode)
+    generator = torch.Generator().manual_seed(4)
+    coarse_features = torch.randn(coarse_coords.shape[0], 6, generator=generator).requires_grad_()
+    coarse = fine.at_stride(2, coarse_coords, coarse_features)
+    weight = torch.randn(5, 6, kernel_size, kernel_size, kernel_size, requires_grad=True)
+    out = SF.inverse_conv3d(coarse, weight, target=fine, stride_mode=stride_mode)
+    assert torch.equal(out.coords, fine.coords)
+    dense_coarse = dense_of(coarse)
+    dense = F.conv_transpose3d(dense_coarse, weight.transpose(0, 1), stride=2, padding=(kernel_size - 1) // 2)
+    compare_with_grads(out.features, at_sites(dense, fine.coords), (coarse_features, weight))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("stride_mode", ["floor", "window"])
+def test_max_pool_equals_dense_max_pool3d(backend, stride_mode):
+    x = random_sparse(5, backend, seed=5)
+    # Non-negative inputs, as after the ResNet stem's ReLU (spconv pools from a zero start).
+    features = x.features.detach().abs().requires_grad_()
+    x = x.replace_features(features)
+    out = SF.max_pool3d(x, kernel_size=3, stride=2, stride_mode=stride_mode)
+    dense = dense_of(x)
+    empty = dense_of(x.replace_features(torch.ones(x.num_sites, 1))) == 0
+    dense = dense.masked_fill(empty, float("-inf"))
+    pooled = F.max_pool3d(dense, kernel_size=3, stride=2, padding=1)
+    compare_with_grads(out.features, at_sites(pooled, out.coords), (features,))
+
+
+def test_torch_max_pool_handles_negative_features():
+    x = random_sparse(3, "torch", seed=6)
+    features = -x.features.detach().abs()
+    out = SF.max_pool3d(x.replace_features(features), kernel_size=3, stride=2)
+    dense = dense_of(x.replace_features(features))
+    empty = dense_of(x.replace_features(torch.ones(x.num_sites, 1))) == 0
+    pooled = F.max_pool3d(dense.masked_fill(empty, float("-inf")), kernel_size=3, stride=2, padding=1)
+    torch.testing.assert_close(out.features, at_sites(pooled, out.coords))
+
+
+@pytest.mark.parametrize("stride_mode", ["floor", "window"])
+def test_subsample_equals_dense_strided_slice(stride_mode):
+    x = random_sparse(4, "torch", seed=7)
+    out = SF.subsample(x, stride_mode)
+    dense = dense_of(x)[:, :, ::2, ::2, ::2]
+    torch.testing.assert_close(out.features, at_sites(F.pad(dense, (0, 2, 0, 2, 0, 2)), out.coords))
+
+
+def test_global_pools_per_sample():
+    x = random_sparse(3, "torch", seed=8)
+    mean = SF.global_avg_pool(x)
+    maximum = SF.global_max_pool(x)
+    for b in range(BATCH):
+        rows = x.features[x.coords[:, 0] == b]
+        torch.testing.assert_close(mean[b], rows.mean(0))
+        torch.testing.assert_close(maximum[b], rows.max(0).values)
+
+
+@pytest.mark.skipif(not spconv_available(), reason="spconv is not installed")
+@pytest.mark.parametrize("stride", [1, 2])
+def test_backends_agree(stride):
+    x_torch = random_sparse(8, "torch", seed=9)
+    x_spconv = random_sparse(8, "spconv", seed=9)
+    weight = torch.randn(12, 8, 3, 3, 3)
+    a = SF.conv3d(x_torch, weight, stride=stride)
+    b = SF.conv3d(x_spconv, weight, stride=stride)
+    assert torch.equal(a.coords, b.coords)
+    torch.testing.assert_close(a.features, b.features, atol=ATOL, rtol=1e-4)
+
+
+def test_kernel_maps_are_cached_per_batch():
+    x = random_sparse(2, "torch", seed=10)
+    weight = torch.randn(2, 2, 3, 3, 3)
+    SF.conv3d(x, weight)
+    count = len(x.cache.kernel_maps)
+    SF.conv3d(SF.conv3d(x, weight), weight)
+    assert len(x.cache.kernel_maps) == count
+
+
+def test_bad_weights_and_strides_are_rejected():
+    x = random_sparse(2, "torch")
+    with pytest.raises(ValueError, match="input channels"):
+        SF.conv3d(x, torch.randn(4, 3, 3, 3, 3))
+    with pytest.raises(ValueError, match=r"\[C_out, C_in, K, K, K\]"):
+        SF.conv3d(x, torch.randn(4, 2, 3, 3))
+    with pytest.raises(ValueError, match="stride"):
+        SF.conv3d(x, torch.randn(4, 2, 3, 3, 3), stride=3)
+    with pytest.raises(ValueError, match="stride mode"):
+        SF.conv3d(x, torch.randn(4, 2, 3, 3, 3), stride=2, stride_mode="nearest")
