@@ -20,6 +20,7 @@ shared by all convs (``learnable_t="shared"``, tied like shared embeddings) or o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Mapping
 
@@ -75,6 +76,13 @@ class InflatedSparseConv3d(SparseConv3d):
         del self.weight
         self.register_buffer("weight_2d", torch.zeros(out_channels, in_channels, kernel_size, kernel_size))
         self.transform = transform
+
+    def reset_parameters(self) -> None:
+        # SparseConv3d.__init__ calls this before weight_2d exists (its 3D weight is then removed).
+        if "weight_2d" in self._buffers:
+            nn.init.kaiming_uniform_(self.weight_2d, a=math.sqrt(5))
+        else:
+            super().reset_parameters()
 
     def conv_weight(self) -> torch.Tensor:
         return self.transform(self.weight_2d)

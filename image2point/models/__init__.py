@@ -1,0 +1,41 @@
+"""Transferred 3D networks (input layer, inflated backbone, heads) and the finetuning schemes."""
+
+from image2point.models.finetune import SCHEMES, FinetunePlan, apply_finetune_scheme, optimizer_parameters
+from image2point.models.layers import ClassificationHead, InputLayer, NearestUpsampleHead, UNetDecoder
+from image2point.models.networks import (
+    BACKBONE_SPECS,
+    BackboneSpec,
+    BuiltNetwork,
+    InflatedBackbone,
+    NetworkConfig,
+    SparseClassifier,
+    SparseSegmenter,
+    TransferredNetwork,
+    backbone_spec,
+    build_network,
+    inflate_backbone,
+    register_backbone_spec,
+)
+
+__all__ = [
+    "BACKBONE_SPECS",
+    "SCHEMES",
+    "BackboneSpec",
+    "BuiltNetwork",
+    "ClassificationHead",
+    "FinetunePlan",
+    "InflatedBackbone",
+    "InputLayer",
+    "NearestUpsampleHead",
+    "NetworkConfig",
+    "SparseClassifier",
+    "SparseSegmenter",
+    "TransferredNetwork",
+    "UNetDecoder",
+    "apply_finetune_scheme",
+    "backbone_spec",
+    "build_network",
+    "inflate_backbone",
+    "optimizer_parameters",
+    "register_backbone_spec",
+]

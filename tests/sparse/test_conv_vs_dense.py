@@ -175,3 +175,15 @@ def test_bad_weights_and_strides_are_rejected():
         SF.conv3d(x, torch.randn(4, 2, 3, 3, 3), stride=3)
     with pytest.raises(ValueError, match="stride mode"):
         SF.conv3d(x, torch.randn(4, 2, 3, 3, 3), stride=2, stride_mode="nearest")
+
+
+@pytest.mark.skipif(not spconv_available(), reason="spconv is not installed")
+def test_spconv_backend_is_exact_with_several_torch_threads():
+    """spconv's CPU kernels race with torch's thread pool; the backend guards them (and restores it)."""
+    torch.set_num_threads(2)
+    x = random_sparse(16, "spconv", seed=11)
+    weight = torch.randn(16, 16, 3, 3, 3)
+    reference = at_sites(F.conv3d(dense_of(x).detach(), weight, padding=1), x.coords)
+    for _ in range(5):
+        torch.testing.assert_close(SF.conv3d(x, weight).features.detach(), reference, atol=ATOL, rtol=1e-4)
+    assert torch.get_num_threads() == 2

@@ -1,0 +1,256 @@
+"""ModelNet40 classification in its two standard layouts.
+
+modelnet40_normal_resampled: <class>/<class>_NNNN.txt with 10,000 lines of x,y,z,nx,ny,nz,
+modelnet40_shape_names.txt and the split lists modelnet40_train.txt / modelnet40_test.txt.
+modelnet40_ply_hdf5_2048 (PointNet): ply_data_train*.h5 / ply_data_test*.h5 holding data
+[B, 2048, 3] and label [B, 1], with shape_names.txt.
+
+Only xyz is used (as in the paper); points are centred on their mean and scaled into the unit sphere.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from image2point.data.sample import (
+    PointCloudDataset,
+    ShapeSample,
+    Transform,
+    normalize_to_unit_sphere,
+    read_numeric_table,
+)
+from image2point.errors import DataError
+
+SPLITS = ("train", "test")
+RESAMPLED_SHAPE_NAMES_FILE = "modelnet40_shape_names.txt"
+RESAMPLED_SPLIT_FILES = {"train": "modelnet40_train.txt", "test": "modelnet40_test.txt"}
+RESAMPLED_COLUMNS = 6  # x, y, z, nx, ny, nz
+H5_SHAPE_NAMES_FILE = "shape_names.txt"
+H5_SPLIT_PATTERNS = {"train": "ply_data_train*.h5", "test": "ply_data_test*.h5"}
+XYZ = slice(0, 3)
+
+_SHAPE_ID = re.compile(r"^(?P<class_name>.+)_(?P<number>\d+)$")
+_TRAILING_NUMBER = re.compile(r"(\d+)\.h5$")
+
+
+class ModelNet40(PointCloudDataset[ShapeSample]):
+    """ModelNet40 in the modelnet40_normal_resampled layout; points are read lazily, one file per shape.
+
+    num_points: keep the first N points of each file (the files are already in a resampled order);
+    None keeps all of them.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        num_points: int | None = None,
+        transform: Transform | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.root = Path(root)
+        _check_split(split)
+        self.num_points = _checked_num_points(num_points)
+        class_names = read_shape_names(self.root / RESAMPLED_SHAPE_NAMES_FILE)
+        super().__init__(split, class_names, transform, seed)
+        self.shape_ids, self.labels = self._read_split_list(self.root / RESAMPLED_SPLIT_FILES[split])
+
+    def __len__(self) -> int:
+        return len(self.shape_ids)
+
+    def shape_path(self, index: int) -> Path:
+        shape_id = self.shape_ids[index]
+        return self.root / self.class_names[self.labels[index]] / f"{shape_id}.txt"
+
+    def load(self, index: int) -> ShapeSample:
+        path = self.shape_path(index)
+        table = read_numeric_table(path, RESAMPLED_COLUMNS, delimiter=",")
+        points = _first_points(table[:, XYZ], self.num_points, path)
+        return ShapeSample(
+            points=normalize_to_unit_sphere(points, path),
+            features=None,
+            label=int(self.labels[index]),
+            source=str(path),
+        )
+
+    def _read_split_list(self, list_path: Path) -> tuple[tuple[str, ...], np.ndarray]:
+        class_index = {name: index for index, name in enumerate(self.class_names)}
+        shape_ids: list[str] = []
+        labels: list[int] = []
+        for line_number, shape_id in _non_blank_lines(list_path):
+            class_name = _class_of_shape_id(shape_id, list_path, line_number)
+            if class_name not in class_index:
+                raise DataError(
+                    f"line {line_number}: shape {shape_id!r} has class {class_name!r}, "
+                    f"which is not in {RESAMPLED_SHAPE_NAMES_FILE}",
+                    list_path,
+                )
+            shape_file = self.root / class_name / f"{shape_id}.txt"
+            if not shape_file.is_file():
+                raise DataError(f"line {line_number}: shape {shape_id!r} has no file {shape_file}", list_path)
+            shape_ids.append(shape_id)
+            labels.append(class_index[class_name])
+        if not shape_ids:
+            raise DataError("split list names no shapes", list_path)
+        return tuple(shape_ids), np.asarray(labels, dtype=np.int64)
+
+
+class ModelNet40H5(PointCloudDataset[ShapeSample]):
+    """ModelNet40 in PointNet's HDF5 layout; the split's arrays are read into memory once."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        num_points: int | None = None,
+        transform: Transform | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.root = Path(root)
+        _check_split(split)
+        self.num_points = _checked_num_points(num_points)
+        class_names = read_shape_names(self.root / H5_SHAPE_NAMES_FILE)
+        super().__init__(split, class_names, transform, seed)
+        self.files = _h5_split_files(self.root, split)
+        batches = [_read_h5_file(path, self.num_classes) for path in self.files]
+        self.points = np.concatenate([points for points, _ in batches])
+        self.labels = np.concatenate([labels for _, labels in batches])
+        # (file, row) of every sample, so errors and sources name the original file.
+        self._origins = [
+            (path, row) for path, (_, labels) in zip(self.files, batches, strict=True) for row in range(len(labels))
+        ]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def load(self, index: int) -> ShapeSample:
+        path, row = self._origins[index]
+        source = f"{path}[{row}]"
+        points = _first_points(self.points[index], self.num_points, source)
+        return ShapeSample(
+            points=normalize_to_unit_sphere(points, source),
+            features=None,
+            label=int(self.labels[index]),
+            source=source,
+        )
+
+
+def open_modelnet40(
+    root: str | Path,
+    split: str = "train",
+    num_points: int | None = None,
+    transform: Transform | None = None,
+    seed: int = 0,
+) -> ModelNet40 | ModelNet40H5:
+    """Opens a ModelNet40 directory in whichever standard layout it holds."""
+    root = Path(root)
+    _check_split(split)
+    if (root / RESAMPLED_SHAPE_NAMES_FILE).is_file():
+        return ModelNet40(root, split, num_points, transform, seed)
+    if any(root.glob(H5_SPLIT_PATTERNS[split])):
+        return ModelNet40H5(root, split, num_points, transform, seed)
+    raise DataError(
+        f"not a ModelNet40 directory: neither {RESAMPLED_SHAPE_NAMES_FILE} (modelnet40_normal_resampled) "
+        f"nor ply_data_{split}*.h5 files (modelnet40_ply_hdf5_2048) found",
+        root,
+    )
+
+
+def read_shape_names(path: Path) -> tuple[str, ...]:
+    """Class names, one per line, in label order."""
+    names: list[str] = []
+    for line_number, name in _non_blank_lines(path):
+        if name in names:
+            raise DataError(f"line {line_number}: class {name!r} is listed twice", path)
+        names.append(name)
+    if not names:
+        raise DataError("no class names listed", path)
+    return tuple(names)
+
+
+def _non_blank_lines(path: Path) -> list[tuple[int, str]]:
+    if not path.is_file():
+        raise DataError("file not found", path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read file: {error}", path) from error
+    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def _class_of_shape_id(shape_id: str, list_path: Path, line_number: int) -> str:
+    match = _SHAPE_ID.match(shape_id)
+    if match is None:
+        raise DataError(f"line {line_number}: {shape_id!r} is not a shape id like 'airplane_0001'", list_path)
+    return match["class_name"]
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"ModelNet40 split must be one of {SPLITS}, got {split!r}")
+
+
+def _checked_num_points(num_points: int | None) -> int | None:
+    if num_points is not None and num_points < 1:
+        raise ValueError(f"num_points must be >= 1 or None, got {num_points}")
+    return num_points
+
+
+def _first_points(points: np.ndarray, num_points: int | None, source: str | Path) -> np.ndarray:
+    if num_points is None:
+        return points
+    if len(points) < num_points:
+        raise DataError(f"has {len(points)} points, fewer than num_points={num_points}", source)
+    return points[:num_points]
+
+
+def _h5_split_files(root: Path, split: str) -> list[Path]:
+    files = sorted(root.glob(H5_SPLIT_PATTERNS[split]), key=_h5_file_order)
+    if not files:
+        raise DataError(f"no {H5_SPLIT_PATTERNS[split]} files", root)
+    return files
+
+
+def _h5_file_order(path: Path) -> tuple[int, str]:
+    # ply_data_train10.h5 comes after ply_data_train9.h5.
+    match = _TRAILING_NUMBER.search(path.name)
+    return (int(match[1]) if match else -1, path.name)
+
+
+def _read_h5_file(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as file:
+            points = _h5_array(file, "data", path)
+            labels = _h5_array(file, "label", path)
+    except OSError as error:
+        raise DataError(f"cannot read HDF5 file: {error}", path) from error
+    if points.ndim != 3 or points.shape[2] != 3 or points.shape[1] == 0:
+        raise DataError(f"'data' must have shape [B, N, 3], got {list(points.shape)}", path)
+    if labels.shape not in ((len(points), 1), (len(points),)):
+        raise DataError(f"'label' must have shape [{len(points)}, 1], got {list(labels.shape)}", path)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"'label' must hold integers, got {labels.dtype}", path)
+    labels = labels.reshape(-1).astype(np.int64)
+    _check_h5_contents(points, labels, num_classes, path)
+    return points.astype(np.float32), labels
+
+
+def _h5_array(file: object, key: str, path: Path) -> np.ndarray:
+    if key not in file:
+        raise DataError(f"missing dataset {key!r}", path)
+    return np.asarray(file[key])
+
+
+def _check_h5_contents(points: np.ndarray, labels: np.ndarray, num_classes: int, path: Path) -> None:
+    out_of_range = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(out_of_range):
+        row = int(out_of_range[0])
+        raise DataError(f"sample {row} has label {labels[row]}, outside 0..{num_classes - 1}", path)
+    non_finite = np.flatnonzero(~np.isfinite(points).all(axis=(1, 2)))
+    if len(non_finite):
+        raise DataError(f"sample {int(non_finite[0])} has NaN or infinite coordinates", path)

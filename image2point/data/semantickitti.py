@@ -1,0 +1,267 @@
+"""SemanticKITTI semantic segmentation in the official layout.
+
+<root>/sequences/XX/velodyne/NNNNNN.bin holds float32 (x, y, z, intensity) records and
+<root>/sequences/XX/labels/NNNNNN.label one uint32 per point (semantic id in the lower 16 bits,
+instance id in the upper 16). The official semantic-kitti.yaml maps raw ids to 19 classes plus
+"unlabeled", which becomes IGNORE_INDEX; the other classes are shifted down to 0..18.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from image2point.data.sample import IGNORE_INDEX, PointCloudDataset, SceneSample, Transform
+from image2point.errors import DataError
+
+DEFAULT_CONFIG_FILENAME = "semantic-kitti.yaml"
+SEQUENCES_DIRNAME = "sequences"
+VELODYNE_DIRNAME = "velodyne"
+LABELS_DIRNAME = "labels"
+SCAN_SUFFIX = ".bin"
+LABEL_SUFFIX = ".label"
+SPLIT_SEQUENCES = {
+    "train": ("00", "01", "02", "03", "04", "05", "06", "07", "09", "10"),
+    "val": ("08",),
+    "test": ("11", "12", "13", "14", "15", "16", "17", "18", "19", "20", "21"),
+}
+SCAN_CHANNELS = 4  # x, y, z, intensity
+SCAN_RECORD_BYTES = SCAN_CHANNELS * np.dtype(np.float32).itemsize
+SEMANTIC_BITS = 16
+SEMANTIC_MASK = (1 << SEMANTIC_BITS) - 1
+# learning_map sends ignored raw ids (unlabeled, outlier, other-structure, ...) to this class.
+LEARNING_IGNORE_CLASS = 0
+_UNMAPPED = -1  # lookup entry of a raw id that learning_map does not mention
+
+
+@dataclass(frozen=True, eq=False)
+class LabelMap:
+    """Raw semantic id -> training class (0..K-1) or IGNORE_INDEX, from the official yaml."""
+
+    class_names: tuple[str, ...]
+    lookup: np.ndarray
+    config_path: Path
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> LabelMap:
+        path = Path(path)
+        config = _read_yaml(path)
+        learning_map = _id_mapping(config, "learning_map", path, int)
+        learning_map_inv = _id_mapping(config, "learning_map_inv", path, int)
+        raw_names = _id_mapping(config, "labels", path, str)
+        if min(learning_map) < 0 or max(learning_map) > SEMANTIC_MASK or min(learning_map.values()) < 0:
+            raise DataError(f"learning_map must map ids in 0..{SEMANTIC_MASK} to classes >= 0", path)
+        num_learned = max(learning_map.values())
+        class_names = tuple(
+            _learned_class_name(learned, learning_map_inv, raw_names, path) for learned in range(1, num_learned + 1)
+        )
+        lookup = np.full(SEMANTIC_MASK + 1, _UNMAPPED, dtype=np.int64)
+        for raw_id, learned in learning_map.items():
+            lookup[raw_id] = IGNORE_INDEX if learned == LEARNING_IGNORE_CLASS else learned - 1
+        return cls(class_names=class_names, lookup=lookup, config_path=path)
+
+    def map(self, raw_semantic: np.ndarray, label_path: Path) -> np.ndarray:
+        """int64 training labels of raw semantic ids read from label_path (named in errors)."""
+        labels = self.lookup[raw_semantic]
+        unmapped = labels == _UNMAPPED
+        if unmapped.any():
+            unknown = sorted(set(raw_semantic[unmapped].tolist()))
+            raise DataError(f"label ids {unknown} are not in learning_map of {self.config_path}", label_path)
+        return labels
+
+
+@dataclass(frozen=True)
+class ScanId:
+    """A scan named by its sequence and its number, written "08/000123"."""
+
+    sequence: str
+    scan: str
+
+    @classmethod
+    def parse(cls, text: str) -> ScanId:
+        sequence, separator, scan = text.partition("/")
+        if not separator or not sequence.isdigit() or not scan.isdigit():
+            raise ValueError(f"scan id must look like '00/000000', got {text!r}")
+        return cls(sequence=normalize_sequence(sequence), scan=scan)
+
+    def __str__(self) -> str:
+        return f"{self.sequence}/{self.scan}"
+
+
+def normalize_sequence(sequence: int | str) -> str:
+    """Two-digit sequence name: 8, "8" and "08" all become "08"."""
+    return f"{int(sequence):02d}"
+
+
+def read_velodyne_scan(path: str | Path) -> np.ndarray:
+    """float32 [N, 4] (x, y, z, intensity) of one KITTI velodyne .bin file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"cannot read scan: {error.strerror or error}", path) from error
+    if len(raw) == 0:
+        raise DataError("scan file is empty", path)
+    if len(raw) % SCAN_RECORD_BYTES:
+        raise DataError(
+            f"size {len(raw)} bytes is not a multiple of {SCAN_RECORD_BYTES} (float32 x, y, z, intensity); "
+            "the file is truncated or not a velodyne scan",
+            path,
+        )
+    scan = np.frombuffer(raw, dtype=np.float32).reshape(-1, SCAN_CHANNELS)
+    non_finite = np.flatnonzero(~np.isfinite(scan).all(axis=1))
+    if len(non_finite):
+        raise DataError(f"point {int(non_finite[0])} has NaN or infinite values", path)
+    return scan.copy()
+
+
+def read_semantic_ids(path: str | Path, num_points: int) -> np.ndarray:
+    """Raw semantic ids (lower 16 bits) of a .label file, which must have one entry per point."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"cannot read labels: {error.strerror or error}", path) from error
+    item_size = np.dtype(np.uint32).itemsize
+    if len(raw) % item_size:
+        raise DataError(f"size {len(raw)} bytes is not a multiple of {item_size} (uint32 labels)", path)
+    labels = np.frombuffer(raw, dtype=np.uint32)
+    if len(labels) != num_points:
+        raise DataError(f"has {len(labels)} labels but the scan has {num_points} points", path)
+    return (labels & SEMANTIC_MASK).astype(np.int64)
+
+
+class SemanticKITTI(PointCloudDataset[SceneSample]):
+    """SemanticKITTI scans as SceneSamples: xyz points and intensity as the one feature channel.
+
+    sequences overrides the split's sequences; scans (e.g. ["00/000000", "00/000001"]) selects
+    exact scans instead. labelled=False reads scans without labels (every label IGNORE_INDEX),
+    for prediction. config_path defaults to <root>/semantic-kitti.yaml.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        sequences: Sequence[int | str] | None = None,
+        scans: Sequence[str | ScanId] | None = None,
+        config_path: str | Path | None = None,
+        labelled: bool = True,
+        transform: Transform | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.root = Path(root)
+        self.label_map = LabelMap.from_yaml(
+            config_path if config_path is not None else self.root / DEFAULT_CONFIG_FILENAME
+        )
+        super().__init__(split, self.label_map.class_names, transform, seed)
+        self.labelled = labelled
+        self.scans = self._select_scans(split, sequences, scans)
+        if not self.scans:
+            raise DataError(f"no scans found for split {split!r}", self.root / SEQUENCES_DIRNAME)
+
+    def __len__(self) -> int:
+        return len(self.scans)
+
+    def scan_path(self, scan: ScanId) -> Path:
+        return self.root / SEQUENCES_DIRNAME / scan.sequence / VELODYNE_DIRNAME / f"{scan.scan}{SCAN_SUFFIX}"
+
+    def label_path(self, scan: ScanId) -> Path:
+        return self.root / SEQUENCES_DIRNAME / scan.sequence / LABELS_DIRNAME / f"{scan.scan}{LABEL_SUFFIX}"
+
+    def load(self, index: int) -> SceneSample:
+        scan_id = self.scans[index]
+        scan_path = self.scan_path(scan_id)
+        scan = read_velodyne_scan(scan_path)
+        if self.labelled:
+            label_path = self.label_path(scan_id)
+            labels = self.label_map.map(read_semantic_ids(label_path, len(scan)), label_path)
+        else:
+            labels = np.full(len(scan), IGNORE_INDEX, dtype=np.int64)
+        return SceneSample(
+            points=np.ascontiguousarray(scan[:, :3]),
+            features=np.ascontiguousarray(scan[:, 3:]),
+            labels=labels,
+            source=str(scan_path),
+        )
+
+    def _select_scans(
+        self,
+        split: str,
+        sequences: Sequence[int | str] | None,
+        scans: Sequence[str | ScanId] | None,
+    ) -> tuple[ScanId, ...]:
+        if scans is not None:
+            if sequences is not None:
+                raise ValueError("give either sequences or scans, not both")
+            selected = tuple(scan if isinstance(scan, ScanId) else ScanId.parse(scan) for scan in scans)
+        else:
+            names = (
+                [normalize_sequence(name) for name in sequences] if sequences is not None else _split_sequences(split)
+            )
+            selected = tuple(scan for name in names for scan in self._list_sequence(name))
+        for scan in selected:
+            self._check_scan_files(scan)
+        return selected
+
+    def _list_sequence(self, sequence: str) -> list[ScanId]:
+        velodyne = self.root / SEQUENCES_DIRNAME / sequence / VELODYNE_DIRNAME
+        if not velodyne.is_dir():
+            raise DataError(f"sequence {sequence} has no {VELODYNE_DIRNAME} directory", velodyne)
+        if self.labelled and not velodyne.with_name(LABELS_DIRNAME).is_dir():
+            raise DataError(
+                f"sequence {sequence} has no {LABELS_DIRNAME} directory (use labelled=False to read scans only)",
+                velodyne.with_name(LABELS_DIRNAME),
+            )
+        return [ScanId(sequence, path.stem) for path in sorted(velodyne.glob(f"*{SCAN_SUFFIX}"))]
+
+    def _check_scan_files(self, scan: ScanId) -> None:
+        if not self.scan_path(scan).is_file():
+            raise DataError(f"scan {scan} not found", self.scan_path(scan))
+        if self.labelled and not self.label_path(scan).is_file():
+            raise DataError(f"labels of scan {scan} not found", self.label_path(scan))
+
+
+def _split_sequences(split: str) -> tuple[str, ...]:
+    if split not in SPLIT_SEQUENCES:
+        raise ValueError(
+            f"SemanticKITTI split must be one of {tuple(SPLIT_SEQUENCES)} unless sequences or scans are given, "
+            f"got {split!r}"
+        )
+    return SPLIT_SEQUENCES[split]
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError("SemanticKITTI label config (semantic-kitti.yaml) not found", path)
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise DataError(f"cannot read label config: {error}", path) from error
+    if not isinstance(config, dict):
+        raise DataError("label config is not a YAML mapping", path)
+    return config
+
+
+def _id_mapping(config: dict, key: str, path: Path, value_type: type) -> dict:
+    """The config's mapping from integer ids to values of value_type (class ids or names)."""
+    mapping = config.get(key)
+    if not isinstance(mapping, dict) or not mapping:
+        raise DataError(f"missing or empty {key!r} mapping", path)
+    for raw, value in mapping.items():
+        if not isinstance(raw, int) or isinstance(value, bool) or not isinstance(value, value_type):
+            raise DataError(f"{key!r} entry {raw!r}: {value!r} is not an integer -> {value_type.__name__} pair", path)
+    return mapping
+
+
+def _learned_class_name(learned: int, learning_map_inv: dict, raw_names: dict, path: Path) -> str:
+    if learned not in learning_map_inv:
+        raise DataError(f"learning_map_inv has no entry for class {learned}", path)
+    raw_id = learning_map_inv[learned]
+    if raw_id not in raw_names:
+        raise DataError(f"labels has no name for id {raw_id} (learning_map_inv of class {learned})", path)
+    return raw_names[raw_id]

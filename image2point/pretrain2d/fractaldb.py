@@ -1,0 +1,479 @@
+"""FractalDB: a synthetic image classification set rendered from iterated function systems.
+
+Follows Kataoka et al., "Pre-training without Natural Images" (ACCV 2020) and their reference
+renderer (repository hirokatsukataoka16/FractalDB-Pretrained-ResNet-PyTorch):
+
+* A category is an iterated function system (IFS) of N random affine maps
+  ``(x, y) -> (a x + b y + e, c x + d y + f)`` with every parameter uniform in [-1, 1]; map ``i`` is
+  picked with probability ``|det A_i| / sum_j |det A_j|`` (``A_i = [[a, b], [c, d]]``).
+* A candidate category is kept only if its attractor, drawn with the chaos game and stretched to
+  fill the image, covers at least ``filling_rate_threshold`` of the pixels (0.2 in the paper).
+* Instances of a category perturb it with a "weight parameter": one of the six parameters is
+  multiplied, in every map, by a factor near 1 (0.8 .. 1.2); images are also flipped up-down
+  and/or left-right. The selection probabilities stay those of the category.
+
+Points are drawn with many independent chaos-game chains advanced together in numpy, so a small
+database (tens of categories, tens of instances, 32 or 64 pixels) is generated in seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from image2point.errors import ConfigError, DataError
+
+AFFINE_ROWS, AFFINE_COLS = 2, 3
+NUM_AFFINE_PARAMS = AFFINE_ROWS * AFFINE_COLS
+RGB_CHANNELS = 3
+UINT8_MAX = 255
+# The reference renderer draws grayscale points at mid-grey.
+GRAY_POINT_VALUE = 127
+# The reference renderer colours points with saturation and value 0.75 and a hue that cycles
+# along the chain, which is unrelated to a point's position; a random hue per point is equivalent.
+COLOR_SATURATION = 0.75
+COLOR_VALUE = 0.75
+HUE_SECTORS = 6
+# Independent chaos-game chains advanced together; more chains means fewer (slow) numpy steps.
+CHAOS_GAME_CHAINS = 256
+# Steps each chain takes from the origin before its points count, so that they lie on the attractor.
+BURN_IN_STEPS = 20
+# Below this total |det| every map is (numerically) singular and the probabilities are undefined.
+MIN_TOTAL_DETERMINANT = 1e-12
+# Keeps the rescaling finite when every point falls on one coordinate.
+MIN_EXTENT = 1e-12
+# The flips of an instance: (up-down, left-right).
+ALL_FLIPS = ((False, False), (True, False), (False, True), (True, True))
+NO_FLIP = ((False, False),)
+# ImageNet statistics, so models pretrained here take the same inputs as ImageNet-pretrained ones.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# eq=False: generated equality would compare the arrays elementwise, which has no truth value.
+@dataclass(frozen=True, eq=False)
+class IFS:
+    """An iterated function system: affine maps ``[N, 2, 3]`` (rows ``[a, b, e]``, ``[c, d, f]``)
+    and the probability ``[N]`` of applying each map in the chaos game (summing to 1)."""
+
+    maps: np.ndarray
+    probs: np.ndarray
+
+    def __post_init__(self) -> None:
+        maps = np.array(self.maps, dtype=np.float64)
+        probs = np.array(self.probs, dtype=np.float64)
+        if maps.ndim != 3 or maps.shape[1:] != (AFFINE_ROWS, AFFINE_COLS) or maps.shape[0] < 1:
+            raise DataError(f"IFS maps must have shape [N, 2, 3] with N >= 1, got {list(maps.shape)}")
+        if probs.shape != (maps.shape[0],):
+            raise DataError(f"IFS probs must have shape [{maps.shape[0]}], got {list(probs.shape)}")
+        if not (np.all(np.isfinite(maps)) and np.all(probs >= 0) and math.isclose(probs.sum(), 1.0)):
+            raise DataError("IFS maps must be finite and probs non-negative, summing to 1")
+        maps.setflags(write=False)
+        probs.setflags(write=False)
+        # A frozen dataclass only allows this route to store the validated read-only copies.
+        object.__setattr__(self, "maps", maps)
+        object.__setattr__(self, "probs", probs)
+
+    @classmethod
+    def from_maps(cls, maps: np.ndarray) -> IFS:
+        """The IFS of ``maps`` with probabilities proportional to ``|det|`` of their linear parts."""
+        maps = np.asarray(maps, dtype=np.float64)
+        determinants = np.abs(np.linalg.det(maps[:, :, :AFFINE_ROWS]))
+        total = determinants.sum()
+        if not total > MIN_TOTAL_DETERMINANT:
+            raise DataError("every map of the IFS is singular; selection probabilities are undefined")
+        return cls(maps=maps, probs=determinants / total)
+
+    @property
+    def num_maps(self) -> int:
+        return self.maps.shape[0]
+
+    def scaled(self, param_index: int, factor: float) -> IFS:
+        """The "weight parameter" perturbation: parameter ``param_index`` (row-major over the 2 x 3
+        map) multiplied by ``factor`` in every map; the probabilities are kept."""
+        row, col = divmod(param_index, AFFINE_COLS)
+        maps = self.maps.copy()
+        maps[:, row, col] *= factor
+        return IFS(maps=maps, probs=self.probs)
+
+
+@dataclass(frozen=True)
+class FractalDBConfig:
+    """How FractalDB is searched and rendered. The defaults build 100 categories x 100 instances at
+    64 x 64 in memory; the paper's FractalDB-1k uses 1,000 x 1,000 at a larger size."""
+
+    num_categories: int = 100
+    instances_per_category: int = 100
+    # Side of the square images of the dataset.
+    image_size: int = 64
+    # Number of affine maps of a category, drawn uniformly in [min_maps, max_maps].
+    min_maps: int = 2
+    max_maps: int = 8
+    # Every map parameter is drawn uniformly in [-param_range, param_range].
+    param_range: float = 1.0
+    # Fraction of pixels the attractor must cover for a candidate to become a category.
+    filling_rate_threshold: float = 0.2
+    # Side of the image the filling rate is measured on. Coarser grids fill more easily; at this
+    # size and density about 2.5% of candidates pass 0.2 (the paper measures at 512, about 1.5%).
+    search_size: int = 256
+    # Chaos-game points per image pixel; the reference draws 100,000 points on 512 x 512.
+    points_per_pixel: float = 100_000 / 512**2
+    # Empty border around the attractor, as a fraction of the side; the reference uses 6 of 512.
+    padding_fraction: float = 6 / 512
+    # Factors of the "weight parameter" perturbation besides 1; 0.8 .. 1.2 as in the paper.
+    weight_factors: tuple[float, ...] = (0.8, 0.9, 1.1, 1.2)
+    # Whether instances are also flipped up-down and/or left-right.
+    flips: bool = True
+    # Random-hue colour images instead of grayscale.
+    color: bool = False
+    # Side of the random binary patch drawn at each point (the reference's "patch" mode uses 3 at
+    # 512 pixels); 1 draws single pixels.
+    patch_size: int = 1
+    # The search gives up after this many candidates per requested category.
+    max_attempts_per_category: int = 2000
+    normalize_mean: tuple[float, float, float] = IMAGENET_MEAN
+    normalize_std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        positive_ints = ("num_categories", "instances_per_category", "image_size", "search_size")
+        for name in (*positive_ints, "min_maps", "patch_size", "max_attempts_per_category"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"FractalDBConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_maps < self.min_maps:
+            raise ConfigError(f"FractalDBConfig.max_maps ({self.max_maps}) < min_maps ({self.min_maps})")
+        if not 0.0 <= self.filling_rate_threshold <= 1.0:
+            raise ConfigError(
+                f"FractalDBConfig.filling_rate_threshold must be in [0, 1], got {self.filling_rate_threshold}"
+            )
+        if not 0.0 <= self.padding_fraction < 0.5:
+            raise ConfigError(
+                f"FractalDBConfig.padding_fraction must be in [0, 0.5), got {self.padding_fraction}"
+            )
+        if self.param_range <= 0 or self.points_per_pixel <= 0:
+            raise ConfigError("FractalDBConfig.param_range and points_per_pixel must be > 0")
+        if any(factor <= 0 or factor == 1.0 for factor in self.weight_factors):
+            raise ConfigError(
+                f"FractalDBConfig.weight_factors must be > 0 and != 1, got {self.weight_factors}"
+            )
+        if len(self.normalize_mean) != RGB_CHANNELS or len(self.normalize_std) != RGB_CHANNELS:
+            raise ConfigError(
+                "FractalDBConfig.normalize_mean and normalize_std need one value per RGB channel"
+            )
+        if any(std <= 0 for std in self.normalize_std):
+            raise ConfigError(f"FractalDBConfig.normalize_std must be > 0, got {self.normalize_std}")
+
+    @classmethod
+    def small(cls) -> FractalDBConfig:
+        """10 categories x 32 instances at 32 x 32, searched at 128: about a second on one core."""
+        return cls(num_categories=10, instances_per_category=32, image_size=32, search_size=128)
+
+    def num_points(self, size: int) -> int:
+        """Chaos-game points for a ``size`` x ``size`` image at the configured density."""
+        return math.ceil(self.points_per_pixel * size * size)
+
+    def padding(self, size: int) -> int:
+        return round(self.padding_fraction * size)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A random IFS and the filling rate of its attractor at the search size."""
+
+    ifs: IFS
+    filling_rate: float
+
+
+@dataclass(frozen=True)
+class InstanceVariant:
+    """How one instance derives from its category: an optional weight perturbation and flips."""
+
+    param_index: int | None = None
+    factor: float = 1.0
+    flip_up_down: bool = False
+    flip_left_right: bool = False
+
+    def apply(self, ifs: IFS) -> IFS:
+        return ifs if self.param_index is None else ifs.scaled(self.param_index, self.factor)
+
+
+# -- the chaos game and rasterisation ----------------------------------------------------------
+
+
+def chaos_game(ifs: IFS, num_points: int, rng: np.random.Generator) -> np.ndarray:
+    """``num_points`` points ``[num_points, 2]`` on the attractor of ``ifs``.
+
+    Runs independent chains from the origin, each first taking ``BURN_IN_STEPS`` unrecorded steps.
+    Points of diverging systems may be infinite or NaN; :func:`render_ifs` drops them.
+    """
+    if num_points < 1:
+        raise ValueError(f"num_points must be >= 1, got {num_points}")
+    num_chains = min(CHAOS_GAME_CHAINS, num_points)
+    recorded_steps = math.ceil(num_points / num_chains)
+    choices = rng.choice(ifs.num_maps, size=(BURN_IN_STEPS + recorded_steps, num_chains), p=ifs.probs)
+    coefficients = ifs.maps.reshape(-1, NUM_AFFINE_PARAMS)[choices]
+    x = np.zeros(num_chains)
+    y = np.zeros(num_chains)
+    points = np.empty((recorded_steps, num_chains, 2))
+    with np.errstate(over="ignore", invalid="ignore"):
+        # Each step's coefficients as six [num_chains] rows: a, b, e, c, d, f.
+        for step, (a, b, e, c, d, f) in enumerate(coefficients.transpose(0, 2, 1)):
+            x, y = a * x + b * y + e, c * x + d * y + f
+            if step >= BURN_IN_STEPS:
+                points[step - BURN_IN_STEPS, :, 0] = x
+                points[step - BURN_IN_STEPS, :, 1] = y
+    return points.reshape(-1, 2)[:num_points]
+
+
+def points_to_pixels(points: np.ndarray, size: int, padding: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the finite ``points``, each axis stretched to fill the image inside the
+    padding (as the reference renderer does), with y pointing up."""
+    points = points[np.all(np.isfinite(points), axis=1)]
+    if len(points) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    lowest = points.min(axis=0)
+    extent = np.maximum(points.max(axis=0) - lowest, MIN_EXTENT)
+    cells = size - 2 * padding
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = (points - lowest) / extent * cells
+    # Overflowing extents (finite points near the float limit) give NaN here: drop those points.
+    scaled = scaled[np.all(np.isfinite(scaled), axis=1)]
+    cell = np.minimum(scaled.astype(np.int64), cells - 1) + padding
+    return size - 1 - cell[:, 1], cell[:, 0]
+
+
+def _expand_to_patches(
+    rows: np.ndarray, cols: np.ndarray, size: int, patch_size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels of a random binary ``patch_size`` x ``patch_size`` patch centred on each point, each
+    cell on with probability 1/2 and the centre always on. Also returns, per pixel, its point."""
+    offsets = np.arange(patch_size) - patch_size // 2
+    offset_rows, offset_cols = (grid.ravel() for grid in np.meshgrid(offsets, offsets, indexing="ij"))
+    cell_on = rng.random((len(rows), patch_size * patch_size)) < 0.5
+    cell_on[:, patch_size * patch_size // 2] = True
+    point_index, cell_index = np.nonzero(cell_on)
+    patch_rows = np.clip(rows[point_index] + offset_rows[cell_index], 0, size - 1)
+    patch_cols = np.clip(cols[point_index] + offset_cols[cell_index], 0, size - 1)
+    return patch_rows, patch_cols, point_index
+
+
+def random_hue_colors(count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` uint8 RGB colours of random hue at the reference's saturation and value."""
+    sector_position = rng.random(count) * HUE_SECTORS
+    sector = sector_position.astype(np.int64) % HUE_SECTORS
+    within = sector_position - np.floor(sector_position)
+    value = np.full(count, COLOR_VALUE)
+    low = value * (1 - COLOR_SATURATION)
+    falling = value * (1 - COLOR_SATURATION * within)
+    rising = value * (1 - COLOR_SATURATION * (1 - within))
+    # (R, G, B) of each of the six hue sectors, in the usual HSV-to-RGB order.
+    sector_rgb = np.stack(
+        [
+            np.stack([value, rising, low], axis=-1),
+            np.stack([falling, value, low], axis=-1),
+            np.stack([low, value, rising], axis=-1),
+            np.stack([low, falling, value], axis=-1),
+            np.stack([rising, low, value], axis=-1),
+            np.stack([value, low, falling], axis=-1),
+        ]
+    )
+    rgb = sector_rgb[sector, np.arange(count)]
+    return np.round(rgb * UINT8_MAX).astype(np.uint8)
+
+
+def render_ifs(
+    ifs: IFS,
+    size: int,
+    num_points: int,
+    rng: np.random.Generator,
+    *,
+    color: bool = False,
+    padding: int = 0,
+    patch_size: int = 1,
+) -> np.ndarray:
+    """The attractor of ``ifs`` drawn on black: uint8 ``[size, size]``, or ``[size, size, 3]`` with
+    ``color`` (a random hue per point). ``patch_size`` > 1 draws a random binary patch per point."""
+    if size < 1 or patch_size < 1 or not 0 <= 2 * padding < size:
+        raise ValueError(
+            "need size >= 1, patch_size >= 1 and 0 <= 2 * padding < size; "
+            f"got size {size}, patch_size {patch_size}, padding {padding}"
+        )
+    rows, cols = points_to_pixels(chaos_game(ifs, num_points, rng), size, padding)
+    num_drawn_points = len(rows)
+    point_index = np.arange(num_drawn_points)
+    if patch_size > 1:
+        rows, cols, point_index = _expand_to_patches(rows, cols, size, patch_size, rng)
+    if not color:
+        image = np.zeros((size, size), dtype=np.uint8)
+        image[rows, cols] = GRAY_POINT_VALUE
+        return image
+    image = np.zeros((size, size, RGB_CHANNELS), dtype=np.uint8)
+    image[rows, cols] = random_hue_colors(num_drawn_points, rng)[point_index]
+    return image
+
+
+def filling_rate(image: np.ndarray) -> float:
+    """Fraction of pixels that are not black (in any channel)."""
+    drawn = image != 0 if image.ndim == 2 else np.any(image != 0, axis=-1)
+    return float(drawn.mean())
+
+
+# -- category search ---------------------------------------------------------------------------
+
+
+def sample_ifs(config: FractalDBConfig, rng: np.random.Generator) -> IFS | None:
+    """A random IFS as in the paper, or None in the (measure-zero) case that every map is singular."""
+    num_maps = int(rng.integers(config.min_maps, config.max_maps + 1))
+    maps = rng.uniform(-config.param_range, config.param_range, size=(num_maps, AFFINE_ROWS, AFFINE_COLS))
+    try:
+        return IFS.from_maps(maps)
+    except DataError:
+        return None
+
+
+def iter_candidates(config: FractalDBConfig, rng: np.random.Generator) -> Iterator[Candidate]:
+    """Endless random IFS candidates with their filling rate at ``config.search_size`` (grayscale
+    points, as in the reference search)."""
+    size = config.search_size
+    while True:
+        ifs = sample_ifs(config, rng)
+        if ifs is None:
+            continue
+        image = render_ifs(ifs, size, config.num_points(size), rng, padding=config.padding(size))
+        yield Candidate(ifs=ifs, filling_rate=filling_rate(image))
+
+
+def search_categories(config: FractalDBConfig, rng: np.random.Generator) -> list[IFS]:
+    """``config.num_categories`` random IFS whose filling rate reaches the threshold.
+
+    Raises :class:`ConfigError` when ``max_attempts_per_category`` x ``num_categories`` candidates
+    do not yield enough: the threshold is then too high for the search size.
+    """
+    max_attempts = config.max_attempts_per_category * config.num_categories
+    categories: list[IFS] = []
+    for candidate in itertools.islice(iter_candidates(config, rng), max_attempts):
+        if candidate.filling_rate >= config.filling_rate_threshold:
+            categories.append(candidate.ifs)
+            if len(categories) == config.num_categories:
+                return categories
+    raise ConfigError(
+        f"found only {len(categories)} of {config.num_categories} fractal categories with filling rate >= "
+        f"{config.filling_rate_threshold} in {max_attempts} candidates; lower filling_rate_threshold "
+        f"or search_size"
+    )
+
+
+# -- instances and the dataset -----------------------------------------------------------------
+
+
+def instance_variants(config: FractalDBConfig) -> list[InstanceVariant]:
+    """Every distinct (weight perturbation, flip) pair: 25 x 4 = 100 with the defaults."""
+    perturbations: list[tuple[int | None, float]] = [(None, 1.0)]
+    perturbations += [
+        (index, factor) for index in range(NUM_AFFINE_PARAMS) for factor in config.weight_factors
+    ]
+    flips = ALL_FLIPS if config.flips else NO_FLIP
+    return [
+        InstanceVariant(param_index=index, factor=factor, flip_up_down=up_down, flip_left_right=left_right)
+        for (index, factor), (up_down, left_right) in itertools.product(perturbations, flips)
+    ]
+
+
+def render_instance(
+    category: IFS, variant: InstanceVariant, config: FractalDBConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """One instance image of ``category`` at ``config.image_size``."""
+    size = config.image_size
+    image = render_ifs(
+        variant.apply(category),
+        size,
+        config.num_points(size),
+        rng,
+        color=config.color,
+        padding=config.padding(size),
+        patch_size=config.patch_size,
+    )
+    if variant.flip_up_down:
+        image = image[::-1]
+    if variant.flip_left_right:
+        image = image[:, ::-1]
+    return np.ascontiguousarray(image)
+
+
+def render_category(category: IFS, config: FractalDBConfig, rng: np.random.Generator) -> np.ndarray:
+    """``config.instances_per_category`` images of ``category`` ``[I, H, W(, 3)]``. Instances take the
+    variants in a random order, cycling when there are more instances than variants (repeats still
+    differ: each rendering draws its own chaos-game points)."""
+    variants = instance_variants(config)
+    order = rng.permutation(len(variants))
+    return np.stack(
+        [
+            render_instance(category, variants[order[index % len(variants)]], config, rng)
+            for index in range(config.instances_per_category)
+        ]
+    )
+
+
+class FractalDB(Dataset):
+    """FractalDB rendered once into memory; items are (image float32 ``[3, H, W]`` normalised with
+    the config's mean and std, label). The same ``config`` and ``seed`` give the same images.
+
+    Attributes: ``categories`` (one IFS per label), ``images`` (uint8 ``[N, H, W]`` grayscale or
+    ``[N, H, W, 3]`` colour, category-major) and ``labels`` (int64 ``[N]``).
+    """
+
+    def __init__(self, config: FractalDBConfig, seed: int = 0):
+        self.config = config
+        self.seed = seed
+        search_seed, render_seed = np.random.SeedSequence(seed).spawn(2)
+        self.categories = search_categories(config, np.random.default_rng(search_seed))
+        # One stream per category, so a category's images do not depend on the others.
+        category_seeds = render_seed.spawn(len(self.categories))
+        self.images = np.concatenate(
+            [
+                render_category(category, config, np.random.default_rng(category_seed))
+                for category, category_seed in zip(self.categories, category_seeds, strict=True)
+            ]
+        )
+        self.labels = np.repeat(np.arange(len(self.categories)), config.instances_per_category)
+        self._mean = torch.tensor(config.normalize_mean, dtype=torch.float32).view(RGB_CHANNELS, 1, 1)
+        self._std = torch.tensor(config.normalize_std, dtype=torch.float32).view(RGB_CHANNELS, 1, 1)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.categories)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = torch.from_numpy(self.images[index]).float() / UINT8_MAX
+        channels_first = image.expand(RGB_CHANNELS, -1, -1) if image.ndim == 2 else image.permute(2, 0, 1)
+        return (channels_first - self._mean) / self._std, int(self.labels[index])
+
+    def save_png_tree(self, root: str | Path) -> list[Path]:
+        """Write every image as ``root/<category>/<instance>.png`` (zero-padded numbers, so names
+        sort in order) and return the written paths. Needs Pillow."""
+        try:
+            from PIL import Image
+        except ImportError as error:
+            raise ImportError("saving FractalDB as PNG files needs Pillow: pip install Pillow") from error
+
+        root = Path(root)
+        category_digits = len(str(max(self.num_classes - 1, 0)))
+        instance_digits = len(str(max(self.config.instances_per_category - 1, 0)))
+        written: list[Path] = []
+        for index, (image, label) in enumerate(zip(self.images, self.labels, strict=True)):
+            instance = index % self.config.instances_per_category
+            path = root / f"{label:0{category_digits}d}" / f"{instance:0{instance_digits}d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(path)
+            written.append(path)
+        return written
