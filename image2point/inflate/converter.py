@@ -21,16 +21,18 @@ shared by all convs (``learnable_t="shared"``, tied like shared embeddings) or o
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Mapping
 
 import torch
 from torch import nn
 
-from image2point.inflate.learnable import FilterTransform
-from image2point.inflate.transforms import filter_transform, inflate_weight
+from image2point.inflate.learnable import LEARNABLE_INITS, FilterTransform
+from image2point.inflate.transforms import TRANSFORM_NAMES, filter_transform, inflate_weight
 from image2point.models2d.cifar_resnet import CifarBasicBlock, ShortcutA
 from image2point.models2d.resnet import BasicBlock, Bottleneck
+from image2point.sparse.kernel_map import STRIDE_MODES
 from image2point.sparse.modules import (
     SparseBatchNorm,
     SparseConv3d,
@@ -65,6 +67,12 @@ class InflationSettings:
     def __post_init__(self) -> None:
         if self.learnable_t not in LEARNABLE_T_MODES:
             raise ValueError(f"learnable_t must be one of {LEARNABLE_T_MODES}, got {self.learnable_t!r}")
+        if self.stride_mode not in STRIDE_MODES:
+            raise ValueError(f"stride_mode must be one of {STRIDE_MODES}, got {self.stride_mode!r}")
+        if self.transform not in TRANSFORM_NAMES:
+            raise ValueError(f"transform must be one of {TRANSFORM_NAMES}, got {self.transform!r}")
+        if self.t_init not in LEARNABLE_INITS:
+            raise ValueError(f"t_init must be one of {LEARNABLE_INITS}, got {self.t_init!r}")
 
 
 class InflatedSparseConv3d(SparseConv3d):
@@ -161,7 +169,12 @@ class _Builder:
     def conv(self, name: str, conv: nn.Conv2d) -> SparseConv3d:
         kernel_size = _square(name, conv.kernel_size, "kernel_size")
         stride = _square(name, conv.stride, "stride")
-        padding = _square(name, conv.padding, "padding") if not isinstance(conv.padding, str) else None
+        if conv.padding == "same" and kernel_size % 2 == 1:
+            padding = (kernel_size - 1) // 2
+        elif isinstance(conv.padding, str):
+            raise UnsupportedLayerError(f"{name}: padding {conv.padding!r} does not keep the sites ('same' does)")
+        else:
+            padding = _square(name, conv.padding, "padding")
         if conv.groups != 1 or _square(name, conv.dilation, "dilation") != 1:
             raise UnsupportedLayerError(f"{name}: grouped or dilated convolutions are not supported")
         if padding != (kernel_size - 1) // 2:
@@ -189,6 +202,13 @@ class _Builder:
         if isinstance(module, nn.MaxPool2d):
             kernel_size = _square(name, module.kernel_size, "kernel_size")
             stride = _square(name, module.stride, "stride")
+            padding = _square(name, module.padding, "padding")
+            if padding != (kernel_size - 1) // 2 or module.ceil_mode or _square(name, module.dilation, "dilation") != 1:
+                raise UnsupportedLayerError(
+                    f"{name}: max pool with padding {module.padding}, ceil_mode={module.ceil_mode}, dilation "
+                    f"{module.dilation} differs from the sparse pool's window (padding (K - 1) // 2)")
+            if stride not in (1, 2):
+                raise UnsupportedLayerError(f"{name}: max pool stride {stride} is not supported (1 or 2)")
             return SparseMaxPool3d(kernel_size, stride, mode)
         if isinstance(module, nn.AdaptiveAvgPool2d):
             if _square(name, module.output_size, "output_size") != 1:
@@ -210,13 +230,12 @@ class _Builder:
         if isinstance(module, nn.Sequential):
             converted = [(child_name, self.build(_join(name, child_name), child))
                          for child_name, child in module.named_children()]
-            if any(child is None for _, child in converted) and not all(child is None for _, child in converted):
-                # Keep the indices of the 2D Sequential so that names still match.
-                return nn.Sequential(*(nn.Identity() if child is None else child for _, child in converted))
-            if all(child is None for _, child in converted) and converted:
+            if converted and all(child is None for _, child in converted):
                 return None
-            return nn.Sequential(*(child for _, child in converted))
-        if _is_plain_container(module):
+            # Same child names as in 2D (Identity where a head-only layer was), so keys still match.
+            return nn.Sequential(OrderedDict(
+                (child_name, nn.Identity() if child is None else child) for child_name, child in converted))
+        if not name and len(list(module.children())) > 0:
             return self.container(name, module)
         raise UnsupportedLayerError(
             f"{name or 'model'}: no 3D counterpart for {type(module).__name__}; supported: Conv2d, BatchNorm2d, "
@@ -230,18 +249,17 @@ class _Builder:
         return children
 
     def container(self, name: str, module: nn.Module) -> nn.Module:
-        """A model's top level: its named children converted (their forward is the network's job)."""
+        """The model root: its named children converted; how they run is the 3D network's job.
+
+        Only the root is taken apart this way; a nested module with its own forward must be a known
+        block, or conversion fails, so no computation is silently lost.
+        """
         converted = nn.Module()
         for child_name, child in module.named_children():
             child_3d = self.build(_join(name, child_name), child)
             if child_3d is not None:
                 converted.add_module(child_name, child_3d)
         return converted
-
-
-def _is_plain_container(module: nn.Module) -> bool:
-    """A model root (e.g. ResNet) whose children are all convertible: convert child by child."""
-    return len(list(module.children())) > 0
 
 
 def _join(prefix: str, name: str) -> str:

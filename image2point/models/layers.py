@@ -170,7 +170,7 @@ def upsample_nearest(x: SparseTensor, target: SparseTensor) -> SparseTensor:
 
     That parent exists under both stride conventions.
     """
-    key = ("parent", target.stride)
+    key = ("parent", target.level, x.level)
     cache = target.cache.kernel_maps
     if key not in cache:
         cache[key] = build_kernel_map(target.coords, x.coords, UPSAMPLE_KERNEL, DOWNSAMPLE_FACTOR)

@@ -24,7 +24,7 @@ def coarser_coords(x: SparseTensor, stride_mode: str) -> torch.Tensor:
     """Sites of the level below ``x`` (stride ×2) under ``stride_mode``, computed once per batch."""
     if stride_mode not in STRIDE_MODES:
         raise ValueError(f"unknown stride mode {stride_mode!r}; choose one of {STRIDE_MODES}")
-    key = ("coords", x.stride * DOWNSAMPLE_FACTOR, stride_mode)
+    key = ("coords", x.level + (stride_mode,))
     cache = x.cache.kernel_maps
     if key not in cache:
         cache[key] = downsample_coords(x.coords, stride_mode)
@@ -59,19 +59,26 @@ def conv3d(
 ) -> SparseTensor:
     """Submanifold convolution (``stride=1``: output sites = input sites) or strided (``stride=2``)."""
     kernel_size = _check_weight(x, weight)
-    if stride == 1:
-        out_coords, out_stride = x.coords, x.stride
-        key = ("subm", x.stride, kernel_size)
-    elif stride == DOWNSAMPLE_FACTOR:
-        out_coords, out_stride = coarser_coords(x, stride_mode), x.stride * DOWNSAMPLE_FACTOR
-        key = ("down", x.stride, stride_mode, kernel_size)
-    else:
-        raise ValueError(f"sparse conv stride must be 1 or {DOWNSAMPLE_FACTOR}, got {stride}")
+    out_coords, key = _output_sites(x, kernel_size, stride, stride_mode, "conv")
     prepared = _prepared_map(x, key, lambda: build_kernel_map(x.coords, out_coords, kernel_size, stride))
     features = get_backend(x.backend).conv(x.features, weight, prepared)
     if bias is not None:
         features = features + bias
-    return x.at_stride(out_stride, out_coords, features)
+    return _on_output_level(x, stride, stride_mode, out_coords, features)
+
+
+def _output_sites(x: SparseTensor, kernel_size: int, stride: int, stride_mode: str, what: str):
+    """Output coordinates and the kernel-map cache key of a stride-1 or stride-2 layer."""
+    if stride == 1:
+        return x.coords, ("subm", x.level, kernel_size)
+    if stride == DOWNSAMPLE_FACTOR:
+        return coarser_coords(x, stride_mode), ("down", x.level, stride_mode, kernel_size)
+    raise ValueError(f"sparse {what} stride must be 1 or {DOWNSAMPLE_FACTOR}, got {stride}")
+
+
+def _on_output_level(x: SparseTensor, stride: int, stride_mode: str, coords: torch.Tensor,
+                     features: torch.Tensor) -> SparseTensor:
+    return x.replace_features(features) if stride == 1 else x.coarser(stride_mode, coords, features)
 
 
 def inverse_conv3d(
@@ -89,12 +96,12 @@ def inverse_conv3d(
     ``weight`` is ``[C_out, C_in, K, K, K]`` with ``C_in`` the channels of ``x``.
     """
     kernel_size = _check_weight(x, weight)
-    if target.stride * DOWNSAMPLE_FACTOR != x.stride or x.coords is not coarser_coords(target, stride_mode):
+    if x.level != target.level + (stride_mode,) or x.coords is not coarser_coords(target, stride_mode):
         raise ValueError(
             f"inverse conv needs x on the level below target under stride mode {stride_mode!r} "
-            f"(x has stride {x.stride}, target {target.stride})"
+            f"(x is at level {x.level}, target at {target.level})"
         )
-    down_key = ("down", target.stride, stride_mode, kernel_size)
+    down_key = ("down", target.level, stride_mode, kernel_size)
     cache = target.cache.kernel_maps
     if down_key not in cache:
         cache[down_key] = build_kernel_map(target.coords, x.coords, kernel_size, DOWNSAMPLE_FACTOR)
@@ -107,17 +114,10 @@ def inverse_conv3d(
 
 def max_pool3d(x: SparseTensor, kernel_size: int, stride: int = 2, stride_mode: str = "floor") -> SparseTensor:
     """Max over each output's window of occupied input sites (padding ``(K - 1) // 2``)."""
-    if stride == 1:
-        out_coords, out_stride = x.coords, x.stride
-        key = ("subm", x.stride, kernel_size)
-    elif stride == DOWNSAMPLE_FACTOR:
-        out_coords, out_stride = coarser_coords(x, stride_mode), x.stride * DOWNSAMPLE_FACTOR
-        key = ("down", x.stride, stride_mode, kernel_size)
-    else:
-        raise ValueError(f"sparse max pool stride must be 1 or {DOWNSAMPLE_FACTOR}, got {stride}")
+    out_coords, key = _output_sites(x, kernel_size, stride, stride_mode, "max pool")
     prepared = _prepared_map(x, key, lambda: build_kernel_map(x.coords, out_coords, kernel_size, stride))
     features = get_backend(x.backend).max_pool(x.features, prepared)
-    return x.at_stride(out_stride, out_coords, features)
+    return _on_output_level(x, stride, stride_mode, out_coords, features)
 
 
 def subsample(x: SparseTensor, stride_mode: str = "floor") -> SparseTensor:
@@ -127,14 +127,14 @@ def subsample(x: SparseTensor, stride_mode: str = "floor") -> SparseTensor:
     equal to a 1×1×1 stride-2 convolution with identity weights.
     """
     out_coords = coarser_coords(x, stride_mode)
-    key = ("down", x.stride, stride_mode, 1)
+    key = ("down", x.level, stride_mode, 1)
     kernel_map = x.cache.kernel_maps.get(key)
     if kernel_map is None:
         kernel_map = build_kernel_map(x.coords, out_coords, 1, DOWNSAMPLE_FACTOR)
         x.cache.kernel_maps[key] = kernel_map
     features = x.features.new_zeros((out_coords.shape[0], x.num_channels))
     features = features.index_copy(0, kernel_map.out_index, x.features[kernel_map.in_index])
-    return x.at_stride(x.stride * DOWNSAMPLE_FACTOR, out_coords, features)
+    return x.coarser(stride_mode, out_coords, features)
 
 
 def global_avg_pool(x: SparseTensor) -> torch.Tensor:

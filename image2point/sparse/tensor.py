@@ -7,6 +7,9 @@ spatial axes ``x, y, z`` are the ``D, H, W`` axes of ``torch.nn.functional.conv3
 Tensors derived from one another inside a network (same batch, any stride) share one
 :class:`CoordinateCache`, so the downsampled coordinates and kernel maps of each level are computed
 once per forward pass and reused by every layer that needs them (the role of spconv's ``indice_key``).
+A tensor's ``level`` names the stride conventions that produced its sites, one per halving
+(``("floor", "floor")`` is stride 4); cache entries are keyed by level, so networks with different
+conventions can share an input tensor without mixing their maps.
 """
 
 from __future__ import annotations
@@ -21,9 +24,8 @@ BACKENDS = ("torch", "spconv")
 
 @dataclass
 class CoordinateCache:
-    """Per-batch memo of coordinates by stride and kernel maps by layer geometry."""
+    """Per-batch memo of coordinates by level and kernel maps by level and layer geometry."""
 
-    coords_by_stride: dict[int, torch.Tensor] = field(default_factory=dict)
     kernel_maps: dict[Hashable, Any] = field(default_factory=dict)
 
 
@@ -32,9 +34,9 @@ class SparseTensor:
     features: torch.Tensor
     coords: torch.Tensor
     batch_size: int
-    stride: int = 1
     backend: str = "torch"
     cache: CoordinateCache = field(default_factory=CoordinateCache, repr=False)
+    level: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.coords.dim() != 2 or self.coords.shape[1] != 4:
@@ -50,7 +52,11 @@ class SparseTensor:
         self.features = self.features.contiguous()
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown sparse backend {self.backend!r}; choose one of {BACKENDS}")
-        self.cache.coords_by_stride.setdefault(self.stride, self.coords)
+
+    @property
+    def stride(self) -> int:
+        """Voxels of the input grid per site along each axis."""
+        return 2 ** len(self.level)
 
     @property
     def num_sites(self) -> int:
@@ -66,11 +72,11 @@ class SparseTensor:
 
     def replace_features(self, features: torch.Tensor) -> "SparseTensor":
         """Same sites, new features (the result of a pointwise op such as BN or ReLU)."""
-        return SparseTensor(features, self.coords, self.batch_size, self.stride, self.backend, self.cache)
+        return SparseTensor(features, self.coords, self.batch_size, self.backend, self.cache, self.level)
 
-    def at_stride(self, stride: int, coords: torch.Tensor, features: torch.Tensor) -> "SparseTensor":
-        """A tensor on another level of this tensor's coordinate hierarchy."""
-        return SparseTensor(features, coords, self.batch_size, stride, self.backend, self.cache)
+    def coarser(self, stride_mode: str, coords: torch.Tensor, features: torch.Tensor) -> "SparseTensor":
+        """A tensor on the next level (stride ×2) of this tensor's hierarchy, made by ``stride_mode``."""
+        return SparseTensor(features, coords, self.batch_size, self.backend, self.cache, self.level + (stride_mode,))
 
     def to_dense(self, spatial_shape: tuple[int, int, int] | None = None) -> torch.Tensor:
         """``[B, C, X, Y, Z]`` dense grid with zeros at empty sites (for tests and small inputs)."""

@@ -59,8 +59,21 @@ class DataConfig:
     eval_batch_size: int | None = None
     num_workers: int = 2
     augment: bool = True
+    # Split the metrics are computed on: "test" (ModelNet40, S3DIS area), "val" (SemanticKITTI 08).
+    eval_split: str = "test"
+    # Procedural datasets: samples per split and the generator seed.
+    train_samples: int = 1000
+    eval_samples: int = 200
+    dataset_seed: int = 0
+    # SemanticKITTI: explicit scans ("00/000000") instead of the standard sequence splits.
+    train_scans: list[str] | None = None
+    eval_scans: list[str] | None = None
+    # S3DIS: the held-out area (the paper tests on area 5).
+    test_area: int = 5
 
     def __post_init__(self) -> None:
+        _require(self.train_samples >= 1, "train_samples", "at least 1", self.train_samples)
+        _require(self.eval_samples >= 1, "eval_samples", "at least 1", self.eval_samples)
         _require(self.voxel_size > 0, "voxel_size", "positive", self.voxel_size)
         _require(self.num_points is None or self.num_points >= 1, "num_points", "at least 1 or null", self.num_points)
         _require(0 < self.fraction <= 1, "fraction", "in (0, 1]", self.fraction)

@@ -92,7 +92,7 @@ def test_inverse_conv_equals_dense_conv_transpose3d(backend, stride_mode, kernel
     coarse_coords = SF.coarser_coords(fine, stride_mode)
     generator = torch.Generator().manual_seed(4)
     coarse_features = torch.randn(coarse_coords.shape[0], 6, generator=generator).requires_grad_()
-    coarse = fine.at_stride(2, coarse_coords, coarse_features)
+    coarse = fine.coarser(stride_mode, coarse_coords, coarse_features)
     weight = torch.randn(5, 6, kernel_size, kernel_size, kernel_size, requires_grad=True)
     out = SF.inverse_conv3d(coarse, weight, target=fine, stride_mode=stride_mode)
     assert torch.equal(out.coords, fine.coords)

@@ -6,6 +6,8 @@ busiest offset, are reused across all offsets of a call instead of allocating pe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from image2point.sparse.kernel_map import KernelMap
@@ -13,17 +15,50 @@ from image2point.sparse.kernel_map import KernelMap
 NAME = "torch"
 
 
-def prepare(kernel_map: KernelMap) -> KernelMap:
-    """The torch backend executes kernel maps as they are."""
-    return kernel_map
+@dataclass(frozen=True)
+class TorchPairs:
+    """A kernel map in two orders: pairs grouped by offset and, within an offset, sorted by the row they
+    scatter into — by output for the forward pass, by input for the input gradient. ``index_add_``
+    with sorted indices is orders of magnitude faster on multi-threaded CPUs than with unsorted ones.
+    """
+
+    forward_gather: torch.Tensor  # input rows
+    forward_scatter: torch.Tensor  # output rows, ascending within each offset
+    backward_gather: torch.Tensor  # output rows
+    backward_scatter: torch.Tensor  # input rows, ascending within each offset
+    counts: tuple[int, ...]
+    num_in: int
+    num_out: int
+    identity_offset: int | None
+
+    @property
+    def max_count(self) -> int:
+        return max(self.counts, default=0)
 
 
-def _spans(kernel_map: KernelMap):
+def _sorted_by_destination(destination: torch.Tensor, source: torch.Tensor, counts: tuple[int, ...],
+                           num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    offset_of_pair = torch.repeat_interleave(torch.arange(len(counts), device=destination.device),
+                                             torch.tensor(counts, device=destination.device))
+    order = torch.argsort(offset_of_pair * max(num_rows, 1) + destination, stable=True)
+    return destination[order], source[order]
+
+
+def prepare(kernel_map: KernelMap) -> TorchPairs:
+    forward_scatter, forward_gather = _sorted_by_destination(
+        kernel_map.out_index, kernel_map.in_index, kernel_map.counts, kernel_map.num_out)
+    backward_scatter, backward_gather = _sorted_by_destination(
+        kernel_map.in_index, kernel_map.out_index, kernel_map.counts, kernel_map.num_in)
+    return TorchPairs(forward_gather, forward_scatter, backward_gather, backward_scatter, kernel_map.counts,
+                      kernel_map.num_in, kernel_map.num_out, kernel_map.identity_offset)
+
+
+def _spans(pairs: TorchPairs):
     """(offset, start, end) of every non-empty offset except the identity one."""
     start = 0
-    for offset, count in enumerate(kernel_map.counts):
+    for offset, count in enumerate(pairs.counts):
         end = start + count
-        if count and offset != kernel_map.identity_offset:
+        if count and offset != pairs.identity_offset:
             yield offset, start, end
         start = end
 
@@ -33,16 +68,16 @@ def _gather_gemm_scatter(
     weights: torch.Tensor,
     gather_index: torch.Tensor,
     scatter_index: torch.Tensor,
-    kernel_map: KernelMap,
+    pairs: TorchPairs,
     out: torch.Tensor,
     transpose_weights: bool,
 ) -> torch.Tensor:
     """``out[scatter[p]] += source[gather[p]] @ W[k]`` for the pairs p of every offset k."""
-    if kernel_map.max_count == 0:
+    if pairs.max_count == 0:
         return out
-    gathered = source.new_empty((kernel_map.max_count, source.shape[1]))
-    product = source.new_empty((kernel_map.max_count, out.shape[1]))
-    for offset, start, end in _spans(kernel_map):
+    gathered = source.new_empty((pairs.max_count, source.shape[1]))
+    product = source.new_empty((pairs.max_count, out.shape[1]))
+    for offset, start, end in _spans(pairs):
         count = end - start
         weight = weights[offset].t() if transpose_weights else weights[offset]
         torch.index_select(source, 0, gather_index[start:end], out=gathered[:count])
@@ -55,61 +90,60 @@ class _SparseConvFunction(torch.autograd.Function):
     """features [N_in, C_in], weights [K³, C_in, C_out] → [N_out, C_out]."""
 
     @staticmethod
-    def forward(ctx, features, weights, kernel_map: KernelMap):
+    def forward(ctx, features, weights, pairs: TorchPairs):
         ctx.save_for_backward(features, weights)
-        ctx.kernel_map = kernel_map
-        if kernel_map.identity_offset is not None:
-            out = features @ weights[kernel_map.identity_offset]
+        ctx.pairs = pairs
+        if pairs.identity_offset is not None:
+            out = features @ weights[pairs.identity_offset]
         else:
-            out = features.new_zeros((kernel_map.num_out, weights.shape[2]))
-        return _gather_gemm_scatter(
-            features, weights, kernel_map.in_index, kernel_map.out_index, kernel_map, out, False
-        )
+            out = features.new_zeros((pairs.num_out, weights.shape[2]))
+        return _gather_gemm_scatter(features, weights, pairs.forward_gather, pairs.forward_scatter, pairs, out, False)
 
     @staticmethod
     def backward(ctx, grad_out):
         features, weights = ctx.saved_tensors
-        kernel_map: KernelMap = ctx.kernel_map
+        pairs: TorchPairs = ctx.pairs
         grad_out = grad_out.contiguous()
         grad_features = grad_weights = None
         if ctx.needs_input_grad[0]:
-            if kernel_map.identity_offset is not None:
-                grad_features = grad_out @ weights[kernel_map.identity_offset].t()
+            if pairs.identity_offset is not None:
+                grad_features = grad_out @ weights[pairs.identity_offset].t()
             else:
                 grad_features = features.new_zeros(features.shape)
-            _gather_gemm_scatter(
-                grad_out, weights, kernel_map.out_index, kernel_map.in_index, kernel_map, grad_features, True
-            )
+            _gather_gemm_scatter(grad_out, weights, pairs.backward_gather, pairs.backward_scatter, pairs,
+                                 grad_features, True)
         if ctx.needs_input_grad[1]:
             grad_weights = torch.zeros_like(weights)
-            if kernel_map.identity_offset is not None:
-                torch.mm(features.t(), grad_out, out=grad_weights[kernel_map.identity_offset])
-            if kernel_map.max_count:
-                gathered_in = features.new_empty((kernel_map.max_count, features.shape[1]))
-                gathered_out = grad_out.new_empty((kernel_map.max_count, grad_out.shape[1]))
-                for offset, start, end in _spans(kernel_map):
+            if pairs.identity_offset is not None:
+                torch.mm(features.t(), grad_out, out=grad_weights[pairs.identity_offset])
+            if pairs.max_count:
+                gathered_in = features.new_empty((pairs.max_count, features.shape[1]))
+                gathered_out = grad_out.new_empty((pairs.max_count, grad_out.shape[1]))
+                for offset, start, end in _spans(pairs):
                     count = end - start
-                    torch.index_select(features, 0, kernel_map.in_index[start:end], out=gathered_in[:count])
-                    torch.index_select(grad_out, 0, kernel_map.out_index[start:end], out=gathered_out[:count])
+                    torch.index_select(features, 0, pairs.forward_gather[start:end], out=gathered_in[:count])
+                    torch.index_select(grad_out, 0, pairs.forward_scatter[start:end], out=gathered_out[:count])
                     torch.mm(gathered_in[:count].t(), gathered_out[:count], out=grad_weights[offset])
         return grad_features, grad_weights, None
 
 
-def conv(features: torch.Tensor, weight: torch.Tensor, prepared: KernelMap) -> torch.Tensor:
+def conv(features: torch.Tensor, weight: torch.Tensor, prepared: TorchPairs) -> torch.Tensor:
     """Sparse convolution; ``weight`` is torch-style ``[C_out, C_in, K, K, K]``."""
     c_out, c_in = weight.shape[:2]
     weights = weight.permute(2, 3, 4, 1, 0).reshape(-1, c_in, c_out)
     features = features.contiguous()
     if weights.dtype != features.dtype:
         weights = weights.to(features.dtype)
-    return _SparseConvFunction.apply(features, weights, prepared)
+    # Gather/scatter buffers take the features' dtype, so autocast must not change the GEMM's.
+    with torch.autocast(features.device.type, enabled=False):
+        return _SparseConvFunction.apply(features, weights, prepared)
 
 
-def max_pool(features: torch.Tensor, prepared: KernelMap) -> torch.Tensor:
+def max_pool(features: torch.Tensor, prepared: TorchPairs) -> torch.Tensor:
     """Maximum over each output's input sites (empty sites do not take part, as in spconv)."""
     channels = features.shape[1]
     out = features.new_full((prepared.num_out, channels), float("-inf"))
-    index = prepared.out_index[:, None].expand(-1, channels)
-    out = out.scatter_reduce(0, index, features[prepared.in_index], reduce="amax", include_self=True)
+    index = prepared.forward_scatter[:, None].expand(-1, channels)
+    out = out.scatter_reduce(0, index, features[prepared.forward_gather], reduce="amax", include_self=True)
     # A site with no input at all (possible only for kernels smaller than the stride) gets zero.
     return torch.where(torch.isneginf(out), torch.zeros_like(out), out)
