@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
 from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +24,9 @@ from image2point.voxelize import (
     voxelize,
 )
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KITTI_SCAN = REPO_ROOT / ".." / "shared" / "data" / "semantickitti" / "sequences" / "00" / "velodyne" / "000000.bin"
+KITTI_COLUMNS = 4  # x, y, z, intensity
 VOXEL = 0.05
 # Relative tolerance for float32 means of float64 sums.
 MEAN_RTOL = 1e-5
@@ -34,37 +41,58 @@ def sphere_points(num_points: int, seed: int = 0) -> np.ndarray:
     return (directions * rng.uniform(0.5, 1.0, size=(num_points, 1))).astype(np.float32)
 
 
-def brute_force(points: np.ndarray, voxel_size: float, features: np.ndarray | None) -> dict:
-    """Per-voxel point lists by Python floor division of every coordinate, one point at a time."""
-    values = points if features is None else features
+@dataclass
+class BruteForceVoxels:
+    """Voxels found one point at a time with Python's float division and math.floor."""
+
+    cell_of_point: list[tuple[int, int, int]]  # unshifted voxel index of every point
+    members: dict[tuple[int, int, int], list[int]]  # point rows of every occupied voxel
+    lowest: tuple[int, int, int]  # smallest occupied index per axis
+
+    def shifted(self, cell: tuple[int, int, int]) -> list[int]:
+        return [index - low for index, low in zip(cell, self.lowest)]
+
+
+def brute_force(points: np.ndarray, voxel_size: float) -> BruteForceVoxels:
     members: dict[tuple[int, int, int], list[int]] = defaultdict(list)
-    cells = []
+    cell_of_point = []
     for row, point in enumerate(points.astype(np.float64).tolist()):
         cell = tuple(math.floor(coordinate / voxel_size) for coordinate in point)
         members[cell].append(row)
-        cells.append(cell)
-    lowest = [min(cell[axis] for cell in members) for axis in range(3)]
-    means = {cell: values[rows].astype(np.float64).mean(axis=0) for cell, rows in members.items()}
-    return {"members": members, "cells": cells, "lowest": lowest, "means": means}
+        cell_of_point.append(cell)
+    lowest = tuple(min(cell[axis] for cell in members) for axis in range(3))
+    return BruteForceVoxels(cell_of_point, dict(members), lowest)
 
 
 def check_against_brute_force(voxels: Voxels, points: np.ndarray, voxel_size: float, features=None) -> None:
-    reference = brute_force(points, voxel_size, features)
-    lowest = reference["lowest"]
-    shifted = sorted(tuple(c - low for c, low in zip(cell, lowest)) for cell in reference["members"])
-    assert voxels.coords.tolist() == [list(cell) for cell in shifted]
-    for row, cell in enumerate(reference["cells"]):
-        assert voxels.coords[voxels.inverse[row]].tolist() == [c - low for c, low in zip(cell, lowest)]
-    expected_counts = [len(reference["members"][tuple(c + low for c, low in zip(cell, lowest))]) for cell in shifted]
-    assert voxels.counts.tolist() == expected_counts
-    per_point_expected = np.stack([reference["means"][cell] for cell in reference["cells"]])
-    np.testing.assert_allclose(voxels.features[voxels.inverse].numpy(), per_point_expected, rtol=MEAN_RTOL, atol=1e-6)
+    reference = brute_force(points, voxel_size)
+    occupied = sorted(reference.members, key=reference.shifted)
+    assert voxels.coords.tolist() == [reference.shifted(cell) for cell in occupied]
+    assert voxels.counts.tolist() == [len(reference.members[cell]) for cell in occupied]
+    assert voxels.coords[voxels.inverse].tolist() == [reference.shifted(cell) for cell in reference.cell_of_point]
+    values = (points if features is None else features).astype(np.float64)
+    mean_of_cell = {cell: values[rows].mean(axis=0) for cell, rows in reference.members.items()}
+    expected = np.stack([mean_of_cell[cell] for cell in reference.cell_of_point])
+    np.testing.assert_allclose(voxels.features[voxels.inverse].numpy(), expected, rtol=MEAN_RTOL, atol=1e-6)
+
+
+def dense_cube_points(num_points: int, side: float, seed: int = 0) -> np.ndarray:
+    """Points in a small cube, many to a voxel, straddling the origin so cell indices change sign."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-side / 2, side / 2, size=(num_points, 3)).astype(np.float32)
+
+
+CLOUDS = {
+    "sphere": lambda: sphere_points(1500),  # mostly one or two points per voxel
+    "dense": lambda: dense_cube_points(1500, side=6 * VOXEL),  # about seven points per voxel
+}
 
 
 @pytest.mark.parametrize("method", ["auto", "table", "sort", "rows"])
 @pytest.mark.parametrize("channels", [None, 1, 3, WIDE_CHANNELS])
-def test_matches_brute_force_per_voxel_mean(method, channels):
-    points = sphere_points(1500)
+@pytest.mark.parametrize("cloud", sorted(CLOUDS))
+def test_matches_brute_force_per_voxel_mean(cloud, method, channels):
+    points = CLOUDS[cloud]()
     features = None
     if channels is not None:
         features = np.random.default_rng(1).normal(size=(len(points), channels)).astype(np.float32)
@@ -185,6 +213,48 @@ def test_non_contiguous_and_integer_feature_inputs():
     check_against_brute_force(reversed_voxels, points[::-1].copy(), VOXEL, labels[::-1].astype(np.float64))
 
 
+def numpy_reference(points: np.ndarray, voxel_size: float, features: np.ndarray):
+    """Row-wise numpy voxelization: floor, unique over rows, scatter-add mean."""
+    cells = np.floor(points.astype(np.float64) / voxel_size).astype(np.int64)
+    cells -= cells.min(axis=0)
+    coords, inverse, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)  # numpy 2.0.0 returns it as [N, 1]
+    sums = np.zeros((len(coords), features.shape[1]))
+    np.add.at(sums, inverse, features.astype(np.float64))
+    return coords, inverse, counts, sums / counts[:, None]
+
+
+@pytest.mark.skipif(not KITTI_SCAN.is_file(), reason=f"SemanticKITTI scan not found at {KITTI_SCAN}")
+def test_real_lidar_scan_matches_numpy_reference():
+    scan = np.fromfile(KITTI_SCAN, dtype=np.float32).reshape(-1, KITTI_COLUMNS)
+    points, intensity = scan[:, :3], scan[:, 3:]
+    voxels = voxelize(points, VOXEL, intensity)
+    coords, inverse, counts, means = numpy_reference(points, VOXEL, intensity)
+    assert voxels.num_voxels < len(points)
+    np.testing.assert_array_equal(voxels.coords.numpy(), coords)
+    np.testing.assert_array_equal(voxels.inverse.numpy(), inverse)
+    np.testing.assert_array_equal(voxels.counts.numpy(), counts)
+    np.testing.assert_allclose(voxels.features.numpy(), means, rtol=MEAN_RTOL, atol=1e-7)
+
+
+def test_benchmark_runs_on_generated_clouds(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_voxelize", REPO_ROOT / "benchmarks" / "bench_voxelize.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses resolve their module through sys.modules
+    try:
+        spec.loader.exec_module(bench)
+        messages: list[str] = []
+        results = bench.run(repeats=1, data_dir=tmp_path, generated_points=4000, log=messages.append)
+    finally:
+        del sys.modules[spec.name]
+    assert len(messages) == 2 and all("not found" in message for message in messages)
+    assert [result.points for result in results] == [4000, 4000]
+    for result in results:
+        assert 0 < result.voxels <= result.points
+        assert result.ours_seconds > 0 and result.numpy_seconds > 0
+        assert result.as_dict()["speedup"] == pytest.approx(result.numpy_seconds / result.ours_seconds)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     points = torch.from_numpy(sphere_points(20000))
@@ -199,8 +269,16 @@ def test_cuda_matches_cpu():
 @pytest.mark.parametrize(
     ("points", "kwargs", "message"),
     [
-        (np.array([[0.0, 0.0, np.nan], [1.0, 1.0, 1.0], [np.nan, 0.0, 0.0]]), {}, "2 of 3 points have NaN or Inf coordinates"),
-        (np.array([[0.0, 0.0, 0.0], [np.inf, 1.0, 1.0]]), {}, r"1 of 2 points have NaN or Inf coordinates \(first at row 1\)"),
+        (
+            np.array([[0.0, 0.0, np.nan], [1.0, 1.0, 1.0], [np.nan, 0.0, 0.0]]),
+            {},
+            "2 of 3 points have NaN or Inf coordinates",
+        ),
+        (
+            np.array([[0.0, 0.0, 0.0], [np.inf, 1.0, 1.0]]),
+            {},
+            r"1 of 2 points have NaN or Inf coordinates \(first at row 1\)",
+        ),
         (np.zeros((4, 2)), {}, r"\[N, 3\].*got shape \(4, 2\)"),
         (np.zeros(3), {}, r"\[N, 3\]"),
         (np.zeros((0, 3)), {}, "empty"),

@@ -32,6 +32,8 @@ COLUMN_TRIPLETS = (
     ("normals", ("nx", "ny", "nz")),
     ("normals", ("normal_x", "normal_y", "normal_z")),
 )
+# Name of a column without a name in the file and in ``fields`` (index counts from 0).
+UNNAMED_COLUMN = "column{index}"
 _INDEXED_COLUMN = re.compile(r"^(?P<base>.+)_(?P<index>\d+)$")
 # Largest coordinate change a float32 cast may cause before a cloud counts as needing recentring,
 # in the cloud's unit (metres for LiDAR): 0.1 mm.
@@ -81,7 +83,7 @@ class PointCloud:
         return self.num_points
 
     @property
-    def available(self) -> tuple[str, ...]:
+    def attribute_names(self) -> tuple[str, ...]:
         """Names accepted by :meth:`field` and :meth:`features`: the coordinates, then the fields."""
         return COORDINATE_NAMES + tuple(self.fields)
 
@@ -90,7 +92,7 @@ class PointCloud:
         if name in COORDINATE_NAMES:
             return self.points[:, COORDINATE_NAMES.index(name)]
         if name not in self.fields:
-            raise DataError(f"no field {name!r}; available: {', '.join(self.available)}", self.source or None)
+            raise DataError(f"no field {name!r}; available: {', '.join(self.attribute_names)}", self.source or None)
         return self.fields[name]
 
     def features(self, names: Sequence[str]) -> np.ndarray:
@@ -119,9 +121,13 @@ def cloud_from_columns(
     if missing:
         listed = ", ".join(repr(name) for name in missing)
         raise DataError(f"no {listed} {column_kind}; the file has {', '.join(names) or 'none'}", source)
-    for name in COORDINATE_NAMES:
-        if columns[name].ndim != 1:
-            raise DataError(f"{column_kind} {name!r} has shape {columns[name].shape}; one value per point expected", source)
+    for name, values in columns.items():
+        if values.dtype.kind not in "biuf":
+            raise DataError(f"{column_kind} {name!r} holds {values.dtype} values, not numbers", source)
+        if name in COORDINATE_NAMES and values.ndim != 1:
+            raise DataError(f"{column_kind} {name!r} has shape {values.shape}; one value per point expected", source)
+        if values.ndim not in (1, 2):
+            raise DataError(f"{column_kind} {name!r} has shape {values.shape}; [N] or [N, k] expected", source)
     points = np.stack([columns[name] for name in COORDINATE_NAMES], axis=1).astype(np.float64)
     fields = join_columns({name: values for name, values in columns.items() if name not in COORDINATE_NAMES})
     for name, values in fields.items():
@@ -132,6 +138,28 @@ def cloud_from_columns(
     cloud = PointCloud(points=points, fields=fields, source=str(source))
     validate_point_cloud(cloud)
     return cloud
+
+
+def name_columns(table: np.ndarray, names: Sequence[str] | None, source: str | Path) -> dict[str, np.ndarray]:
+    """The columns of a table without column names ([N, C]: headerless text, .npy, .bin, HDF5).
+
+    names: one name per column, in order; None names them x, y, z, column3, column4, ...
+    """
+    num_columns = table.shape[1]
+    if names is None:
+        if num_columns < len(COORDINATE_NAMES):
+            raise DataError(f"wrong column count: {num_columns} columns; at least 3 (x, y, z) are needed", source)
+        names = [*COORDINATE_NAMES, *(UNNAMED_COLUMN.format(index=index) for index in range(3, num_columns))]
+    if isinstance(names, str):
+        raise TypeError(f"fields must be a sequence of names, not the string {names!r}")
+    if len(names) != num_columns:
+        raise DataError(
+            f"wrong column count: {num_columns} columns but fields names {len(names)} ({', '.join(names)})", source
+        )
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:
+        raise DataError(f"fields names {', '.join(repeated)} more than once", source)
+    return {name: np.ascontiguousarray(table[:, index]) for index, name in enumerate(names)}
 
 
 def join_columns(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -171,7 +199,9 @@ def _indexed_groups(columns: Mapping[str, np.ndarray], claimed: set[str]) -> dic
     return groups
 
 
-def _selected_fields(fields: dict[str, np.ndarray], selected: Sequence[str], source: str | Path) -> dict[str, np.ndarray]:
+def _selected_fields(
+    fields: dict[str, np.ndarray], selected: Sequence[str], source: str | Path
+) -> dict[str, np.ndarray]:
     wanted = [name for name in selected if name not in COORDINATE_NAMES]
     if len(set(wanted)) != len(wanted):
         repeated = sorted({name for name in wanted if wanted.count(name) > 1})
@@ -181,6 +211,11 @@ def _selected_fields(fields: dict[str, np.ndarray], selected: Sequence[str], sou
         available = ", ".join(COORDINATE_NAMES + tuple(fields))
         raise DataError(f"no field {', '.join(repr(name) for name in missing)}; available: {available}", source)
     return {name: fields[name] for name in wanted}
+
+
+def counted(count: int, noun: str) -> str:
+    """ "1 point", "2 points": a count with its noun in the right number."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def describe_error(error: BaseException) -> str:
@@ -215,7 +250,7 @@ def _check_finite(what: str, values: np.ndarray, source: str | None) -> None:
     if nan_count or inf_count:
         bad_rows = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
         raise DataError(
-            f"{what} hold {nan_count} NaN and {inf_count} Inf values in {int(bad_rows.sum())} points "
+            f"non-finite {what}: {nan_count} NaN and {inf_count} Inf values in {counted(int(bad_rows.sum()), 'point')} "
             f"(first at point {int(np.argmax(bad_rows))})",
             source,
         )

@@ -20,6 +20,7 @@ Tensor layouts: point coordinates ``xyz [B, N, 3]``; inputs ``features [B, N, C]
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -52,10 +53,13 @@ def _check_points(name: str, points: torch.Tensor) -> None:
 def _squared_distances(queries: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """``[B, S, N]``: squared Euclidean distances, summed coordinate by coordinate from the differences
     (exact for integer coordinates; no ``|a|² + |b|² - 2ab`` cancellation)."""
+    query_planes = queries.transpose(1, 2).contiguous()
+    point_planes = points.transpose(1, 2).contiguous()
     total = torch.zeros(queries.shape[0], queries.shape[1], points.shape[1], dtype=points.dtype,
                         device=points.device)
     for axis in range(XYZ_DIMENSIONS):
-        total += (queries[:, :, None, axis] - points[:, None, :, axis]).square()
+        difference = query_planes[:, axis, :, None] - point_planes[:, axis, None, :]
+        total.addcmul_(difference, difference)
     return total
 
 
@@ -74,9 +78,9 @@ def farthest_point_sample(points: torch.Tensor, num_samples: int, start: str = "
     """Indices ``[B, num_samples]`` of a farthest point sampling of ``points [B, N, 3]``.
 
     The first index is 0 (``start="first"``, deterministic) or uniformly random per cloud
-    (``start="random"``, drawn from ``generator``, a CPU generator). Each further index is the point farthest from those
-    chosen so far (largest distance to its nearest chosen point; the lowest index on ties). Chosen points
-    are never chosen again, so the indices are distinct even where points coincide.
+    (``start="random"``, drawn from ``generator``, a CPU generator). Each further index is the point
+    farthest from those chosen so far (largest distance to its nearest chosen point; the lowest index on
+    ties). Chosen points are never chosen again, so the indices are distinct even where points coincide.
     """
     _check_points("points", points)
     batch, num_points, _ = points.shape
@@ -90,12 +94,16 @@ def farthest_point_sample(points: torch.Tensor, num_samples: int, start: str = "
     else:
         current = torch.randint(num_points, (batch,), generator=generator).to(points.device)
     chosen = torch.empty(batch, num_samples, dtype=torch.int64, device=points.device)
+    planes = points.transpose(1, 2).contiguous()
     nearest_chosen = torch.full((batch, num_points), math.inf, dtype=points.dtype, device=points.device)
     for step in range(num_samples):
         chosen[:, step] = current
-        last = points[batch_index, current]
-        distance = (points - last[:, None, :]).square().sum(-1)
-        nearest_chosen = torch.minimum(nearest_chosen, distance)
+        last = planes[batch_index, :, current]
+        distance = torch.zeros_like(nearest_chosen)
+        for axis in range(XYZ_DIMENSIONS):
+            difference = planes[:, axis] - last[:, axis, None]
+            distance.addcmul_(difference, difference)
+        torch.minimum(nearest_chosen, distance, out=nearest_chosen)
         nearest_chosen[batch_index, current] = -1.0
         current = nearest_chosen.argmax(dim=1)
     return chosen
@@ -119,20 +127,18 @@ def ball_query(points: torch.Tensor, centres: torch.Tensor, radius: float, max_n
     num_centres = centres.shape[1]
     take = min(max_neighbours, num_points)
     positions = torch.arange(num_points, device=points.device)
-    slots = torch.arange(max_neighbours, device=points.device)
     out = torch.empty(batch, num_centres, max_neighbours, dtype=torch.int64, device=points.device)
     chunk = _query_chunk_size(batch, num_centres, num_points)
     for begin in range(0, num_centres, chunk):
         distances = _squared_distances(centres[:, begin:begin + chunk], points)
-        inside = distances < radius * radius
         # Outside points get the key N, so the `take` smallest keys are the first neighbours in order.
-        keys = torch.where(inside, positions, num_points)
+        keys = torch.where(distances < radius * radius, positions, num_points)
         first = keys.topk(take, dim=-1, largest=False, sorted=True).values
-        found = inside.sum(-1, keepdim=True)
-        fallback = torch.where(found > 0, first[..., :1], distances.argmin(-1, keepdim=True))
         if take < max_neighbours:
-            first = torch.cat([first, fallback.expand(*first.shape[:2], max_neighbours - take)], dim=-1)
-        out[:, begin:begin + chunk] = torch.where(slots < found, first, fallback)
+            first = torch.cat([first, first.new_full((*first.shape[:2], max_neighbours - take), num_points)], -1)
+        found = first < num_points
+        fallback = torch.where(found[..., :1], first[..., :1], distances.argmin(-1, keepdim=True))
+        out[:, begin:begin + chunk] = torch.where(found, first, fallback)
     return out
 
 
@@ -340,7 +346,7 @@ class PointwiseLayer(nn.Module):
 def shared_mlp(in_channels: int, channels: Sequence[int]) -> nn.Sequential:
     """Pointwise layers ``in_channels → channels[0] → …``; empty ``channels`` is the identity."""
     widths = (in_channels, *channels)
-    return nn.Sequential(*(PointwiseLayer(a, b) for a, b in zip(widths[:-1], widths[1:])))
+    return nn.Sequential(*(PointwiseLayer(a, b) for a, b in itertools.pairwise(widths)))
 
 
 class SetAbstraction(nn.Module):
@@ -389,19 +395,18 @@ class SetAbstraction(nn.Module):
 class PointNet2Encoder(nn.Module):
     """The set abstraction levels; the first level's MLP starts after the network's input layer."""
 
-    def __init__(self, in_features: int, config: PointNet2Config):
+    def __init__(self, config: PointNet2Config):
         super().__init__()
         first = config.levels[0]
         levels = [SetAbstraction(first.mlp[0], replace(first, mlp=first.mlp[1:]), config.fps_start)]
         for spec in config.levels[1:]:
             levels.append(SetAbstraction(levels[-1].out_channels + XYZ_DIMENSIONS, spec, config.fps_start))
         self.levels = nn.ModuleList(levels)
-        self.stem_in_channels = in_features + XYZ_DIMENSIONS
         self.level_channels = [level.out_channels for level in levels]
 
     def forward(self, xyz: torch.Tensor, features: torch.Tensor | None, stem: nn.Module) -> list[PointLevel]:
-        """Output of every level, first to last; ``stem`` maps the first level's grouped points
-        (``stem_in_channels``) to its MLP's input."""
+        """Output of every level, first to last; ``stem`` (the network's input layer) maps the first
+        level's grouped points to its MLP's input."""
         outputs = []
         for index, level in enumerate(self.levels):
             out = level(xyz, features, stem if index == 0 else None)
@@ -436,7 +441,7 @@ class PointNet2ClassificationHead(nn.Module):
         super().__init__()
         widths = (in_channels, *hidden)
         layers: list[nn.Module] = []
-        for a, b in zip(widths[:-1], widths[1:]):
+        for a, b in itertools.pairwise(widths):
             layers += [nn.Linear(a, b, bias=False), nn.BatchNorm1d(b), nn.ReLU(inplace=True), nn.Dropout(dropout)]
         self.classifier = nn.Sequential(*layers, nn.Linear(widths[-1], num_classes))
 
@@ -464,7 +469,7 @@ class PointNet2SegmentationHead(nn.Module):
         self.propagation = nn.ModuleList(stages)
         widths = (coarse, *hidden)
         layers: list[nn.Module] = []
-        for a, b in zip(widths[:-1], widths[1:]):
+        for a, b in itertools.pairwise(widths):
             layers += [nn.Conv1d(a, b, 1, bias=False), nn.BatchNorm1d(b), nn.ReLU(inplace=True), nn.Dropout(dropout)]
         self.classifier = nn.Sequential(*layers, nn.Conv1d(widths[-1], num_classes, 1))
 
@@ -492,7 +497,7 @@ class PointNet2Network(TransferredNetwork):
         self.in_features = in_features
         self.config = config
         self.input_layer = PointwiseLayer(in_features + XYZ_DIMENSIONS, config.levels[0].mlp[0])
-        self.backbone = PointNet2Encoder(in_features, config)
+        self.backbone = PointNet2Encoder(config)
 
     def _channel_first_features(self, xyz: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor | None:
         _check_points("xyz", xyz)
@@ -536,10 +541,11 @@ class PointNet2Classifier(PointNet2Network):
 
 class PointNet2Segmenter(PointNet2Network):
     """Logits ``[B, num_classes, N]`` for every input point (the layout ``cross_entropy`` takes with
-    labels ``[B, N]``). ``config.propagation`` needs one MLP per set abstraction level."""
+    labels ``[B, N]``). ``config.propagation`` needs one MLP per set abstraction level; the default
+    config is :meth:`PointNet2Config.ssg_segmentation`."""
 
-    def __init__(self, in_features: int, num_classes: int,
-                 config: PointNet2Config = PointNet2Config.ssg_segmentation()):
+    def __init__(self, in_features: int, num_classes: int, config: PointNet2Config | None = None):
+        config = PointNet2Config.ssg_segmentation() if config is None else config
         super().__init__(in_features, config)
         self.head = PointNet2SegmentationHead(in_features, self.backbone.level_channels, config.propagation,
                                               num_classes, config.segmenter_hidden, config.dropout)
@@ -579,9 +585,11 @@ class PointNet2TransferReport:
         return any(key.startswith("input_layer.") for key in self.initialised)
 
     def summary(self) -> str:
-        lines = [f"PointNet++ weight transfer: {len(self.loaded)} loaded, {len(self.initialised)} initialised, "
-                 f"{len(self.dropped)} dropped"]
-        lines += [f"  {key}: {self.reasons[key]}" for key in (*self.initialised, *self.dropped) if key in self.reasons]
+        counts = (f"{len(self.loaded)} loaded, {len(self.initialised)} initialised, "
+                  f"{len(self.dropped)} dropped")
+        lines = [f"PointNet++ weight transfer: {counts}"]
+        explained = dict.fromkeys(key for key in (*self.initialised, *self.dropped) if key in self.reasons)
+        lines += [f"  {key}: {self.reasons[key]}" for key in explained]
         return "\n".join(lines)
 
 
@@ -647,7 +655,8 @@ def transfer_pointnet2_weights(state_dict: Mapping[str, torch.Tensor], model: Po
         initialised = list(target["input_layer"])
         dropped += list(source["input_layer"])
         for key in (*initialised, *source["input_layer"]):
-            reasons[key] = ("input layer re-initialised: " + input_problems.get(key, "the rest of the layer does not fit"))
+            problem = input_problems.get(key, "the rest of the layer does not fit")
+            reasons[key] = f"input layer re-initialised: {problem}"
     else:
         initialised = []
         loaded += list(source["input_layer"])

@@ -3,6 +3,7 @@
 Importing the package registers every architecture, so ``create_model_2d`` knows them all.
 """
 
+import image2point.models2d.hrnet  # noqa: F401  (registers hrnet_w18 / hrnet_w48)
 from image2point.models2d.cifar_resnet import CifarBasicBlock, CifarResNet, ShortcutA, cifar_resnet
 from image2point.models2d.loading import (
     LoadReport,

@@ -25,12 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from image2point.models2d.registry import ImageClassifier2D, PretrainedWeights, register_model_2d
-from image2point.models2d.resnet import BasicBlock, Bottleneck, conv1x1, conv3x3
+from image2point.models2d.resnet import BasicBlock, Bottleneck, ResidualBlock, conv1x1, conv3x3
 
 RGB_CHANNELS = 3
 STEM_WIDTH = 64
-# The stem's two stride-2 convs: the high-resolution branch and the logits are at 1/4 resolution.
-OUTPUT_STRIDE = 4
 LAYER1_BLOCKS = 4
 LAYER1_WIDTH = 64
 # Every stage of HRNetV2-W18/W48 runs four basic blocks per branch; each branch halves the
@@ -158,9 +156,7 @@ class HighResolutionModule(nn.Module):
         return outputs
 
 
-def _make_blocks(
-    block: type[BasicBlock] | type[Bottleneck], in_channels: int, channels: int, depth: int
-) -> nn.Sequential:
+def _make_blocks(block: ResidualBlock, in_channels: int, channels: int, depth: int) -> nn.Sequential:
     out_channels = channels * block.expansion
     downsample = None
     if in_channels != out_channels:
@@ -213,6 +209,8 @@ class HRNet(ImageClassifier2D):
         align_corners: bool = False,
     ):
         super().__init__()
+        if num_classes < 0 or in_channels < 1:
+            raise ValueError(f"HRNet needs num_classes >= 0 and in_channels >= 1, got {num_classes}, {in_channels}")
         self.config = config
         self.in_channels = in_channels
         self.align_corners = align_corners

@@ -225,7 +225,7 @@ def test_exchange_unit_sums_every_branch_into_every_other():
     torch.testing.assert_close(out_low, expected_low)
 
 
-def test_official_initialisation(w48):
+def test_official_initialisation():
     fresh = hrnet_w18()
     conv = fresh.stage3[0].branches[2][0].conv1.weight
     assert conv.std().item() == pytest.approx(0.001, rel=0.05)

@@ -1,0 +1,212 @@
+"""The ``image2point`` command line: parse, call the library, print. Bad input ends in one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from image2point.errors import Image2PointError
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+CONFIG_HELP = "YAML config (see configs/); omit for the defaults"
+OVERRIDES_HELP = "config overrides as dotted key=value, e.g. optim.lr=0.01 train.epochs=5"
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from image2point.train.config import load_config
+    from image2point.train.loop import run_training
+
+    config = load_config(args.config, args.overrides)
+    result = run_training(config, resume=args.resume, quiet=args.quiet)
+    final = result.final
+    print(f"run directory: {result.run_dir}")
+    print(f"overall accuracy {final.overall_accuracy:.4f}  mean class accuracy {final.mean_class_accuracy:.4f}  "
+          f"mIoU {final.miou:.4f}  (best epoch {result.best_epoch})")
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from image2point.train.config import load_config
+    from image2point.train.loop import evaluate_checkpoint
+
+    config = load_config(args.config, args.overrides)
+    metrics = evaluate_checkpoint(config, args.checkpoint, args.out_dir)
+    print(json.dumps({"overall_accuracy": metrics.overall_accuracy, "mean_class_accuracy": metrics.mean_class_accuracy,
+                      "miou": metrics.miou}, indent=2))
+    if args.per_class:
+        print(metrics.iou_table())
+
+
+def _cmd_inflate(args: argparse.Namespace) -> None:
+    import torch
+
+    from image2point.checkpoint import atomic_write, save_checkpoint
+    from image2point.inflate.converter import convert_2d_to_3d
+    from image2point.models2d import create_model_2d, load_pretrained_2d
+
+    model_2d = create_model_2d(args.arch, **({"num_classes": args.num_classes} if args.num_classes else {}))
+    load_report = load_pretrained_2d(model_2d, args.checkpoint)
+    converted = convert_2d_to_3d(model_2d, args.transform, normalize=args.normalize, learnable_t=args.learnable_t,
+                                 t_init=args.t_init, stride_mode=args.stride_mode)
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise Image2PointError(f"{out}: exists; pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, {
+        "state_dict": {k: v for k, v in converted.model.state_dict().items()},
+        "architecture": args.arch,
+        "transform": args.transform,
+        "learnable_t": args.learnable_t,
+        "stride_mode": args.stride_mode,
+        "torch_version": torch.__version__,
+    })
+    report_text = load_report.summary() + "\n" + converted.report.summary() + "\n"
+    report_text += "".join(f"  inflated {k.name}: {list(k.shape_2d)} -> {list(k.shape_3d)}\n"
+                           for k in converted.report.inflated)
+    with atomic_write(out.with_suffix(".report.txt"), "w") as stream:
+        stream.write(report_text)
+    print(report_text, end="")
+    print(f"3D checkpoint: {out}\nreport: {out.with_suffix('.report.txt')}")
+
+
+def _cmd_pretrain2d(args: argparse.Namespace) -> None:
+    from image2point.models2d import create_model_2d
+    from image2point.pretrain2d.fractaldb import FractalDB, FractalDBConfig
+    from image2point.pretrain2d.train2d import Train2DConfig, split_train_val, train_2d
+
+    if args.dataset != "fractaldb":
+        raise Image2PointError(f"unknown 2D dataset {args.dataset!r}; available: fractaldb")
+    fractal_config = FractalDBConfig(num_categories=args.categories, instances_per_category=args.instances,
+                                     image_size=args.image_size, search_size=args.search_size)
+    dataset = FractalDB(fractal_config, seed=args.seed)
+    train_set, val_set = split_train_val(dataset, args.val_fraction, args.seed, labels=dataset.labels)
+    model = create_model_2d(args.arch, num_classes=dataset.num_classes)
+    config = Train2DConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = train_2d(model, train_set, val_set, config, checkpoint_path=out, architecture=args.arch)
+    print(f"FractalDB: {args.categories} categories x {args.instances} instances at {args.image_size} px")
+    print(f"{args.arch}: validation top-1 {result.top1:.4f}; checkpoint {out}")
+
+
+def _cmd_env(args: argparse.Namespace) -> None:
+    import platform
+
+    import numpy
+    import torch
+
+    from image2point import __version__
+    from image2point.sparse.backends import default_backend, spconv_available
+
+    lines = {
+        "image2point": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "torch threads": torch.get_num_threads(),
+        "cuda available": torch.cuda.is_available(),
+        "cuda devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "spconv": _version_of("spconv") if spconv_available() else "not installed",
+        "default sparse backend (cpu)": default_backend("cpu"),
+    }
+    if torch.cuda.is_available():
+        lines["default sparse backend (cuda)"] = default_backend("cuda")
+    for name in ("plyfile", "laspy", "h5py", "tensorboard", "torchmetrics", "matplotlib"):
+        lines[name] = _version_of(name)
+    for key, value in lines.items():
+        print(f"{key:30s} {value}")
+
+
+def _version_of(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _split_config_and_overrides(args: argparse.Namespace) -> None:
+    """``image2point train optim.lr=0.1`` has no config file: its first word is an override."""
+    if getattr(args, "config", None) and "=" in args.config and not Path(args.config).exists():
+        args.overrides = [args.config, *args.overrides]
+        args.config = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="image2point", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="finetune a transferred network")
+    train.add_argument("config", nargs="?", help=CONFIG_HELP)
+    train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    train.add_argument("--resume", action="store_true", help="continue the run in train.run_dir from last.pt")
+    train.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
+    train.set_defaults(handler=_cmd_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on the config's evaluation split")
+    evaluate.add_argument("config", help=CONFIG_HELP)
+    evaluate.add_argument("checkpoint", help="last.pt or best.pt of a run")
+    evaluate.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    evaluate.add_argument("--out-dir", help="write config.yaml and metrics.json here")
+    evaluate.add_argument("--per-class", action="store_true", help="print the per-class IoU table")
+    evaluate.set_defaults(handler=_cmd_eval)
+
+    inflate = commands.add_parser("inflate", help="2D checkpoint -> 3D checkpoint plus a conversion report")
+    inflate.add_argument("--arch", required=True, help="2D architecture, e.g. resnet18, cifar_resnet56")
+    inflate.add_argument("--checkpoint", required=True, help="2D weights (torchvision/timm or our own)")
+    inflate.add_argument("--out", required=True, help="3D checkpoint to write")
+    inflate.add_argument("--num-classes", type=int, help="classifier width of the 2D checkpoint")
+    inflate.add_argument("--transform", default="default", choices=("default", "t1", "t2", "t3"))
+    inflate.add_argument("--normalize", action="store_true", help="divide T by K")
+    inflate.add_argument("--learnable-t", default="none", choices=("none", "shared", "per_conv"))
+    inflate.add_argument("--t-init", default="default", choices=("default", "random"))
+    inflate.add_argument("--stride-mode", default="floor", choices=("floor", "window"))
+    inflate.add_argument("--force", action="store_true", help="replace an existing output")
+    inflate.set_defaults(handler=_cmd_inflate)
+
+    pretrain = commands.add_parser("pretrain2d", help="pretrain a 2D network offline (FractalDB)")
+    pretrain.add_argument("--dataset", default="fractaldb")
+    pretrain.add_argument("--arch", default="cifar_resnet20")
+    pretrain.add_argument("--categories", type=int, default=10)
+    pretrain.add_argument("--instances", type=int, default=32)
+    pretrain.add_argument("--image-size", type=int, default=32)
+    pretrain.add_argument("--search-size", type=int, default=128)
+    pretrain.add_argument("--epochs", type=int, default=10)
+    pretrain.add_argument("--batch-size", type=int, default=64)
+    pretrain.add_argument("--lr", type=float, default=0.1)
+    pretrain.add_argument("--val-fraction", type=float, default=0.2)
+    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--out", required=True, help="checkpoint to write")
+    pretrain.set_defaults(handler=_cmd_pretrain2d)
+
+    env = commands.add_parser("env", help="versions, sparse backends and devices")
+    env.set_defaults(handler=_cmd_env)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        _split_config_and_overrides(args)
+    try:
+        args.handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (Image2PointError, FileNotFoundError, PermissionError, IsADirectoryError, FloatingPointError,
+            ImportError) as error:
+        if args.debug:
+            raise
+        print(f"image2point {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Text tables of points (.txt, .xyz, .csv): one point per line, at least x, y, z.
+
+The delimiter is detected from the first data line: a comma, else a semicolon, else runs of
+whitespace. The first non-blank line may be a header of column names ("x,y,z,red,green,blue",
+CloudCompare's "//X,Y,Z,R,G,B"); names are lower-cased. Without a header the columns are
+x, y, z, column3, column4, ... unless ``fields`` names them. Values are parsed as float64.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from image2point.errors import DataError
+from image2point.io.cloud import PointCloud, cloud_from_columns, name_columns
+
+DELIMITER_CANDIDATES = (",", ";")  # tried in this order; a line with neither is split on whitespace
+HEADER_PREFIXES = ("//", "#")  # written before a header line by some tools
+_COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+NumberedLine = tuple[int, str]  # (1-based line number in the file, line text)
+
+
+def read_text(path: str | Path, fields: Sequence[str] | None = None) -> PointCloud:
+    """The cloud in a text table; ``fields`` names headerless columns, or selects from a header's."""
+    path = Path(path)
+    numbered = non_blank_lines(read_utf8(path))
+    if not numbered:
+        raise DataError("no points: the file holds only blank lines", path)
+    header = _header_names(numbered[0][1])
+    data = numbered[1:] if header is not None else numbered
+    if not data:
+        raise DataError(f"no points: the file holds only a header line ({', '.join(header or ())})", path)
+    table = parse_numeric_lines(data, detect_delimiter(data[0][1]), path)
+    if header is None:
+        return cloud_from_columns(name_columns(table, fields, path), path)
+    header_line = numbered[0][0]
+    if len(header) != table.shape[1]:
+        raise DataError(
+            f"wrong column count: the header on line {header_line} names {len(header)} columns "
+            f"but the data has {table.shape[1]}",
+            path,
+        )
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DataError(f"the header on line {header_line} names {', '.join(repeated)} more than once", path)
+    columns = {name: np.ascontiguousarray(table[:, index]) for index, name in enumerate(header)}
+    return cloud_from_columns(columns, path, fields)
+
+
+def read_utf8(path: Path) -> str:
+    """The file's text, or DataError naming the first line that is not UTF-8."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"cannot read file: {error.strerror or error}", path) from error
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line_number = raw[: error.start].count(b"\n") + 1
+        raise DataError(f"line {line_number}: not UTF-8 text", path) from error
+
+
+def non_blank_lines(text: str, first_line_number: int = 1) -> list[NumberedLine]:
+    return [(number, line) for number, line in enumerate(text.splitlines(), first_line_number) if line.strip()]
+
+
+def detect_delimiter(line: str) -> str | None:
+    """The first of DELIMITER_CANDIDATES in ``line``; None (whitespace) when there is none."""
+    return next((candidate for candidate in DELIMITER_CANDIDATES if candidate in line), None)
+
+
+def parse_numeric_lines(lines: Sequence[NumberedLine], delimiter: str | None, path: Path) -> np.ndarray:
+    """float64 [len(lines), C] from lines of C numbers each, or DataError naming the first bad line.
+
+    The fast path is numpy's C parser; when it refuses the lines, a line-by-line pass finds the
+    first line with a different number of values or a value that is not a number.
+    """
+    try:
+        return np.loadtxt([line for _, line in lines], dtype=np.float64, delimiter=delimiter, comments=None, ndmin=2)
+    except ValueError:
+        pass
+    first_number, first_line = lines[0]
+    expected = len(_split(first_line, delimiter))
+    rows = []
+    for number, line in lines:
+        tokens = _split(line, delimiter)
+        if len(tokens) != expected:
+            raise DataError(
+                f"line {number}: wrong column count: {len(tokens)} values where line {first_number} has {expected}",
+                path,
+            )
+        row = []
+        for token in tokens:
+            value = _number(token)
+            if value is None:
+                raise DataError(f"line {number}: {token!r} is not a number", path)
+            row.append(value)
+        rows.append(row)
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), expected)
+
+
+def _split(line: str, delimiter: str | None) -> list[str]:
+    return line.split() if delimiter is None else [token.strip() for token in line.split(delimiter)]
+
+
+def _number(token: str) -> float | None:
+    """The value of a numeric token as numpy's parser reads it; None for anything else."""
+    if "_" in token:  # Python's float() accepts digit separators, numpy does not
+        return None
+    try:
+        return float(token)
+    except ValueError:
+        return None
+
+
+def _header_names(line: str) -> list[str] | None:
+    """Lower-cased column names when ``line`` is a header (names only, none of them a number)."""
+    stripped = line.strip()
+    for prefix in HEADER_PREFIXES:
+        if stripped.startswith(prefix):
+            stripped = stripped[len(prefix) :].strip()
+            break
+    tokens = _split(stripped, detect_delimiter(stripped))
+    if tokens and all(_COLUMN_NAME.match(token) and _number(token) is None for token in tokens):
+        return [token.lower() for token in tokens]
+    return None
