@@ -2,7 +2,8 @@
 
 1. Generate a small FractalDB (no download) and pretrain a CIFAR-style ResNet-20 on it.
 2. Inflate it to 3D and finetune only the input and output layers (scheme ``io``) on the embedded
-   procedural shapes.
+   procedural shapes. The inflation divides T by K (``model.normalize_t``): with the backbone's BN
+   statistics frozen, the 3D responses must keep the scale of the 2D ones those statistics describe.
 3. Do the same with the identical network whose frozen backbone is random, and train a third copy
    entirely from scratch. Print the three accuracies side by side.
 
@@ -32,7 +33,7 @@ class DemoSettings:
     shapes_train: int = 600
     shapes_eval: int = 300
     shape_points: int = 1024
-    epochs: int = 12
+    epochs: int = 10
     batch_size: int = 32
 
 
@@ -61,7 +62,7 @@ def finetune(settings: DemoSettings, run_dir: Path, scheme: str, pretrained: Pat
         f"data.eval_samples={settings.shapes_eval}", f"data.num_points={settings.shape_points}",
         f"data.batch_size={settings.batch_size}", "data.num_workers=0", f"data.dataset_seed={settings.seed}",
         f"model.backbone={BACKBONE}", f"model.pretrained={pretrained if pretrained else 'null'}",
-        f"finetune.scheme={scheme}", "optim.lr=0.1", f"train.epochs={settings.epochs}",
+        f"finetune.scheme={scheme}", "model.normalize_t=true", "optim.lr=0.1", f"train.epochs={settings.epochs}",
         f"train.seed={settings.seed}", f"train.run_dir={run_dir}",
     ]
     result = run_training(load_config(None, overrides), quiet=True)

@@ -93,7 +93,8 @@ def build_model(config: RunConfig, in_features: int, num_classes: int, task: str
     model, finetune = config.model, config.finetune
     if finetune.scheme == "t" and finetune.learnable_t == "none":
         raise ConfigError("finetune.scheme=t needs finetune.learnable_t=shared or per_conv")
-    inflation = InflationSettings(transform=model.transform, learnable_t=finetune.learnable_t,
+    inflation = InflationSettings(transform=model.transform, normalize=model.normalize_t,
+                                  learnable_t=finetune.learnable_t,
                                   t_init=finetune.t_init, stride_mode=model.stride_mode)
     head = model.head
     if task == "segmentation" and head == "mlp":

@@ -95,6 +95,8 @@ class ModelConfig:
     pretrained: str | None = None
     # How 2D kernels become 3D kernels (a name from the inflation registry).
     transform: str = "default"
+    # Divide T by the kernel size, so a field constant along the copy axis gives the 2D response.
+    normalize_t: bool = False
     input_layer: Literal["conv3", "linear"] = "conv3"
     head: Literal["mlp", "linear", "unet"] = "mlp"
     stride_mode: Literal["floor", "window"] = "floor"
@@ -156,9 +158,13 @@ class TrainConfig:
     run_dir: str = "runs/default"
     # Caps the iterations of each epoch (quick runs); None runs the whole loader.
     max_steps_per_epoch: int | None = None
+    # Intra-op threads of each training process; None: the cores per process left after the loader
+    # workers (at least 1). More threads than cores makes every op wait on a busy core.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "epochs", "at least 1", self.epochs)
+        _require(self.threads is None or self.threads >= 1, "threads", "at least 1 or null", self.threads)
         _require(self.eval_every >= 1, "eval_every", "at least 1", self.eval_every)
         _require(self.log_every >= 1, "log_every", "at least 1", self.log_every)
         _require(

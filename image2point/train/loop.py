@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from image2point.train.builders import (
     task_of,
 )
 from image2point.train.config import RunConfig, config_to_dict, save_config
-from image2point.train.distributed import DistributedContext, init_distributed
+from image2point.train.distributed import DistributedContext, init_distributed, resolve_device
 from image2point.train.metrics import ConfusionMatrix, Metrics
 from image2point.train.schedules import build_scheduler
 
@@ -103,12 +104,6 @@ def headline(metrics: Metrics, task: str) -> float:
     return metrics.overall_accuracy if task == "classification" else metrics.miou
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 @dataclass
 class RunResult:
     run_dir: Path
@@ -164,8 +159,11 @@ def _loader(dataset: Dataset, batch_size: int, collate, shuffle: bool, seed: int
             num_workers: int) -> tuple[DataLoader, DistributedSampler | None]:
     sampler = None
     generator = torch.Generator().manual_seed(seed)
-    if context.world_size > 1:
-        sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=shuffle, seed=seed)
+    if context.world_size > 1 and shuffle:
+        sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=True, seed=seed)
+    elif context.world_size > 1:
+        # Evaluation: every sample exactly once across ranks (DistributedSampler would pad with repeats).
+        sampler = list(range(context.rank, len(dataset), context.world_size))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                         collate_fn=collate, num_workers=num_workers, generator=generator,
                         drop_last=shuffle and len(dataset) > batch_size)
@@ -175,7 +173,7 @@ def _loader(dataset: Dataset, batch_size: int, collate, shuffle: bool, seed: int
 def _epoch_loader(loader: DataLoader, sampler, dataset: Dataset, seed: int, epoch: int) -> DataLoader:
     """Shuffle order and augmentation depend only on (seed, epoch), so a resumed run repeats them."""
     loader.generator.manual_seed(seed + epoch)
-    if sampler is not None:
+    if isinstance(sampler, DistributedSampler):
         sampler.set_epoch(epoch)
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
@@ -194,13 +192,24 @@ def prepare_run_dir(config: RunConfig, resume: bool) -> Path:
 def run_training(config: RunConfig, resume: bool = False, quiet: bool | None = None) -> RunResult:
     """Train and evaluate as ``config`` says; writes the run directory (see the module docstring)."""
     context = init_distributed(config.train.device)
-    device = context.device if context.world_size > 1 else resolve_device(config.train.device)
+    device = context.device
     run_dir = prepare_run_dir(config, resume) if context.is_main else Path(config.train.run_dir)
     log = _RunLog(run_dir, context.is_main)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(training_threads(config, context.world_size))
     try:
         return _train(config, resume, quiet, context, device, run_dir, log)
     finally:
+        torch.set_num_threads(threads)
         log.close()
+
+
+def training_threads(config: RunConfig, world_size: int) -> int:
+    """``train.threads``, or the cores per process left after the data-loader workers."""
+    if config.train.threads is not None:
+        return config.train.threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // world_size - config.data.num_workers)
 
 
 def _train(config, resume, quiet, context, device, run_dir: Path, log: _RunLog) -> RunResult:
