@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import resource
 import statistics
@@ -32,20 +33,23 @@ KITTI_VELODYNE_DIR = SHARED_DATA / "semantickitti" / "sequences" / "00" / "velod
 BYTES_PER_MIB = 2**20
 BYTES_PER_KIB = 2**10
 GIGA = 1e9
+THOUSAND = 1000
 PROC_STATUS = Path("/proc/self/status")
 # High-water mark of this process's resident memory, in kB (Linux).
 PEAK_RSS_FIELD = "VmHWM:"
 
 
-class SharedDataMissing(RuntimeError):
-    """The shared sample data a benchmark needs is not there; the benchmark is skipped."""
+class BenchmarkSkipped(RuntimeError):
+    """Something a benchmark needs is missing; it reports why instead of measuring."""
+
+
+class SharedDataMissing(BenchmarkSkipped):
+    """The shared sample data a benchmark needs is not there."""
 
 
 def require_shared(path: Path) -> Path:
     if not path.exists():
-        raise SharedDataMissing(
-            f"shared data not found at {path} (expected <repo>/../shared/data); skipping this benchmark"
-        )
+        raise SharedDataMissing(f"shared data not found at {path} (expected <repo>/../shared/data)")
     return path
 
 
@@ -156,7 +160,7 @@ def format_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any
 
     def line(values: Sequence[str]) -> str:
         parts = [value.rjust(width) if is_numeric else value.ljust(width)
-                 for value, width, is_numeric in zip(values, widths, numeric)]
+                 for value, width, is_numeric in zip(values, widths, numeric, strict=True)]
         return "  ".join(parts).rstrip()
 
     separator = "  ".join("-" * width for width in widths)
@@ -168,9 +172,10 @@ def _is_number(value: Any) -> bool:
 
 
 def _cell(value: Any) -> str:
+    """Floats to three significant digits (thousands grouped), ints grouped, the rest as ``str``."""
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1 else f"{value:,.1f}" if abs(value) < 1000 else f"{value:,.0f}"
-    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,.0f}" if abs(value) >= THOUSAND else f"{value:.3g}"
+    if _is_number(value):
         return f"{value:,}"
     return str(value)
 
@@ -194,7 +199,7 @@ def environment() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "processor": platform.processor(),
     }

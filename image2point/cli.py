@@ -60,7 +60,7 @@ def _cmd_inflate(args: argparse.Namespace) -> None:
         "transform": args.transform,
         "learnable_t": args.learnable_t,
         "stride_mode": args.stride_mode,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
     })
     report_text = load_report.summary() + "\n" + converted.report.summary() + "\n"
     report_text += "".join(f"  inflated {k.name}: {list(k.shape_2d)} -> {list(k.shape_3d)}\n"
@@ -72,6 +72,11 @@ def _cmd_inflate(args: argparse.Namespace) -> None:
 
 
 def _cmd_pretrain2d(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    import yaml
+
+    from image2point.checkpoint import atomic_write
     from image2point.models2d import create_model_2d
     from image2point.pretrain2d.fractaldb import FractalDB, FractalDBConfig
     from image2point.pretrain2d.train2d import Train2DConfig, split_train_val, train_2d
@@ -80,15 +85,27 @@ def _cmd_pretrain2d(args: argparse.Namespace) -> None:
         raise Image2PointError(f"unknown 2D dataset {args.dataset!r}; available: fractaldb")
     fractal_config = FractalDBConfig(num_categories=args.categories, instances_per_category=args.instances,
                                      image_size=args.image_size, search_size=args.search_size)
+    from image2point.train.loop import seed_everything
+
+    seed_everything(args.seed)
     dataset = FractalDB(fractal_config, seed=args.seed)
     train_set, val_set = split_train_val(dataset, args.val_fraction, args.seed, labels=dataset.labels)
     model = create_model_2d(args.arch, num_classes=dataset.num_classes)
     config = Train2DConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result = train_2d(model, train_set, val_set, config, checkpoint_path=out, architecture=args.arch)
+    run_dir = Path(args.run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise Image2PointError(f"{run_dir}: run directory is not empty; choose another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    settings = {key: value for key, value in vars(args).items() if key not in ("handler", "debug")}
+    with atomic_write(run_dir / "config.yaml", "w") as stream:
+        yaml.safe_dump(settings, stream, sort_keys=False)
+    checkpoint = run_dir / "model.pt"
+    result = train_2d(model, train_set, val_set, config, checkpoint_path=checkpoint, architecture=args.arch)
+    with atomic_write(run_dir / "metrics.json", "w") as stream:
+        json.dump({"val_top1": result.top1, "num_classes": result.num_classes,
+                   "history": [dataclasses.asdict(epoch) for epoch in result.history]}, stream, indent=2)
     print(f"FractalDB: {args.categories} categories x {args.instances} instances at {args.image_size} px")
-    print(f"{args.arch}: validation top-1 {result.top1:.4f}; checkpoint {out}")
+    print(f"{args.arch}: validation top-1 {result.top1:.4f}; checkpoint {checkpoint}")
 
 
 def _cmd_env(args: argparse.Namespace) -> None:
@@ -181,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--lr", type=float, default=0.1)
     pretrain.add_argument("--val-fraction", type=float, default=0.2)
     pretrain.add_argument("--seed", type=int, default=0)
-    pretrain.add_argument("--out", required=True, help="checkpoint to write")
+    pretrain.add_argument("--run-dir", required=True, help="new directory for config.yaml, metrics.json, model.pt")
     pretrain.set_defaults(handler=_cmd_pretrain2d)
 
     env = commands.add_parser("env", help="versions, sparse backends and devices")

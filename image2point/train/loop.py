@@ -17,7 +17,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -27,9 +27,10 @@ from image2point.checkpoint import atomic_write, capture_rng_state, load_checkpo
 from image2point.data.collate import SceneBatch, ShapeBatch, VoxelCollator
 from image2point.data.sample import IGNORE_INDEX
 from image2point.errors import CheckpointError, ConfigError
-from image2point.models import apply_finetune_scheme, optimizer_parameters
+from image2point.models import FinetunePlan, apply_finetune_scheme, optimizer_parameters
 from image2point.sparse.backends import default_backend
 from image2point.train.builders import (
+    BuiltModel,
     build_dataset,
     build_model,
     build_optimizer,
@@ -190,18 +191,25 @@ def prepare_run_dir(config: RunConfig, resume: bool) -> Path:
 
 
 def run_training(config: RunConfig, resume: bool = False, quiet: bool | None = None) -> RunResult:
-    """Train and evaluate as ``config`` says; writes the run directory (see the module docstring)."""
+    """Train and evaluate as ``config`` says; writes the run directory (see the module docstring).
+
+    Data, pretrained weights and network are built before the run directory is created, so a run that
+    fails on bad input leaves nothing behind.
+    """
     context = init_distributed(config.train.device)
-    device = context.device
-    run_dir = prepare_run_dir(config, resume) if context.is_main else Path(config.train.run_dir)
-    log = _RunLog(run_dir, context.is_main)
     threads = torch.get_num_threads()
     torch.set_num_threads(training_threads(config, context.world_size))
     try:
-        return _train(config, resume, quiet, context, device, run_dir, log)
+        seed_everything(config.train.seed)
+        setup = _build_run(config, context)
+        run_dir = prepare_run_dir(config, resume) if context.is_main else Path(config.train.run_dir)
+        log = _RunLog(run_dir, context.is_main)
+        try:
+            return _train(config, resume, quiet, context, setup, run_dir, log)
+        finally:
+            log.close()
     finally:
         torch.set_num_threads(threads)
-        log.close()
 
 
 def training_threads(config: RunConfig, world_size: int) -> int:
@@ -212,18 +220,37 @@ def training_threads(config: RunConfig, world_size: int) -> int:
     return max(1, cores // world_size - config.data.num_workers)
 
 
-def _train(config, resume, quiet, context, device, run_dir: Path, log: _RunLog) -> RunResult:
-    seed_everything(config.train.seed)
+@dataclass
+class _RunSetup:
+    task: str
+    train_set: Dataset
+    eval_set: Dataset
+    class_names: list[str]
+    built: BuiltModel
+    plan: FinetunePlan
+    backend: str
+    collate: Callable[[list], ShapeBatch | SceneBatch]
+
+
+def _build_run(config: RunConfig, context: DistributedContext) -> _RunSetup:
     task = task_of(config.data)
     train_set = build_train_dataset(config.data)
     eval_set = build_dataset(config.data, config.data.eval_split, train=False)
     class_names = class_names_of(eval_set)
     built = build_model(config, num_input_features(eval_set), len(class_names), task)
-    network = built.network.to(device)
+    network = built.network.to(context.device)
     plan = apply_finetune_scheme(network, config.finetune.scheme)
-    backend = config.model.backend or default_backend(device)
+    backend = config.model.backend or default_backend(context.device)
     collator = VoxelCollator(config.data.voxel_size, len(class_names), backend)
     collate = collator.shapes if task == "classification" else collator.scenes
+    return _RunSetup(task, train_set, eval_set, class_names, built, plan, backend, collate)
+
+
+def _train(config, resume, quiet, context, setup: _RunSetup, run_dir: Path, log: _RunLog) -> RunResult:
+    device = context.device
+    task, train_set, eval_set, class_names = setup.task, setup.train_set, setup.eval_set, setup.class_names
+    built, plan, backend, collate = setup.built, setup.plan, setup.backend, setup.collate
+    network = built.network
     train_loader, train_sampler = _loader(train_set, config.data.batch_size, collate, True, config.train.seed,
                                           context, config.data.num_workers)
     eval_loader, _ = _loader(eval_set, config.data.eval_batch_size or config.data.batch_size, collate, False,
