@@ -407,7 +407,8 @@ def kernel_map_pairs(x: SparseTensor, conv: SparseConv3d) -> int:
 
 @contextmanager
 def conv_pair_flops(backbone: InflatedBackbone) -> Iterator[list[ConvWork]]:
-    """Collect the :class:`ConvWork` (2·C_in·C_out FLOPs per pair) of every conv run inside the block."""
+    """Record the :class:`ConvWork` (2·C_in·C_out FLOPs per pair) of every conv of ``backbone`` that runs
+    inside the ``with`` block, pairs read from the batch's kernel-map cache."""
     work: list[ConvWork] = []
     handles = []
     for stage, module in backbone.stages():

@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmark scripts: timing, the shared sample data, tables, JSON, peak memory.
+"""Shared utilities of the benchmark scripts: timing, the shared sample data, tables, JSON, peak memory.
 
 Timings are wall-clock ``time.perf_counter`` intervals. Candidates that are compared with each other are
 measured in the same process and interleaved (one repetition of every candidate, then the next

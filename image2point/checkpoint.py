@@ -138,6 +138,13 @@ class RngState(TypedDict):
     torch_cuda: list[torch.Tensor]
 
 
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy's global generator and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def capture_rng_state() -> RngState:
     """Snapshot python ``random``, numpy's global generator and torch (CPU, plus every CUDA device)."""
     py_version, py_internal, py_gauss_next = random.getstate()

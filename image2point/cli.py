@@ -85,7 +85,7 @@ def _cmd_pretrain2d(args: argparse.Namespace) -> None:
         raise Image2PointError(f"unknown 2D dataset {args.dataset!r}; available: fractaldb")
     fractal_config = FractalDBConfig(num_categories=args.categories, instances_per_category=args.instances,
                                      image_size=args.image_size, search_size=args.search_size)
-    from image2point.train.loop import seed_everything
+    from image2point.checkpoint import seed_everything
 
     seed_everything(args.seed)
     dataset = FractalDB(fractal_config, seed=args.seed)

@@ -43,7 +43,7 @@ def pretrain_fractaldb(settings: DemoSettings, out: Path) -> float:
     from image2point.models2d import create_model_2d
     from image2point.pretrain2d.fractaldb import FractalDB, FractalDBConfig
     from image2point.pretrain2d.train2d import Train2DConfig, split_train_val, train_2d
-    from image2point.train.loop import seed_everything
+    from image2point.checkpoint import seed_everything
 
     seed_everything(settings.seed)
 

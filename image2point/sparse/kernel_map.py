@@ -34,6 +34,10 @@ import torch
 
 STRIDE_MODES = ("floor", "window")
 DOWNSAMPLE_FACTOR = 2
+# Below this many grid cells (or this many per input site) a dense cell → row table replaces the binary
+# search: one gather per query instead of log2(N) probes. 2**22 int64 cells are 32 MiB.
+TABLE_MIN_CELLS = 2**22
+TABLE_CELLS_PER_SITE = 32
 # The window convention is defined by a 3×3×3 kernel with padding 1.
 _WINDOW_KERNEL = 3
 
@@ -81,6 +85,12 @@ class _KeySpace:
 
     low: torch.Tensor  # [3] minimum coordinate minus the margin
     dims: tuple[int, int, int]
+    batches: int
+
+    @property
+    def num_cells(self) -> int:
+        dx, dy, dz = self.dims
+        return self.batches * dx * dy * dz
 
     def keys(self, coords: torch.Tensor) -> torch.Tensor:
         shifted = coords[:, 1:] - self.low
@@ -101,7 +111,7 @@ def _key_space(coords: torch.Tensor, margin: int) -> _KeySpace:
     total = batches * dims[0] * dims[1] * dims[2]
     if total >= 2**62:
         raise ValueError(f"coordinate extent {dims} × {batches} batches is too large for int64 keys")
-    return _KeySpace(low, dims)
+    return _KeySpace(low, dims, batches)
 
 
 def _sorted_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -120,6 +130,22 @@ def _lookup(sorted_keys: torch.Tensor, order: torch.Tensor | None, queries: torc
     return index, found
 
 
+def _row_finder(space: _KeySpace, keys: torch.Tensor):
+    """A function from query keys to (row index, found): a dense table when the grid is small, else a
+    binary search in the sorted keys."""
+    if space.num_cells <= max(TABLE_MIN_CELLS, TABLE_CELLS_PER_SITE * keys.numel()):
+        table = torch.full((space.num_cells,), -1, dtype=torch.int64, device=keys.device)
+        table[keys] = torch.arange(keys.numel(), device=keys.device)
+
+        def from_table(queries: torch.Tensor):
+            index = table[queries]
+            return index, index >= 0
+
+        return from_table
+    sorted_keys, order = _sorted_keys(keys)
+    return lambda queries: _lookup(sorted_keys, order, queries)
+
+
 def build_kernel_map(
     in_coords: torch.Tensor, out_coords: torch.Tensor, kernel_size: int, stride: int
 ) -> KernelMap:
@@ -136,12 +162,12 @@ def build_kernel_map(
     base[:, 1:] *= stride
     # One key space over both extents, with room for every offset, so no query wraps into another row.
     space = _key_space(torch.cat([in_coords, base]), margin=kernel_size)
-    sorted_keys, order = _sorted_keys(space.keys(in_coords))
+    find_rows = _row_finder(space, space.keys(in_coords))
     offset_keys = space.offset_keys(kernel_offsets(kernel_size, device))
 
-    # [K³, N_out] so that nonzero() returns pairs grouped by offset.
+    # [K³, N_out] so that nonzero() returns pairs grouped by offset, outputs ascending within each.
     queries = offset_keys[:, None] + space.keys(base)[None, :]
-    in_index, found = _lookup(sorted_keys, order, queries)
+    in_index, found = find_rows(queries)
     offset_id, out_index = found.nonzero(as_tuple=True)
     counts = torch.bincount(offset_id, minlength=num_offsets)
     identity = num_offsets // 2 if stride == 1 and kernel_size % 2 == 1 else None

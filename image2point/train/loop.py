@@ -23,7 +23,14 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from image2point.checkpoint import atomic_write, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from image2point.checkpoint import (
+    atomic_write,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    seed_everything,
+)
 from image2point.data.collate import SceneBatch, ShapeBatch, VoxelCollator
 from image2point.data.sample import IGNORE_INDEX
 from image2point.errors import CheckpointError, ConfigError
@@ -48,16 +55,6 @@ LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 logger = logging.getLogger("image2point.train")
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def loss_and_logits(network: torch.nn.Module, batch: ShapeBatch | SceneBatch) -> tuple[torch.Tensor, torch.Tensor]:

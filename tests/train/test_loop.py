@@ -130,3 +130,9 @@ def test_two_process_ddp_matches_one_process_evaluation(tmp_path):
     single = loop.evaluate_checkpoint(tiny_config(run_dir, "train.epochs=1"), run_dir / loop.LAST_CHECKPOINT)
     assert single.as_dict() == ranks[0]["final"]
     assert sorted(p.name for p in run_dir.iterdir() if p.suffix == ".json") == ["metrics.json"]
+
+
+def test_mixed_precision_bf16_trains(tmp_path):
+    result = loop.run_training(tiny_config(tmp_path / "bf16", "train.amp=bf16", "train.epochs=1"), quiet=True)
+    assert all(torch.isfinite(torch.tensor(result.epoch_losses)))
+    assert 0.0 <= result.final.overall_accuracy <= 1.0

@@ -7,6 +7,7 @@ busiest offset, are reused across all offsets of a call instead of allocating pe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -17,15 +18,14 @@ NAME = "torch"
 
 @dataclass(frozen=True)
 class TorchPairs:
-    """A kernel map in two orders: pairs grouped by offset and, within an offset, sorted by the row they
-    scatter into — by output for the forward pass, by input for the input gradient. ``index_add_``
-    with sorted indices is orders of magnitude faster on multi-threaded CPUs than with unsorted ones.
+    """A kernel map in the orders its scatters need: pairs grouped by offset and, within an offset,
+    sorted by the row they scatter into — by output for the forward pass, by input for the input
+    gradient (built on first use; inference never needs it). ``index_add_`` with sorted indices is orders
+    of magnitude faster on multi-threaded CPUs than with unsorted ones.
     """
 
     forward_gather: torch.Tensor  # input rows
     forward_scatter: torch.Tensor  # output rows, ascending within each offset
-    backward_gather: torch.Tensor  # output rows
-    backward_scatter: torch.Tensor  # input rows, ascending within each offset
     counts: tuple[int, ...]
     num_in: int
     num_out: int
@@ -35,22 +35,41 @@ class TorchPairs:
     def max_count(self) -> int:
         return max(self.counts, default=0)
 
+    @cached_property
+    def backward_order(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(output rows to gather, input rows to scatter into, ascending within each offset)."""
+        scatter, gather = _sorted_by_destination(self.forward_gather, self.forward_scatter, self.counts, self.num_in)
+        return gather, scatter
+
 
 def _sorted_by_destination(destination: torch.Tensor, source: torch.Tensor, counts: tuple[int, ...],
                            num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both index arrays reordered so ``destination`` ascends within each offset's group."""
     offset_of_pair = torch.repeat_interleave(torch.arange(len(counts), device=destination.device),
                                              torch.tensor(counts, device=destination.device))
-    order = torch.argsort(offset_of_pair * max(num_rows, 1) + destination, stable=True)
+    # Keys are unique (a destination appears once per offset), so an unstable sort is deterministic.
+    order = torch.sort(offset_of_pair * max(num_rows, 1) + destination).indices
     return destination[order], source[order]
 
 
+def _ascending_within_offsets(index: torch.Tensor, counts: tuple[int, ...]) -> bool:
+    """Whether ``index`` ascends inside every offset's group (kernel maps are built that way)."""
+    if index.numel() < 2:
+        return True
+    rises = index[1:] > index[:-1]
+    boundaries = torch.tensor(counts, device=index.device).cumsum(0)[:-1] - 1
+    boundaries = boundaries[(boundaries >= 0) & (boundaries < rises.numel())]
+    rises[boundaries] = True
+    return bool(rises.all())
+
+
 def prepare(kernel_map: KernelMap) -> TorchPairs:
-    forward_scatter, forward_gather = _sorted_by_destination(
-        kernel_map.out_index, kernel_map.in_index, kernel_map.counts, kernel_map.num_out)
-    backward_scatter, backward_gather = _sorted_by_destination(
-        kernel_map.in_index, kernel_map.out_index, kernel_map.counts, kernel_map.num_in)
-    return TorchPairs(forward_gather, forward_scatter, backward_gather, backward_scatter, kernel_map.counts,
-                      kernel_map.num_in, kernel_map.num_out, kernel_map.identity_offset)
+    forward_scatter, forward_gather = kernel_map.out_index, kernel_map.in_index
+    if not _ascending_within_offsets(forward_scatter, kernel_map.counts):
+        forward_scatter, forward_gather = _sorted_by_destination(
+            forward_scatter, forward_gather, kernel_map.counts, kernel_map.num_out)
+    return TorchPairs(forward_gather, forward_scatter, kernel_map.counts, kernel_map.num_in, kernel_map.num_out,
+                      kernel_map.identity_offset)
 
 
 def _spans(pairs: TorchPairs):
@@ -110,8 +129,8 @@ class _SparseConvFunction(torch.autograd.Function):
                 grad_features = grad_out @ weights[pairs.identity_offset].t()
             else:
                 grad_features = features.new_zeros(features.shape)
-            _gather_gemm_scatter(grad_out, weights, pairs.backward_gather, pairs.backward_scatter, pairs,
-                                 grad_features, True)
+            backward_gather, backward_scatter = pairs.backward_order
+            _gather_gemm_scatter(grad_out, weights, backward_gather, backward_scatter, pairs, grad_features, True)
         if ctx.needs_input_grad[1]:
             grad_weights = torch.zeros_like(weights)
             if pairs.identity_offset is not None:
@@ -130,7 +149,8 @@ class _SparseConvFunction(torch.autograd.Function):
 def conv(features: torch.Tensor, weight: torch.Tensor, prepared: TorchPairs) -> torch.Tensor:
     """Sparse convolution; ``weight`` is torch-style ``[C_out, C_in, K, K, K]``."""
     c_out, c_in = weight.shape[:2]
-    weights = weight.permute(2, 3, 4, 1, 0).reshape(-1, c_in, c_out)
+    # One contiguous [K³, C_in, C_out] copy, so no GEMM has to copy its offset's slice again.
+    weights = weight.permute(2, 3, 4, 1, 0).reshape(-1, c_in, c_out).contiguous()
     features = features.contiguous()
     if weights.dtype != features.dtype:
         weights = weights.to(features.dtype)
