@@ -26,7 +26,9 @@ test-slow: install
 	$(PY) -m pytest -q -m slow
 
 bench: install
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/bench_voxelize.py
+	$(PY) benchmarks/bench_sparse.py
+	$(PY) benchmarks/bench_pipeline.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
