@@ -19,8 +19,9 @@ Stride conventions (how the sites of level 2s are chosen from the sites of level
 - ``floor``: ``unique(floor(c / 2))``. Each coarse site covers a 2×2×2 block; the voxel count shrinks
   about as much as in a dense network (the default: later stages are cheaper).
 - ``window``: every site whose 3×3×3 stride-2 window (padding 1) holds an input site — the sites of
-  spconv's ``SparseConv3d(kernel_size=3, stride=2, padding=1)`` and of the paper's engine. The voxel
-  count barely shrinks.
+  spconv's ``SparseConv3d(kernel_size=3, stride=2, padding=1)`` (given a ``spatial_shape`` with a
+  margin; a tight one makes spconv drop the last row along odd extents) and of the paper's engine.
+  The voxel count barely shrinks.
 
 Kernel offsets are flattened row-major ``k = (kx * K + ky) * K + kz``, the order of the last three axes
 of a torch weight ``[Cout, Cin, K, K, K]``.
