@@ -8,52 +8,34 @@ existing file at the target path stays as it was.
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from image2point.checkpoint import atomic_write
 from image2point.errors import DataError
 from image2point.io.cloud import COORDINATE_NAMES, FLOAT32_COORDINATE_TOLERANCE, float32_rounding_error
 
-# Permissions for new files before the umask applies, as ``open(path, "w")`` would use.
-_NEW_FILE_MODE = 0o666
 RGB_CHANNELS = 3
 
 
 @contextlib.contextmanager
 def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """A handle on a temporary file next to ``path`` that replaces ``path`` when the body succeeds.
+    """:func:`image2point.checkpoint.atomic_write` for a user-named output: a path that cannot be
+    written (a directory, no permission, a full disk) raises DataError naming it.
 
-    The data is flushed and fsynced before ``os.replace``; if the body raises, the temporary file is
-    removed and ``path`` is untouched. Missing parent directories are created. A path that cannot
-    be written raises DataError.
+    If the body raises, the temporary file is removed and ``path`` is untouched.
     """
-    if mode not in ("wb", "w"):
-        raise ValueError(f"atomic_output supports modes 'wb' and 'w', got {mode!r}")
     path = Path(path)
     if path.is_dir():
         raise DataError("cannot write: it is a directory", path)
-    # A hidden name in the same directory: os.replace is only atomic within one file system.
-    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _NEW_FILE_MODE)
+        with atomic_write(path, mode) as handle:
+            yield handle
     except OSError as error:
         raise DataError(f"cannot write: {error.strerror or error}", path) from error
-    try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": "\n"} if mode == "w" else {})) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_path)
-        raise
 
 
 def checked_points(points: np.ndarray) -> np.ndarray:
