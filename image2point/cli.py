@@ -12,6 +12,7 @@ from image2point.errors import Image2PointError
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 CONFIG_HELP = "YAML config (see configs/); omit for the defaults"
+FRACTALDB_VAL_FRACTION = 0.2
 OVERRIDES_HELP = "config overrides as dotted key=value, e.g. optim.lr=0.01 train.epochs=5"
 
 
@@ -82,14 +83,16 @@ def _cmd_pretrain2d(args: argparse.Namespace) -> None:
     from image2point.pretrain2d.train2d import Train2DConfig, split_train_val, train_2d
 
     if args.dataset != "fractaldb":
-        raise Image2PointError(f"unknown 2D dataset {args.dataset!r}; available: fractaldb")
+        _pretrain_on_image_files(args)
+        return
     fractal_config = FractalDBConfig(num_categories=args.categories, instances_per_category=args.instances,
                                      image_size=args.image_size, search_size=args.search_size)
     from image2point.checkpoint import seed_everything
 
     seed_everything(args.seed)
     dataset = FractalDB(fractal_config, seed=args.seed)
-    train_set, val_set = split_train_val(dataset, args.val_fraction, args.seed, labels=dataset.labels)
+    val_fraction = args.val_fraction if args.val_fraction is not None else FRACTALDB_VAL_FRACTION
+    train_set, val_set = split_train_val(dataset, val_fraction, args.seed, labels=dataset.labels)
     model = create_model_2d(args.arch, num_classes=dataset.num_classes)
     config = Train2DConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
     run_dir = Path(args.run_dir)
@@ -106,6 +109,16 @@ def _cmd_pretrain2d(args: argparse.Namespace) -> None:
                    "history": [dataclasses.asdict(epoch) for epoch in result.history]}, stream, indent=2)
     print(f"FractalDB: {args.categories} categories x {args.instances} instances at {args.image_size} px")
     print(f"{args.arch}: validation top-1 {result.top1:.4f}; checkpoint {checkpoint}")
+
+
+def _pretrain_on_image_files(args: argparse.Namespace) -> None:
+    from image2point.pretrain2d.real_images import pretrain_on_images
+
+    if args.root is None:
+        raise Image2PointError(f"--root must name the {args.dataset} directory")
+    result = pretrain_on_images(args.dataset, args.root, args.arch, args.epochs, args.batch_size, args.lr, args.seed,
+                                args.run_dir, val_fraction=args.val_fraction, image_size=args.image_size)
+    print(f"{args.arch} on {args.dataset}: validation top-1 {result.top1:.4f}; run directory {args.run_dir}")
 
 
 def _cmd_env(args: argparse.Namespace) -> None:
@@ -186,17 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
     inflate.add_argument("--force", action="store_true", help="replace an existing output")
     inflate.set_defaults(handler=_cmd_inflate)
 
-    pretrain = commands.add_parser("pretrain2d", help="pretrain a 2D network offline (FractalDB)")
-    pretrain.add_argument("--dataset", default="fractaldb")
+    pretrain = commands.add_parser("pretrain2d", help="pretrain a 2D network offline (FractalDB or image files)")
+    pretrain.add_argument("--dataset", default="fractaldb",
+                          choices=("fractaldb", "tiny-imagenet", "imagefolder", "mnist"))
+    pretrain.add_argument("--root", help="dataset directory (tiny-imagenet, imagefolder, mnist)")
     pretrain.add_argument("--arch", default="cifar_resnet20")
-    pretrain.add_argument("--categories", type=int, default=10)
-    pretrain.add_argument("--instances", type=int, default=32)
-    pretrain.add_argument("--image-size", type=int, default=32)
-    pretrain.add_argument("--search-size", type=int, default=128)
+    pretrain.add_argument("--categories", type=int, default=10, help="FractalDB categories")
+    pretrain.add_argument("--instances", type=int, default=32, help="FractalDB images per category")
+    pretrain.add_argument("--image-size", type=int, default=32, help="square image side (images are resized)")
+    pretrain.add_argument("--search-size", type=int, default=128, help="FractalDB category search resolution")
     pretrain.add_argument("--epochs", type=int, default=10)
     pretrain.add_argument("--batch-size", type=int, default=64)
     pretrain.add_argument("--lr", type=float, default=0.1)
-    pretrain.add_argument("--val-fraction", type=float, default=0.2)
+    pretrain.add_argument("--val-fraction", type=float, default=None,
+                          help="held-out fraction (FractalDB: 0.2; Tiny-ImageNet uses its own val split)")
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.add_argument("--run-dir", required=True, help="new directory for config.yaml, metrics.json, model.pt")
     pretrain.set_defaults(handler=_cmd_pretrain2d)

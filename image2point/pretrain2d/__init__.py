@@ -1,4 +1,5 @@
-"""Offline 2D pretraining: the FractalDB synthetic image set and a plain 2D classification loop."""
+"""Offline 2D pretraining: FractalDB, real image datasets (Tiny-ImageNet, image folders, MNIST), pixels as
+points for PointNet++, and a plain 2D classification loop."""
 
 from image2point.pretrain2d.fractaldb import (
     IFS,
@@ -13,6 +14,9 @@ from image2point.pretrain2d.fractaldb import (
     render_ifs,
     search_categories,
 )
+from image2point.pretrain2d.image_folders import MNIST, ImageFolder, TinyImageNet
+from image2point.pretrain2d.pixels_as_points import PixelPointCloudDataset, PixelsAsPoints, image_to_points
+from image2point.pretrain2d.real_images import pretrain_on_images
 from image2point.pretrain2d.train2d import (
     EpochStats,
     Train2DConfig,
@@ -24,6 +28,13 @@ from image2point.pretrain2d.train2d import (
 )
 
 __all__ = [
+    "MNIST",
+    "ImageFolder",
+    "PixelPointCloudDataset",
+    "PixelsAsPoints",
+    "TinyImageNet",
+    "image_to_points",
+    "pretrain_on_images",
     "IFS",
     "Candidate",
     "EpochStats",
