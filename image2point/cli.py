@@ -14,6 +14,7 @@ EXIT_INTERRUPTED = 130
 CONFIG_HELP = "YAML config (see configs/); omit for the defaults"
 FRACTALDB_VAL_FRACTION = 0.2
 OVERRIDES_HELP = "config overrides as dotted key=value, e.g. optim.lr=0.01 train.epochs=5"
+VISUALIZE_PALETTES = ("generic", "semantickitti", "s3dis", "modelnet40", "procedural_scenes", "procedural_shapes")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -121,6 +122,91 @@ def _pretrain_on_image_files(args: argparse.Namespace) -> None:
     print(f"{args.arch} on {args.dataset}: validation top-1 {result.top1:.4f}; run directory {args.run_dir}")
 
 
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from image2point.export import load_model
+    from image2point.predict import DEFAULT_CHUNK_POINTS, DEFAULT_OVERLAP_VOXELS, predict_files
+
+    chunk_points = DEFAULT_CHUNK_POINTS if args.chunk_points is None else args.chunk_points
+    overlap = DEFAULT_OVERLAP_VOXELS if args.overlap_voxels is None else args.overlap_voxels
+    _require_positive("--chunk-points", chunk_points)
+    if overlap < 0:
+        raise Image2PointError(f"--overlap-voxels must be at least 0, got {overlap}")
+    if args.voxel_size is not None:
+        _require_positive("--voxel-size", args.voxel_size)
+    model = load_model(args.checkpoint, args.device)
+
+    def report(result) -> None:
+        parts = [f"{result.source}: {result.num_points} points"]
+        if result.num_tiles > 1:
+            parts.append(f"{result.num_tiles} tiles")
+        if result.top_k:
+            name, probability = result.top_k[0]
+            parts.append(f"class {name} ({probability:.3f})")
+        if result.metrics is not None:
+            parts.append(f"accuracy {result.metrics.overall_accuracy:.4f} mIoU {result.metrics.miou:.4f}")
+        print(", ".join(parts) + f" -> {', '.join(path.name for path in result.outputs)}")
+
+    run = predict_files(model, args.inputs, args.out_dir, fields=_field_names(args.fields), voxel_size=args.voxel_size,
+                        save_probabilities=args.probabilities, chunk_points=chunk_points, labels=args.labels,
+                        force=args.force, on_file=report, overlap_voxels=overlap)
+    print(f"{len(run.files)} file(s) predicted into {args.out_dir}")
+    if run.metrics is not None:
+        print(f"overall accuracy {run.metrics.overall_accuracy:.4f}  mean class accuracy "
+              f"{run.metrics.mean_class_accuracy:.4f}  mIoU {run.metrics.miou:.4f}")
+
+
+def _cmd_visualize(args: argparse.Namespace) -> None:
+    from image2point.io import read_labels, read_point_cloud
+    from image2point.io.readers import LABEL_FIELD
+    from image2point.predict import label_classes, label_scheme
+    from image2point.train.config import DataConfig
+    from image2point.viz import generic_palette, render_png
+
+    out = Path(args.out) if args.out else Path(args.file).with_suffix(".png")
+    if out.exists() and not args.force:
+        raise Image2PointError(f"{out}: exists; pass --force to replace it")
+    cloud = read_point_cloud(args.file, _field_names(args.fields))
+    scheme = None if args.palette == "generic" else label_scheme(DataConfig(name=args.palette))
+    pred = label_classes(read_labels(args.pred), scheme, args.pred) if args.pred else None
+    if args.gt:
+        gt = label_classes(read_labels(args.gt), scheme, args.gt)
+    elif LABEL_FIELD in cloud.fields:
+        gt = label_classes(cloud.fields[LABEL_FIELD], scheme, cloud.source)
+    else:
+        gt = None
+    for what, values in (("--pred", pred), ("ground truth", gt)):
+        if values is not None and len(values) != cloud.num_points:
+            raise Image2PointError(f"{what}: {len(values)} labels for the {cloud.num_points} points of {args.file}")
+    shown, name = (pred, "prediction") if pred is not None else (gt, "ground truth")
+    render_png(cloud.points - cloud.points.min(axis=0), shown, gt if pred is not None else None,
+               generic_palette(0) if scheme is None else scheme.palette,
+               None if scheme is None else scheme.class_names, out=out, title=Path(args.file).name,
+               labels_name=name)
+    print(f"picture: {out}")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from image2point.export import export_checkpoint
+
+    files = export_checkpoint(args.checkpoint, args.out, force=args.force)
+    tied = f" ({len(files.tied)} tied names stored once)" if files.tied else ""
+    print(f"weights: {files.weights} ({files.num_tensors} tensors{tied})\nconfig: {files.config}")
+
+
+def _field_names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise Image2PointError(f"--fields {text!r}: expected comma-separated names such as x,y,z,intensity")
+    return names
+
+
+def _require_positive(option: str, value: float) -> None:
+    if value <= 0:
+        raise Image2PointError(f"{option} must be positive, got {value}")
+
+
 def _cmd_env(args: argparse.Namespace) -> None:
     import platform
 
@@ -216,6 +302,40 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.add_argument("--run-dir", required=True, help="new directory for config.yaml, metrics.json, model.pt")
     pretrain.set_defaults(handler=_cmd_pretrain2d)
+
+    predict = commands.add_parser("predict", help="run a trained network on point cloud files")
+    predict.add_argument("checkpoint", help="last.pt / best.pt of a run, or an exported NAME.safetensors")
+    predict.add_argument("inputs", nargs="+", help="point cloud files, directories or glob patterns")
+    predict.add_argument("--out-dir", required=True, help="directory for the predictions")
+    predict.add_argument("--fields", help="column names, e.g. x,y,z,intensity (files without names) or fields to "
+                                          "read; those after x,y,z are the network's features")
+    predict.add_argument("--voxel-size", type=float, help="voxel size; default: the training voxel size")
+    predict.add_argument("--probabilities", action="store_true", help="also write NAME.probs.npy")
+    predict.add_argument("--labels", help="ground truth: a labels file (one input) or a directory of NAME.label etc.")
+    predict.add_argument("--chunk-points", type=int,
+                         help="most points per tile (default 500000); larger scenes are predicted tile by tile")
+    predict.add_argument("--overlap-voxels", type=int,
+                         help="voxels each tile reads beyond its own part on every side (default 32)")
+    predict.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    predict.add_argument("--force", action="store_true", help="replace existing outputs")
+    predict.set_defaults(handler=_cmd_predict)
+
+    visualize = commands.add_parser("visualize", help="PNG of a point cloud, its predicted and true labels")
+    visualize.add_argument("file", help="point cloud file")
+    visualize.add_argument("--pred", help="predicted labels (NAME.labels.npy, a .label file, text)")
+    visualize.add_argument("--gt", help="ground-truth labels; default: the file's labels field, if any")
+    visualize.add_argument("--fields", help="column names of a file without them, e.g. x,y,z,intensity")
+    visualize.add_argument("--palette", default="generic", choices=VISUALIZE_PALETTES,
+                           help="class colours and names of a dataset")
+    visualize.add_argument("--out", help="PNG to write; default: FILE with the suffix .png")
+    visualize.add_argument("--force", action="store_true", help="replace an existing PNG")
+    visualize.set_defaults(handler=_cmd_visualize)
+
+    export = commands.add_parser("export", help="trained checkpoint -> NAME.safetensors + NAME.config.yaml")
+    export.add_argument("checkpoint", help="last.pt or best.pt of a run")
+    export.add_argument("--out", required=True, help="NAME (or NAME.safetensors) of the export")
+    export.add_argument("--force", action="store_true", help="replace existing files")
+    export.set_defaults(handler=_cmd_export)
 
     env = commands.add_parser("env", help="versions, sparse backends and devices")
     env.set_defaults(handler=_cmd_env)

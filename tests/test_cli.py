@@ -8,7 +8,7 @@ import torch
 from image2point.cli import EXIT_BAD_INPUT, main
 
 SHARED_WEIGHTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "weights"
-COMMANDS = ("train", "eval", "inflate", "pretrain2d", "env")
+COMMANDS = ("train", "eval", "inflate", "pretrain2d", "env", "predict", "visualize", "export")
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -1,6 +1,6 @@
 """Transferred 3D networks (input layer, inflated backbone, heads) and the finetuning schemes."""
 
-from image2point.models.finetune import SCHEMES, FinetunePlan, apply_finetune_scheme, optimizer_parameters
+from image2point.models.finetune import SCHEMES, FinetunePlan, apply_finetune_scheme, optimizer_parameters, reinitialise
 from image2point.models.layers import ClassificationHead, InputLayer, NearestUpsampleHead, UNetDecoder
 from image2point.models.networks import (
     BACKBONE_SPECS,
@@ -38,4 +38,5 @@ __all__ = [
     "inflate_backbone",
     "optimizer_parameters",
     "register_backbone_spec",
+    "reinitialise",
 ]

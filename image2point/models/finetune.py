@@ -63,7 +63,8 @@ def _backbone_trainable(backbone: nn.Module, scheme: str) -> set[str]:
     return trainable
 
 
-def _reset_parameters(module: nn.Module) -> None:
+def reinitialise(module: nn.Module) -> None:
+    """Every submodule back to its own initialisation (3D layers: their 3D fan-in; BN: identity)."""
     for child in module.modules():
         if child is not module and hasattr(child, "reset_parameters"):
             child.reset_parameters()
@@ -79,7 +80,7 @@ def apply_finetune_scheme(network: TransferredNetwork, scheme: str) -> FinetuneP
     if scheme == "t" and (backbone is None or not any(isinstance(m, FilterTransform) for m in backbone.modules())):
         raise ValueError("scheme 't' needs a backbone converted with a learnable T (learnable_t='shared' or 'per_conv')")
     if scheme == "scratch" and backbone is not None:
-        _reset_parameters(backbone)
+        reinitialise(backbone)
     backbone_trainable = _backbone_trainable(backbone, scheme) if backbone is not None else set()
     trainable, frozen = [], []
     for name, parameter in network.named_parameters():

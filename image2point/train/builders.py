@@ -17,7 +17,7 @@ from image2point.data.subsets import DatasetSubset, subset_indices
 from image2point.data.transforms import default_transforms
 from image2point.errors import ConfigError
 from image2point.inflate.converter import ConversionReport, InflationSettings
-from image2point.models import NetworkConfig, TransferredNetwork, build_network
+from image2point.models import NetworkConfig, TransferredNetwork, build_network, reinitialise
 from image2point.models2d import create_model_2d, load_pretrained_2d
 from image2point.models2d.loading import LoadReport
 from image2point.train.config import DataConfig, RunConfig
@@ -110,6 +110,10 @@ def build_model(config: RunConfig, in_features: int, num_classes: int, task: str
             pretrained = load_pretrained_2d(model_2d, model.pretrained, allow_shape_mismatch=(classifier,),
                                             allow_missing=(classifier,), allow_unexpected=(classifier,))
     built = build_network(network_config, model_2d)
+    if model.pretrained is None and built.network.backbone is not None:
+        # No pretrained weights: nothing to inflate, so the backbone starts from its own 3D
+        # initialisation (the one scheme "scratch" trains from), not from an inflated random 2D one.
+        reinitialise(built.network.backbone)
     return BuiltModel(built.network, built.report, pretrained)
 
 

@@ -369,6 +369,12 @@ def _parse_override_value(raw_value: str, hint: Any, source: str) -> Any:
     return raw_value.strip()
 
 
+def config_from_mapping(mapping: Mapping[str, Any], source: str, schema: type[SchemaT] = RunConfig) -> SchemaT:  # type: ignore[assignment]
+    """A config from an already parsed mapping (e.g. the one stored in a checkpoint), validated like a
+    file; errors name ``source``."""
+    return _build(schema, mapping, source, "", None)
+
+
 def _build(schema: type[SchemaT], mapping: Any, source: str, prefix: str, base: SchemaT | None) -> SchemaT:
     """Instantiate ``schema`` from ``base`` (or the defaults) updated with ``mapping``."""
     if not isinstance(mapping, Mapping):

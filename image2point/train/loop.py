@@ -227,6 +227,7 @@ class _RunSetup:
     plan: FinetunePlan
     backend: str
     collate: Callable[[list], ShapeBatch | SceneBatch]
+    in_features: int
 
 
 def _build_run(config: RunConfig, context: DistributedContext) -> _RunSetup:
@@ -234,13 +235,14 @@ def _build_run(config: RunConfig, context: DistributedContext) -> _RunSetup:
     train_set = build_train_dataset(config.data)
     eval_set = build_dataset(config.data, config.data.eval_split, train=False)
     class_names = class_names_of(eval_set)
-    built = build_model(config, num_input_features(eval_set), len(class_names), task)
+    in_features = num_input_features(eval_set)
+    built = build_model(config, in_features, len(class_names), task)
     network = built.network.to(context.device)
     plan = apply_finetune_scheme(network, config.finetune.scheme)
     backend = config.model.backend or default_backend(context.device)
     collator = VoxelCollator(config.data.voxel_size, len(class_names), backend)
     collate = collator.shapes if task == "classification" else collator.scenes
-    return _RunSetup(task, train_set, eval_set, class_names, built, plan, backend, collate)
+    return _RunSetup(task, train_set, eval_set, class_names, built, plan, backend, collate, in_features)
 
 
 def _train(config, resume, quiet, context, setup: _RunSetup, run_dir: Path, log: _RunLog) -> RunResult:
@@ -309,12 +311,14 @@ def _train(config, resume, quiet, context, setup: _RunSetup, run_dir: Path, log:
                 best_score, best_epoch = score, epoch
                 if context.is_main:
                     save_checkpoint(run_dir / BEST_CHECKPOINT, _state(network, optimizer, scheduler, scaler, epoch,
-                                                                      best_score, best_epoch, losses, config))
+                                                                      best_score, best_epoch, losses, config,
+                                                                      class_names, setup.in_features))
         log.epoch(record)
         log.info(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
         if context.is_main:
             save_checkpoint(run_dir / LAST_CHECKPOINT, _state(network, optimizer, scheduler, scaler, epoch, best_score,
-                                                              best_epoch, losses, config))
+                                                              best_epoch, losses, config, class_names,
+                                                              setup.in_features))
     if final is None:
         final = evaluate(network, eval_loader, len(class_names), class_names, device, amp_dtype)
     result = RunResult(run_dir, task, final, best_epoch, best_score, losses)
@@ -338,8 +342,11 @@ def _mean_across_ranks(total: float, steps: int, device: torch.device) -> float:
     return float(sums[0] / max(sums[1].item(), 1.0))
 
 
-def _state(network, optimizer, scheduler, scaler, epoch, best_score, best_epoch, losses, config) -> dict:
+def _state(network, optimizer, scheduler, scaler, epoch, best_score, best_epoch, losses, config,
+           class_names, in_features) -> dict:
     return {
+        "class_names": list(class_names),
+        "in_features": in_features,
         "model": network.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
