@@ -43,7 +43,9 @@ LEGEND_INCHES = 2.2
 DPI = 100
 # Layout, as fractions of the figure (margins) or of a panel (gaps between panels and rows).
 FIGURE_MARGIN = 0.01
-TITLE_HEIGHT = 0.05
+# Heights reserved above the panels for the figure title and for each panel's own title.
+TITLE_INCHES = 0.45
+PANEL_TITLE_INCHES = 0.3
 PANEL_GAP = 0.02
 ROW_GAP = 0.08
 LEGEND_EDGE_WIDTH = 0.3
@@ -312,7 +314,9 @@ def _draw(points: np.ndarray, rows: list[tuple[str, np.ndarray]],
     image, depth = perspective_projection(points)
     perspective_order = np.argsort(-depth, kind="stable")
     right_edge = 1.0 - legend_width / (2 * PANEL_INCHES + legend_width)
-    top = 1.0 - (TITLE_HEIGHT if title else FIGURE_MARGIN)
+    # Room for the figure title and the panel titles below it, in inches, whatever the number of rows.
+    figure_height = PANEL_INCHES * len(rows)
+    top = 1.0 - ((TITLE_INCHES if title else 0.0) + PANEL_TITLE_INCHES) / figure_height
     grid = figure.add_gridspec(len(rows), 2, left=FIGURE_MARGIN, right=right_edge - FIGURE_MARGIN, top=top,
                                bottom=FIGURE_MARGIN, wspace=PANEL_GAP, hspace=ROW_GAP)
     for row, (name, colours) in enumerate(rows):
@@ -330,7 +334,7 @@ def _draw(points: np.ndarray, rows: list[tuple[str, np.ndarray]],
         figure.legend(handles=handles, loc="center left", bbox_to_anchor=(right_edge, 0.5), fontsize="small",
                       frameon=False)
     if title:
-        figure.suptitle(title, fontsize="large")
+        figure.suptitle(title, fontsize="large", y=1.0 - FIGURE_MARGIN / 2, va="top")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", facecolor=BACKGROUND)
     return buffer.getvalue()
