@@ -47,7 +47,7 @@ from image2point.train.builders import (
     task_of,
 )
 from image2point.train.config import RunConfig, config_to_dict, save_config
-from image2point.train.distributed import DistributedContext, init_distributed, resolve_device
+from image2point.train.distributed import DistributedContext, barrier, init_distributed, resolve_device
 from image2point.train.metrics import ConfusionMatrix, Metrics
 from image2point.train.schedules import build_scheduler
 
@@ -324,6 +324,9 @@ def _train(config, resume, quiet, context, setup: _RunSetup, run_dir: Path, log:
     result = RunResult(run_dir, task, final, best_epoch, best_score, losses)
     if context.is_main:
         _write_final_metrics(result, config)
+    if context.world_size > 1:
+        # No rank leaves (and tears down its process group) while rank 0 is still writing.
+        barrier()
     return result
 
 

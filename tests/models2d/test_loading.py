@@ -75,6 +75,7 @@ def test_shared_checkpoint_loads_exactly(depth):
 
 @pytest.mark.parametrize("depth", sorted(CIFAR_CHECKPOINTS))
 def test_shared_checkpoint_gives_a_trained_network(depth):
+    _shared_checkpoint(depth)
     model, report = build_pretrained_2d(f"cifar_resnet{depth}_cifar10")
     assert report.missing == [] and report.unexpected == []
     # Trained BatchNorm statistics are far from their initial zeros and ones.

@@ -108,6 +108,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, run_dir: str, results: st
     weights = {k: v for k, v in result_network_state(run_dir).items()} if rank == 0 else None
     torch.save({"rank": rank, "final": result.final.as_dict(), "losses": result.epoch_losses,
                 "weights": weights}, os.path.join(results, f"rank{rank}.pt"))
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
