@@ -12,7 +12,9 @@ import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent
 BACKBONES = ("resnet18", "resnet50", "resnet152", "cifar_resnet56")
-SCHEMES = ("io", "io_stats", "io_bn", "all", "scratch")
+SCHEMES = ("io", "io_stats", "io_bn", "all", "scratch", "t")
+# Scheme "t" trains a learnable T; the paper's best variant is one T per conv, initialised from the default.
+LEARNABLE_T = {"learnable_t": "per_conv", "t_init": "default"}
 
 # Paper Appendix 6.1 / 6.4.
 PAPER_RECIPES = {
@@ -87,7 +89,7 @@ SMALL_RECIPES = {
 def paper_recipe(dataset: str, backbone: str, scheme: str) -> dict:
     recipe = {section: dict(values) for section, values in PAPER_RECIPES[dataset].items()}
     recipe["model"] = {**recipe["model"], "backbone": backbone}
-    recipe["finetune"] = {"scheme": scheme}
+    recipe["finetune"] = {"scheme": scheme, **(LEARNABLE_T if scheme == "t" else {})}
     recipe["train"] = {**recipe["train"], "run_dir": f"runs/{dataset}/{backbone}_{scheme}"}
     return recipe
 

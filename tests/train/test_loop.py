@@ -137,3 +137,24 @@ def test_mixed_precision_bf16_trains(tmp_path):
     result = loop.run_training(tiny_config(tmp_path / "bf16", "train.amp=bf16", "train.epochs=1"), quiet=True)
     assert all(torch.isfinite(torch.tensor(result.epoch_losses)))
     assert 0.0 <= result.final.overall_accuracy <= 1.0
+
+
+def test_learnable_t_scheme_changes_t_and_keeps_2d_kernels(tmp_path, monkeypatch):
+    run_dir = tmp_path / "t"
+    config = tiny_config(run_dir, "finetune.scheme=t", "finetune.learnable_t=shared", "train.epochs=1")
+    initial = {}
+    real_build = loop.build_model
+
+    def build_and_remember(*args, **kwargs):
+        built = real_build(*args, **kwargs)
+        initial.update({key: value.clone() for key, value in built.network.state_dict().items()})
+        return built
+
+    monkeypatch.setattr(loop, "build_model", build_and_remember)
+    loop.run_training(config, quiet=True)
+    trained = result_network_state(run_dir)
+    transforms = [key for key in trained if key.endswith("transform.transform")]
+    kernels_2d = [key for key in trained if key.endswith("weight_2d")]
+    assert transforms and kernels_2d
+    assert any(not torch.equal(trained[key], initial[key]) for key in transforms)
+    assert all(torch.equal(trained[key], initial[key]) for key in kernels_2d)
