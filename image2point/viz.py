@@ -18,16 +18,14 @@ This module needs only numpy and, inside the rendering functions, matplotlib (``
 from __future__ import annotations
 
 import colorsys
-import contextlib
 import io
 import math
-import os
-import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from image2point.checkpoint import atomic_write
 from image2point.errors import DataError
 
 MATPLOTLIB_INSTALL_HINT = 'rendering PNG files needs matplotlib: pip install "image2point[viz]"'
@@ -341,16 +339,6 @@ def _draw(points: np.ndarray, rows: list[tuple[str, np.ndarray]],
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """Write through a temporary file next to ``path`` that replaces it in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
+
