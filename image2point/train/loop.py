@@ -52,6 +52,7 @@ from image2point.train.metrics import ConfusionMatrix, Metrics
 from image2point.train.schedules import build_scheduler
 
 LAST_CHECKPOINT = "last.pt"
+METRICS_HISTORY = "metrics.jsonl"
 BEST_CHECKPOINT = "best.pt"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 logger = logging.getLogger("image2point.train")
@@ -135,10 +136,16 @@ class _RunLog:
         if self.enabled:
             logger.info(message)
 
+    def restart_history(self, history: list[dict]) -> None:
+        """After a resume: metrics.jsonl holds exactly the epochs of the checkpoint being continued."""
+        if self.enabled:
+            with atomic_write(self.run_dir / METRICS_HISTORY, "w") as stream:
+                stream.writelines(json.dumps(record) + "\n" for record in history)
+
     def epoch(self, record: dict) -> None:
         if not self.enabled:
             return
-        with open(self.run_dir / "metrics.jsonl", "a") as stream:
+        with open(self.run_dir / METRICS_HISTORY, "a") as stream:
             stream.write(json.dumps(record) + "\n")
         if self.writer is not None:
             for key, value in record.items():
@@ -263,7 +270,7 @@ def _train(config, resume, quiet, context, setup: _RunSetup, run_dir: Path, log:
     scaler = torch.amp.GradScaler(device.type, enabled=config.train.amp == "fp16")
     trained = DistributedDataParallel(network) if context.world_size > 1 else network
 
-    start_epoch, best_score, best_epoch, losses = 0, -math.inf, -1, []
+    start_epoch, best_score, best_epoch, losses, history = 0, -math.inf, -1, [], []
     if resume and (run_dir / LAST_CHECKPOINT).exists():
         state = load_checkpoint(run_dir / LAST_CHECKPOINT, map_location=device)
         _check_compatible(state, config, run_dir / LAST_CHECKPOINT)
@@ -274,6 +281,8 @@ def _train(config, resume, quiet, context, setup: _RunSetup, run_dir: Path, log:
         restore_rng_state(state["rng"])
         start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
         losses = list(state["epoch_losses"])
+        history = list(state["history"])
+        log.restart_history(history)
         log.info(f"resumed from {run_dir / LAST_CHECKPOINT} at epoch {start_epoch}")
     elif context.is_main:
         save_config(config, run_dir / "config.yaml")
@@ -311,13 +320,14 @@ def _train(config, resume, quiet, context, setup: _RunSetup, run_dir: Path, log:
                 best_score, best_epoch = score, epoch
                 if context.is_main:
                     save_checkpoint(run_dir / BEST_CHECKPOINT, _state(network, optimizer, scheduler, scaler, epoch,
-                                                                      best_score, best_epoch, losses, config,
-                                                                      class_names, setup.in_features))
+                                                                      best_score, best_epoch, losses, history + [record],
+                                                                      config, class_names, setup.in_features))
+        history.append(record)
         log.epoch(record)
         log.info(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
         if context.is_main:
             save_checkpoint(run_dir / LAST_CHECKPOINT, _state(network, optimizer, scheduler, scaler, epoch, best_score,
-                                                              best_epoch, losses, config, class_names,
+                                                              best_epoch, losses, history, config, class_names,
                                                               setup.in_features))
     if final is None:
         final = evaluate(network, eval_loader, len(class_names), class_names, device, amp_dtype)
@@ -345,7 +355,7 @@ def _mean_across_ranks(total: float, steps: int, device: torch.device) -> float:
     return float(sums[0] / max(sums[1].item(), 1.0))
 
 
-def _state(network, optimizer, scheduler, scaler, epoch, best_score, best_epoch, losses, config,
+def _state(network, optimizer, scheduler, scaler, epoch, best_score, best_epoch, losses, history, config,
            class_names, in_features) -> dict:
     return {
         "class_names": list(class_names),
@@ -358,6 +368,7 @@ def _state(network, optimizer, scheduler, scaler, epoch, best_score, best_epoch,
         "best_score": best_score,
         "best_epoch": best_epoch,
         "epoch_losses": list(losses),
+        "history": list(history),
         "rng": capture_rng_state(),
         "config": config_to_dict(config),
     }
