@@ -1,7 +1,15 @@
-"""Transferred 3D networks (input layer, inflated backbone, heads) and the finetuning schemes."""
+"""Transferred 3D networks (input layer, inflated backbone, heads), PointNet++ and the range-image
+segmenter, and the finetuning schemes."""
 
 from image2point.models.finetune import SCHEMES, FinetunePlan, apply_finetune_scheme, optimizer_parameters, reinitialise
 from image2point.models.layers import ClassificationHead, InputLayer, NearestUpsampleHead, UNetDecoder
+from image2point.models.pointnet2 import (
+    PointNet2Classifier,
+    PointNet2Config,
+    PointNet2Segmenter,
+    transfer_pointnet2_weights,
+)
+from image2point.models.range_segmenter import RangeImageSegmenter
 from image2point.models.networks import (
     BACKBONE_SPECS,
     BackboneSpec,
@@ -18,6 +26,11 @@ from image2point.models.networks import (
 )
 
 __all__ = [
+    "PointNet2Classifier",
+    "PointNet2Config",
+    "PointNet2Segmenter",
+    "RangeImageSegmenter",
+    "transfer_pointnet2_weights",
     "BACKBONE_SPECS",
     "SCHEMES",
     "BackboneSpec",
