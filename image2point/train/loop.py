@@ -47,7 +47,13 @@ from image2point.train.builders import (
     task_of,
 )
 from image2point.train.config import RunConfig, config_to_dict, save_config
-from image2point.train.distributed import DistributedContext, barrier, init_distributed, resolve_device
+from image2point.train.distributed import (
+    DistributedContext,
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+    resolve_device,
+)
 from image2point.train.metrics import ConfusionMatrix, Metrics
 from image2point.train.schedules import build_scheduler
 
@@ -349,8 +355,6 @@ def _progress(loader, total: int, description: str, enabled: bool):
 
 
 def _mean_across_ranks(total: float, steps: int, device: torch.device) -> float:
-    from image2point.train.distributed import all_reduce_sum
-
     sums = all_reduce_sum(torch.tensor([total, float(steps)], dtype=torch.float64, device=device))
     return float(sums[0] / max(sums[1].item(), 1.0))
 

@@ -64,15 +64,6 @@ SITES_PER_SAMPLE = 300
 CUBE_SIDE = 20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    """One intra-op thread for this module: sparse convs are many small GEMMs, for which a second
-    thread on shared cores adds synchronisation latency (tens of ms per GEMM) rather than speed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(autouse=True, scope="module")
 def release_cached_models():

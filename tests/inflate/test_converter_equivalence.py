@@ -49,15 +49,6 @@ BN_SCALE_LOW, BN_SCALE_SPAN = 0.5, 1.0
 BN_SHIFT_STD = 0.2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    """One intra-op thread for this module: sparse convs are many small GEMMs, for which a second
-    thread on shared cores adds synchronisation latency (tens of ms per GEMM) rather than speed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(autouse=True, scope="module")
 def release_cached_models():

@@ -42,14 +42,6 @@ def tiny_cnn(num_classes: int = NUM_CLASSES) -> nn.Sequential:
     )
 
 
-@pytest.fixture(autouse=True)
-def single_torch_thread():
-    # These tensors are tiny: extra threads cost more than they save, and far more on a busy machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def fractal_split():
