@@ -1,5 +1,10 @@
 """Samples → voxels → one sparse batch with its labels.
 
+Every batch type (these, :mod:`image2point.data.point_collate`, :mod:`image2point.data.range_collate`)
+offers the same four members to the training loop: ``to(device)``, ``network_inputs()`` (the
+network's positional arguments), ``loss_targets`` (what the logits are trained against) and
+``scored(logits)`` (predicted and true class of every sample or point, for the metrics).
+
 A voxel's input feature is the mean of its points' ``xyz`` followed by the mean of their extra features
 (intensity for SemanticKITTI, colour for S3DIS); ModelNet shapes carry xyz only, as in the paper. For
 segmentation, each voxel is trained on the majority label of its points, and predictions go back to
@@ -25,8 +30,23 @@ class ShapeBatch:
     voxels: CollatedVoxels
     labels: torch.Tensor  # [batch_size] int64
 
+    @property
+    def device(self) -> torch.device:
+        return self.labels.device
+
     def to(self, device: torch.device) -> "ShapeBatch":
         return ShapeBatch(_voxels_to(self.voxels, device), self.labels.to(device))
+
+    def network_inputs(self) -> tuple[torch.Tensor, ...]:
+        return (self.voxels.tensor,)
+
+    @property
+    def loss_targets(self) -> torch.Tensor:
+        return self.labels
+
+    def scored(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted and true class of every shape."""
+        return logits.argmax(1), self.labels
 
 
 @dataclass
@@ -35,8 +55,24 @@ class SceneBatch:
     site_labels: torch.Tensor  # [num_sites] int64, majority label of each voxel's points
     point_labels: torch.Tensor  # [num_points] int64
 
+    @property
+    def device(self) -> torch.device:
+        return self.point_labels.device
+
     def to(self, device: torch.device) -> "SceneBatch":
         return SceneBatch(_voxels_to(self.voxels, device), self.site_labels.to(device), self.point_labels.to(device))
+
+    def network_inputs(self) -> tuple[torch.Tensor, ...]:
+        return (self.voxels.tensor,)
+
+    @property
+    def loss_targets(self) -> torch.Tensor:
+        """Voxels train on the majority label of their points."""
+        return self.site_labels
+
+    def scored(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted and true class of every point: each point takes its voxel's prediction."""
+        return logits.argmax(1)[self.voxels.point_to_site], self.point_labels
 
 
 def _voxels_to(voxels: CollatedVoxels, device: torch.device) -> CollatedVoxels:

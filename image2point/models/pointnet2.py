@@ -31,6 +31,7 @@ from torch import nn
 
 from image2point.errors import CheckpointError, ConfigError
 from image2point.models.networks import TransferredNetwork
+from image2point.pretrain2d.pixels_as_points import PixelsAsPoints
 
 XYZ_DIMENSIONS = 3
 # At most this many point pairs per chunk of a pairwise-distance computation (ball query, three-NN):
@@ -558,6 +559,17 @@ class PointNet2Segmenter(PointNet2Network):
 
     def forward(self, xyz: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         return self.forward_head(self.forward_features(xyz, features))
+
+
+# The 2D pretraining architecture name of a PointNet++ trained on images, each pixel a point.
+PIXEL_PRETRAINING_ARCH = "pointnet2_ssg"
+IMAGE_CHANNELS = 3
+
+
+def pixel_pretraining_network(num_classes: int, image_channels: int = IMAGE_CHANNELS) -> PixelsAsPoints:
+    """An image classifier made of a PointNet++ SSG with :meth:`PointNet2Config.image_pretraining`
+    (each pixel a point carrying its colour), whose backbone loads into ModelNet40 classifiers."""
+    return PixelsAsPoints(PointNet2Classifier(image_channels, num_classes, PointNet2Config.image_pretraining()))
 
 
 # ---------------------------------------------------------------------------------------------------

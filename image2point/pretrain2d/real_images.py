@@ -18,9 +18,10 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
+from torch import nn
 from torch.utils.data import Dataset
 
 from image2point.checkpoint import atomic_write, seed_everything
@@ -101,6 +102,7 @@ def pretrain_on_images(
     val_fraction: float | None = None,
     image_size: int | None = None,
     mnist_split: str = "test",
+    model_factory: Callable[[int], nn.Module] | None = None,
 ) -> Train2DResult:
     """Train the 2D model ``arch`` (e.g. ``"cifar_resnet20"``, ``"resnet18"``), with one output per
     class, on ``dataset_name`` ("tiny-imagenet", "imagefolder" or "mnist") at ``root`` and write the
@@ -108,11 +110,13 @@ def pretrain_on_images(
 
     The sets are those of :func:`load_image_splits`; training is :func:`train_2d` (SGD with cosine
     learning rate ``lr``, random crop and flip) with python, numpy and torch seeded with ``seed``.
+    ``model_factory`` (number of classes -> model) builds a model outside the 2D registry, e.g. a
+    PointNet++ that sees each pixel as a point; ``arch`` then only names it in the checkpoint.
     A ``run_dir`` that exists and is not empty is refused, and it is only created once the data
     has been read. Returns the training result; its ``top1`` is the validation top-1 in [0, 1].
     """
     train_config = Train2DConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed)
-    if arch not in list_models_2d():
+    if model_factory is None and arch not in list_models_2d():
         raise ConfigError(f"unknown 2D model {arch!r}; available: {', '.join(list_models_2d())}")
     run_dir = Path(run_dir)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
@@ -128,7 +132,8 @@ def pretrain_on_images(
         splits.image_shape[0],
     )
     seed_everything(seed)
-    model = create_model_2d(arch, num_classes=len(splits.class_names))
+    num_classes = len(splits.class_names)
+    model = create_model_2d(arch, num_classes=num_classes) if model_factory is None else model_factory(num_classes)
     run_dir.mkdir(parents=True, exist_ok=True)
     settings = {
         "dataset": dataset_name,

@@ -26,6 +26,9 @@ from image2point.sparse.tensor import BACKENDS
 SchemaT = TypeVar("SchemaT")
 
 DatasetName = Literal["procedural_shapes", "procedural_scenes", "modelnet40", "s3dis", "semantickitti"]
+# The three model families of the paper: inflated sparse 3D ConvNets on voxels, PointNet++ on raw
+# points, and a 2D ConvNet (HRNet) on LiDAR range images.
+ModelFamily = Literal["voxel", "pointnet2", "range"]
 
 
 class FieldValueError(ValueError):
@@ -40,6 +43,22 @@ def _require(condition: bool, field_name: str, requirement: str, value: Any) -> 
     """Range checks for ``__post_init__``; the loader prefixes the section and the source."""
     if not condition:
         raise FieldValueError(field_name, f"{field_name} must be {requirement}, got {value!r}")
+
+
+@dataclasses.dataclass
+class RangeImageConfig:
+    """Spherical projection of LiDAR scans for ``model.family=range`` (defaults: the HDL-64E of KITTI)."""
+
+    height: int = 64
+    width: int = 2048
+    fov_up_deg: float = 3.0
+    fov_down_deg: float = -25.0
+
+    def __post_init__(self) -> None:
+        _require(self.height >= 1, "height", "at least 1", self.height)
+        _require(self.width >= 1, "width", "at least 1", self.width)
+        _require(self.fov_up_deg > self.fov_down_deg, "fov_up_deg", f"above fov_down_deg ({self.fov_down_deg})",
+                 self.fov_up_deg)
 
 
 @dataclasses.dataclass
@@ -70,6 +89,8 @@ class DataConfig:
     eval_scans: list[str] | None = None
     # S3DIS: the held-out area (the paper tests on area 5).
     test_area: int = 5
+    # model.family=range: how scans become range images.
+    range_image: RangeImageConfig = dataclasses.field(default_factory=RangeImageConfig)
 
     def __post_init__(self) -> None:
         _require(self.train_samples >= 1, "train_samples", "at least 1", self.train_samples)
@@ -90,8 +111,12 @@ class DataConfig:
 
 @dataclasses.dataclass
 class ModelConfig:
+    # voxel: ``backbone`` is a 2D ConvNet inflated to 3D; pointnet2: ``backbone`` is pointnet2_ssg and
+    # ``pretrained`` a PointNet++ checkpoint (e.g. pretrained on images, each pixel a point); range:
+    # ``backbone`` is an HRNet (hrnet_w18, hrnet_w48) run on range images.
+    family: ModelFamily = "voxel"
     backbone: str = "resnet18"
-    # A 2D checkpoint path or a registered weight name; None starts from random weights.
+    # A checkpoint path or a registered weight name; None starts from random weights.
     pretrained: str | None = None
     # How 2D kernels become 3D kernels (a name from the inflation registry).
     transform: str = "default"
@@ -102,6 +127,9 @@ class ModelConfig:
     stride_mode: Literal["floor", "window"] = "floor"
     # Sparse convolution backend; None picks the best one installed.
     backend: str | None = None
+    # family=range: score each point by a kNN vote over its range-image neighbours (RangeNet++)
+    # instead of its own pixel's prediction.
+    knn_refine: bool = False
 
     def __post_init__(self) -> None:
         _require(

@@ -31,19 +31,20 @@ from image2point.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
-from image2point.data.collate import SceneBatch, ShapeBatch, VoxelCollator
 from image2point.data.sample import IGNORE_INDEX
 from image2point.errors import CheckpointError, ConfigError
 from image2point.models import FinetunePlan, apply_finetune_scheme, optimizer_parameters
 from image2point.sparse.backends import default_backend
 from image2point.train.builders import (
+    Batch,
     BuiltModel,
+    build_collate,
     build_dataset,
     build_model,
     build_optimizer,
     build_train_dataset,
     class_names_of,
-    num_input_features,
+    network_in_features,
     task_of,
 )
 from image2point.train.config import RunConfig, config_to_dict, save_config
@@ -64,16 +65,14 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 logger = logging.getLogger("image2point.train")
 
 
-def loss_and_logits(network: torch.nn.Module, batch: ShapeBatch | SceneBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    logits = network(batch.voxels.tensor)
-    targets = batch.labels if isinstance(batch, ShapeBatch) else batch.site_labels
-    return torch.nn.functional.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX), logits
+def loss_and_logits(network: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = network(*batch.network_inputs())
+    return torch.nn.functional.cross_entropy(logits.float(), batch.loss_targets, ignore_index=IGNORE_INDEX), logits
 
 
-def train_step(network, batch, optimizer, scheduler, scaler: torch.amp.GradScaler, amp_dtype) -> float:
+def train_step(network, batch: Batch, optimizer, scheduler, scaler: torch.amp.GradScaler, amp_dtype) -> float:
     """One optimisation step; returns the loss."""
-    device_type = batch.voxels.tensor.device.type
-    with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
+    with torch.autocast(batch.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         loss, _ = loss_and_logits(network, batch)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is {loss.item()}; lower optim.lr or check the data")
@@ -88,18 +87,14 @@ def train_step(network, batch, optimizer, scheduler, scaler: torch.amp.GradScale
 @torch.no_grad()
 def evaluate(network, loader: Iterable, num_classes: int, class_names: list[str], device: torch.device,
              amp_dtype=None) -> Metrics:
-    """Accuracy / IoU of the whole loader; segmentation is scored on every point, not every voxel."""
+    """Accuracy / IoU of the whole loader; segmentation is scored on points, not voxels or pixels."""
     network.eval()
     confusion = ConfusionMatrix(num_classes, IGNORE_INDEX, class_names)
     for batch in loader:
         batch = batch.to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = network(batch.voxels.tensor)
-        predictions = logits.argmax(1)
-        if isinstance(batch, ShapeBatch):
-            confusion.update(predictions, batch.labels)
-        else:
-            confusion.update(predictions[batch.voxels.point_to_site], batch.point_labels)
+            logits = network(*batch.network_inputs())
+        confusion.update(*batch.scored(logits))
     confusion.all_reduce()
     return confusion.compute()
 
@@ -239,7 +234,7 @@ class _RunSetup:
     built: BuiltModel
     plan: FinetunePlan
     backend: str
-    collate: Callable[[list], ShapeBatch | SceneBatch]
+    collate: Callable[[list], Batch]
     in_features: int
 
 
@@ -248,13 +243,12 @@ def _build_run(config: RunConfig, context: DistributedContext) -> _RunSetup:
     train_set = build_train_dataset(config.data)
     eval_set = build_dataset(config.data, config.data.eval_split, train=False)
     class_names = class_names_of(eval_set)
-    in_features = num_input_features(eval_set)
+    in_features = network_in_features(config, eval_set)
     built = build_model(config, in_features, len(class_names), task)
     network = built.network.to(context.device)
     plan = apply_finetune_scheme(network, config.finetune.scheme)
     backend = config.model.backend or default_backend(context.device)
-    collator = VoxelCollator(config.data.voxel_size, len(class_names), backend)
-    collate = collator.shapes if task == "classification" else collator.scenes
+    collate = build_collate(config, task, len(class_names), backend)
     return _RunSetup(task, train_set, eval_set, class_names, built, plan, backend, collate, in_features)
 
 
@@ -401,6 +395,7 @@ def _write_final_metrics(result: RunResult, config: RunConfig) -> None:
     payload = {
         "task": result.task,
         "dataset": config.data.name,
+        "family": config.model.family,
         "backbone": config.model.backbone,
         "pretrained": config.model.pretrained,
         "scheme": config.finetune.scheme,
@@ -420,7 +415,7 @@ def evaluate_checkpoint(config: RunConfig, checkpoint_path: str | Path, out_dir:
     task = task_of(config.data)
     eval_set = build_dataset(config.data, config.data.eval_split, train=False)
     class_names = class_names_of(eval_set)
-    network = build_model(config, num_input_features(eval_set), len(class_names), task).network.to(device)
+    network = build_model(config, network_in_features(config, eval_set), len(class_names), task).network.to(device)
     state = load_checkpoint(checkpoint_path, map_location=device)
     if "model" not in state:
         raise CheckpointError(f"{checkpoint_path}: not a training checkpoint (no 'model' entry)")
@@ -430,8 +425,7 @@ def evaluate_checkpoint(config: RunConfig, checkpoint_path: str | Path, out_dir:
         first_line = str(error).strip().splitlines()[0]
         raise CheckpointError(f"{checkpoint_path}: does not fit this config's network ({first_line})") from None
     backend = config.model.backend or default_backend(device)
-    collator = VoxelCollator(config.data.voxel_size, len(class_names), backend)
-    collate = collator.shapes if task == "classification" else collator.scenes
+    collate = build_collate(config, task, len(class_names), backend)
     loader = DataLoader(eval_set, batch_size=config.data.eval_batch_size or config.data.batch_size,
                         collate_fn=collate, num_workers=config.data.num_workers)
     metrics = evaluate(network, loader, len(class_names), class_names, device)
