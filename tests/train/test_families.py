@@ -149,3 +149,27 @@ def test_cli_pretrains_pointnet2_on_images_and_finetunes_it_on_shapes(tmp_path, 
                      str(tmp_path / "predictions")]) == 2
     assert "predict runs voxel models" in capsys.readouterr().err
     assert not (tmp_path / "predictions").exists()
+
+
+@pytest.mark.slow
+def test_step_time_benchmark_times_every_family_against_the_voxel_baseline():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_families.py"
+    spec = importlib.util.spec_from_file_location("bench_families", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses resolve their module through sys.modules
+    try:
+        spec.loader.exec_module(bench)
+        results = bench.run(quick=True)
+    finally:
+        del sys.modules[spec.name]
+    assert {(r.task, r.model) for r in results} == {
+        ("classification", name) for name in bench.CLASSIFICATION_MODELS} | {
+        ("segmentation", name) for name in bench.SEGMENTATION_MODELS}
+    for result in results:
+        assert result.seconds_per_step > 0 and result.parameters > 0
+        if result.model == bench.BASELINES[result.task]:
+            assert result.ratio_to_voxel == 1.0
