@@ -25,6 +25,9 @@ from image2point.errors import CheckpointError
 _UNSAFE_LOAD_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
 # Permissions for new files before the umask applies, as ``open(path, "w")`` would use.
 _NEW_FILE_MODE = 0o666
+# How torch's zip format and a pickle (its PROTO opcode, protocol 2 and later) begin.
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = b"\x80"
 
 
 @contextlib.contextmanager
@@ -94,6 +97,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
+        if not looks_like_torch_file(path):
+            raise CheckpointError(f"{path}: unreadable (truncated or corrupt): neither torch's zip format "
+                                  "nor a pickle") from error
         raise CheckpointError(
             f"{path}: refused to load: it holds objects other than tensors and plain containers "
             f"({_unsafe_load_reason(error)})"
@@ -104,6 +110,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict at the top level, got {type(obj).__name__}")
     return obj
+
+
+def looks_like_torch_file(path: str | Path) -> bool:
+    """Whether the file starts as torch's zip format or a pickle does; torch's weights-only loader
+    reports other bytes (random data, another format) as refused objects, not as a damaged file."""
+    with open(path, "rb") as handle:
+        head = handle.read(len(_ZIP_MAGIC))
+    return head.startswith((_ZIP_MAGIC, _PICKLE_PROTO))
 
 
 def _unsafe_load_reason(error: pickle.UnpicklingError) -> str:

@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from image2point.errors import CheckpointError, DataError
+from image2point.io.output import require_output_directory
 from image2point.predict import TrainedModel, assemble_model, commit_outputs, load_trained
 from image2point.train.config import load_config, save_config
 
@@ -77,6 +78,7 @@ def export_checkpoint(checkpoint: str | Path | TrainedModel, out: str | Path, fo
     except ImportError as error:
         raise ImportError(SAFETENSORS_INSTALL_HINT) from error
     weights_path, config_path = export_paths(out)
+    require_output_directory(weights_path.parent)
     for path in (weights_path, config_path):
         if path.exists() and not force:
             raise DataError(f"{path}: exists; pass --force to replace it")

@@ -38,6 +38,17 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         raise DataError(f"cannot write: {error.strerror or error}", path) from error
 
 
+def require_output_directory(directory: str | Path) -> None:
+    """DataError naming the file in the way when ``directory`` cannot be a directory (it, or one of its
+    parents, is a file); checked before any work whose outputs would go there."""
+    directory = Path(directory)
+    for candidate in (directory, *directory.parents):
+        if candidate.is_dir():
+            return
+        if candidate.exists():
+            raise DataError(f"is a file, so the output directory {directory} cannot be created", candidate)
+
+
 def checked_points(points: np.ndarray) -> np.ndarray:
     """points as float64 [N, 3] with N >= 1 and finite values, or ValueError."""
     points = np.asarray(points)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from image2point.checkpoint import looks_like_torch_file
 from image2point.errors import CheckpointError
 from image2point.models2d.registry import (
     DATA_PARALLEL_PREFIX,
@@ -183,6 +184,9 @@ def read_checkpoint(path: str | Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if not looks_like_torch_file(path):
+            raise CheckpointError(f"{path}: cannot read checkpoint (neither torch's zip format nor a pickle: "
+                                  "truncated or corrupt)") from err
         raise CheckpointError(
             f"{path}: not loadable with weights_only=True (it pickles objects other than tensors, "
             f"e.g. a whole model; save model.state_dict() instead): {_first_line(err)}"

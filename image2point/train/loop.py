@@ -62,6 +62,8 @@ LAST_CHECKPOINT = "last.pt"
 METRICS_HISTORY = "metrics.jsonl"
 BEST_CHECKPOINT = "best.pt"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Longest key listing quoted from a failed state-dict load.
+MAX_DETAIL_CHARS = 300
 logger = logging.getLogger("image2point.train")
 
 
@@ -422,8 +424,12 @@ def evaluate_checkpoint(config: RunConfig, checkpoint_path: str | Path, out_dir:
     try:
         network.load_state_dict(state["model"])
     except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{checkpoint_path}: does not fit this config's network ({first_line})") from None
+        # torch's first line only names the module class; the next one names the keys that differ.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        if len(detail) > MAX_DETAIL_CHARS:
+            detail = detail[:MAX_DETAIL_CHARS] + " ..."
+        raise CheckpointError(f"{checkpoint_path}: does not fit this config's network ({detail})") from None
     backend = config.model.backend or default_backend(device)
     collate = build_collate(config, task, len(class_names), backend)
     loader = DataLoader(eval_set, batch_size=config.data.eval_batch_size or config.data.batch_size,
