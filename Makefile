@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # A pinned CPU torch: an unpinned one pulls the CUDA stack.
 TORCH_VERSION := 2.13.0
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench experiments-small clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,20 @@ bench: install
 	$(PY) benchmarks/bench_voxelize.py
 	$(PY) benchmarks/bench_sparse.py
 	$(PY) benchmarks/bench_pipeline.py
+	$(PY) benchmarks/bench_predict.py
+
+# The paper's seven tables at small scale, three seeds, on the samples in ../shared (about 25 minutes on two
+# cores); finished runs are skipped on a rerun. Tables and figures are copied to docs/results/<table>/.
+EXPERIMENTS_OUT := runs/experiments
+RESULTS_DIR := docs/results
+
+experiments-small: install
+	$(PY) -m image2point.cli experiment all --scale small --seeds 0,1,2 --out-dir $(EXPERIMENTS_OUT)
+	for table in $(EXPERIMENTS_OUT)/table*/; do \
+	  name=$$(basename $$table); mkdir -p $(RESULTS_DIR)/$$name; \
+	  cp $$table/table.md $$table/results.json $$table/results.csv $(RESULTS_DIR)/$$name/; \
+	  find $$table -maxdepth 1 -name '*.png' -exec cp {} $(RESULTS_DIR)/$$name/ \; ; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

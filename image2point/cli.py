@@ -94,7 +94,9 @@ def _cmd_pretrain2d(args: argparse.Namespace) -> None:
     dataset = FractalDB(fractal_config, seed=args.seed)
     val_fraction = args.val_fraction if args.val_fraction is not None else FRACTALDB_VAL_FRACTION
     train_set, val_set = split_train_val(dataset, val_fraction, args.seed, labels=dataset.labels)
-    model = create_model_2d(args.arch, num_classes=dataset.num_classes)
+    factory = _pretraining_model_factory(args.arch)
+    model = create_model_2d(args.arch, num_classes=dataset.num_classes) if factory is None else factory(
+        dataset.num_classes)
     config = Train2DConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
     run_dir = Path(args.run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -112,13 +114,21 @@ def _cmd_pretrain2d(args: argparse.Namespace) -> None:
     print(f"{args.arch}: validation top-1 {result.top1:.4f}; checkpoint {checkpoint}")
 
 
+def _pretraining_model_factory(arch: str):
+    """A builder for pretraining architectures outside the 2D registry (PointNet++ on pixels), else None."""
+    from image2point.models.pointnet2 import PIXEL_PRETRAINING_ARCH, pixel_pretraining_network
+
+    return pixel_pretraining_network if arch == PIXEL_PRETRAINING_ARCH else None
+
+
 def _pretrain_on_image_files(args: argparse.Namespace) -> None:
     from image2point.pretrain2d.real_images import pretrain_on_images
 
     if args.root is None:
         raise Image2PointError(f"--root must name the {args.dataset} directory")
     result = pretrain_on_images(args.dataset, args.root, args.arch, args.epochs, args.batch_size, args.lr, args.seed,
-                                args.run_dir, val_fraction=args.val_fraction, image_size=args.image_size)
+                                args.run_dir, val_fraction=args.val_fraction, image_size=args.image_size,
+                                model_factory=_pretraining_model_factory(args.arch))
     print(f"{args.arch} on {args.dataset}: validation top-1 {result.top1:.4f}; run directory {args.run_dir}")
 
 
@@ -191,6 +201,13 @@ def _cmd_export(args: argparse.Namespace) -> None:
     files = export_checkpoint(args.checkpoint, args.out, force=args.force)
     tied = f" ({len(files.tied)} tied names stored once)" if files.tied else ""
     print(f"weights: {files.weights} ({files.num_tensors} tensors{tied})\nconfig: {files.config}")
+
+
+def _cmd_experiment(args: argparse.Namespace) -> None:
+    from image2point.experiments import ExperimentRequest, make_context, parse_seeds, run_experiment
+
+    context = make_context(args.scale, args.out_dir, args.weights, args.data_root)
+    run_experiment(ExperimentRequest(args.name, context, parse_seeds(args.seeds), args.dry_run, args.aggregate_only))
 
 
 def _field_names(text: str | None) -> list[str] | None:
@@ -289,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--dataset", default="fractaldb",
                           choices=("fractaldb", "tiny-imagenet", "imagefolder", "mnist"))
     pretrain.add_argument("--root", help="dataset directory (tiny-imagenet, imagefolder, mnist)")
-    pretrain.add_argument("--arch", default="cifar_resnet20")
+    pretrain.add_argument("--arch", default="cifar_resnet20",
+                          help="a 2D model (cifar_resnet20, resnet18, ...) or pointnet2_ssg (each pixel a point)")
     pretrain.add_argument("--categories", type=int, default=10, help="FractalDB categories")
     pretrain.add_argument("--instances", type=int, default=32, help="FractalDB images per category")
     pretrain.add_argument("--image-size", type=int, default=32, help="square image side (images are resized)")
@@ -337,6 +355,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="replace existing files")
     export.set_defaults(handler=_cmd_export)
 
+    experiment = commands.add_parser("experiment", help="run a table of the paper as a grid of runs, then aggregate it")
+    experiment.add_argument("name", help="table1 ... table7, or all")
+    experiment.add_argument("--scale", default="small", choices=("small", "paper"),
+                            help="small: CPU-sized runs on ../shared samples; paper: the paper's recipes (GPUs)")
+    experiment.add_argument("--seeds", default="3", help="a count (3: seeds 0,1,2) or a list (0,1,2)")
+    experiment.add_argument("--out-dir", default="runs/experiments", help="runs go to OUT/<table>/<run id>/")
+    experiment.add_argument("--dry-run", action="store_true", help="list every run and its status; write nothing")
+    experiment.add_argument("--weights", action="append", default=[], metavar="SOURCE=PATH",
+                            help="a checkpoint for a weights source (imagenet, cityscapes, ...; SOURCE:ARCH=PATH "
+                                 "for one architecture)")
+    experiment.add_argument("--data-root", action="append", default=[], metavar="DATASET=PATH",
+                            help="a dataset directory (modelnet40, s3dis, semantickitti, tiny-imagenet, mnist)")
+    experiment.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and figures")
+    experiment.set_defaults(handler=_cmd_experiment)
+
     env = commands.add_parser("env", help="versions, sparse backends and devices")
     env.set_defaults(handler=_cmd_env)
     return parser
@@ -352,8 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (Image2PointError, FileNotFoundError, PermissionError, IsADirectoryError, FloatingPointError,
-            ImportError) as error:
+    except (Image2PointError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+            FileExistsError, FloatingPointError, ImportError) as error:
         if args.debug:
             raise
         print(f"image2point {args.command}: error: {error}", file=sys.stderr)

@@ -1,0 +1,196 @@
+"""From run directories to a table: ``results.json``, ``results.csv`` and ``table.md`` in the paper's layout.
+
+Works on a partially finished grid: a cell reports how many of its seeds have finished. Values are the
+final-epoch metric in percent; std is the sample standard deviation (ddof=1), null for a single run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from image2point.checkpoint import atomic_write
+from image2point.experiments.runner import (
+    FINISHED,
+    METRICS_FILE,
+    MISSING,
+    NO_DATA,
+    ExperimentContext,
+    PlannedRun,
+    headline_value,
+)
+from image2point.experiments.scales import METRIC_NAMES, scale_setup
+from image2point.experiments.specs import TableSpec
+
+OK, PENDING_CELL, EMPTY = "ok", "pending", "n/a"
+NOT_TRANSCRIBED = "n/t"
+RESULTS_JSON, RESULTS_CSV, TABLE_MD = "results.json", "results.csv", "table.md"
+CSV_FIELDS = ("table", "row", "column", "metric", "status", "n", "expected", "mean", "std", "paper", "seeds",
+              "values", "runs", "reason")
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """One cell: the finished runs' seeds and values (percent), their mean and sample std."""
+
+    row: str
+    column: str
+    metric: str
+    status: str
+    runs: tuple[str, ...]
+    seeds: tuple[int, ...]
+    values: tuple[float, ...]
+    mean: float | None
+    std: float | None
+    n: int
+    expected: int
+    paper: float | None
+    reason: str | None = None
+
+
+def summarise(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (ddof=1); the std of one value is None, of none both are."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def collect_cells(table: TableSpec, plans: Sequence[PlannedRun], scale: str) -> list[CellResult]:
+    """Every cell of the layout, row by row, from the run directories of ``plans``."""
+    layout = table.layout(scale)
+    cells = []
+    for row in layout.rows:
+        for column in layout.columns:
+            cell_plans = sorted((p for p in plans if p.spec.row == row and p.spec.column == column),
+                                key=lambda p: p.spec.seed)
+            cells.append(_cell(row, column, layout.metrics[column], cell_plans, table.paper.get((row, column))))
+    return cells
+
+
+def _cell(row: str, column: str, metric: str, plans: Sequence[PlannedRun], paper: float | None) -> CellResult:
+    unavailable = next((p for p in plans if p.status in (MISSING, NO_DATA)), None)
+    if unavailable is not None:
+        return CellResult(row, column, metric, unavailable.status, (), (), (), None, None, 0, len(plans), paper,
+                          unavailable.reason)
+    finished = []
+    for planned in plans:
+        metrics_file = planned.run_dir / METRICS_FILE
+        if planned.status == FINISHED or metrics_file.is_file():
+            value = headline_value(metrics_file, metric)
+            if value is not None:
+                finished.append((planned, value))
+    values = tuple(value for _, value in finished)
+    mean, std = summarise(values)
+    status = OK if finished else (PENDING_CELL if plans else EMPTY)
+    return CellResult(row, column, metric, status, tuple(p.spec.run_id for p, _ in finished),
+                      tuple(p.spec.seed for p, _ in finished), values, mean, std, len(finished), len(plans), paper)
+
+
+def footnotes(cells: Sequence[CellResult]) -> dict[str, int]:
+    """Every distinct reason a cell is missing or has no data, numbered in order of appearance."""
+    numbers: dict[str, int] = {}
+    for cell in cells:
+        if cell.reason is not None and cell.reason not in numbers:
+            numbers[cell.reason] = len(numbers) + 1
+    return numbers
+
+
+def format_cell(cell: CellResult, notes: dict[str, int]) -> str:
+    """``35.20 ± 4.10 (3)``; ``(2 of 3)`` while seeds are unfinished; ``missing [1]`` with a footnote."""
+    if cell.status in (MISSING, NO_DATA):
+        return f"{cell.status} [{notes[cell.reason]}]"
+    if cell.status == EMPTY:
+        return EMPTY
+    count = f"{cell.n}" if cell.n == cell.expected else f"{cell.n} of {cell.expected}"
+    if cell.mean is None:
+        return f"pending ({count})"
+    spread = "" if cell.std is None else f" ± {cell.std:.2f}"
+    return f"{cell.mean:.2f}{spread} ({count})"
+
+
+def format_paper(value: float | None) -> str:
+    return NOT_TRANSCRIBED if value is None else f"{value:.2f}"
+
+
+def render_markdown(table: TableSpec, cells: Sequence[CellResult], scale: str, command: str, date: str) -> str:
+    """The table in the paper's layout, each of our cells beside the paper's number, with its header."""
+    layout = table.layout(scale)
+    notes = footnotes(cells)
+    by_cell = {(cell.row, cell.column): cell for cell in cells}
+    metrics = "; ".join(f"{column}: {METRIC_NAMES[layout.metrics[column]]}" for column in layout.columns)
+    lines = [
+        f"# {table.name}: {table.title}",
+        "",
+        table.question,
+        "",
+        f"- command: `{command}`",
+        f"- date: {date}",
+        f"- scale: {scale} ({scale_setup(scale).description})",
+        f"- metric: {metrics}; percent, mean ± sample std over seeds (number of seeds)",
+        "",
+        "| | " + " | ".join(f"{column} | paper" for column in layout.columns) + " |",
+        "|---|" + "---:|---:|" * len(layout.columns),
+    ]
+    for row in layout.rows:
+        entries = []
+        for column in layout.columns:
+            cell = by_cell[(row, column)]
+            entries += [format_cell(cell, notes), format_paper(cell.paper)]
+        lines.append(f"| {row} | " + " | ".join(entries) + " |")
+    lines += ["", "n/t: the paper's number is not transcribed here.", ""]
+    lines += [f"- {note}" for note in table.notes_for(scale)]
+    if notes:
+        lines.append("")
+        lines += [f"[{number}] {reason}" for reason, number in notes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(table: TableSpec, cells: Sequence[CellResult]) -> str:
+    stream = io.StringIO()
+    writer = csv.DictWriter(stream, CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for cell in cells:
+        writer.writerow({
+            "table": table.name, "row": cell.row, "column": cell.column, "metric": cell.metric,
+            "status": cell.status, "n": cell.n, "expected": cell.expected,
+            "mean": "" if cell.mean is None else f"{cell.mean:.4f}",
+            "std": "" if cell.std is None else f"{cell.std:.4f}",
+            "paper": "" if cell.paper is None else cell.paper, "seeds": ";".join(map(str, cell.seeds)),
+            "values": ";".join(f"{value:.4f}" for value in cell.values), "runs": ";".join(cell.runs),
+            "reason": cell.reason or "",
+        })
+    return stream.getvalue()
+
+
+def results_payload(table: TableSpec, cells: Sequence[CellResult], scale: str, command: str, date: str) -> dict:
+    layout = table.layout(scale)
+    return {
+        "table": table.name, "title": table.title, "question": table.question, "scale": scale,
+        "command": command, "date": date, "unit": "percent", "rows": list(layout.rows),
+        "columns": list(layout.columns), "metrics": dict(layout.metrics), "notes": list(table.notes_for(scale)),
+        "footnotes": {str(number): reason for reason, number in footnotes(cells).items()},
+        "cells": [asdict(cell) for cell in cells],
+    }
+
+
+def write_table_results(table: TableSpec, plans: Sequence[PlannedRun], context: ExperimentContext, command: str,
+                        date: str) -> list[Path]:
+    """Write ``results.json``, ``results.csv`` and ``table.md`` into ``<out>/<table>/``."""
+    cells = collect_cells(table, plans, context.scale)
+    directory = context.out_dir / table.name
+    directory.mkdir(parents=True, exist_ok=True)
+    contents = {
+        RESULTS_JSON: json.dumps(results_payload(table, cells, context.scale, command, date), indent=2,
+                                 ensure_ascii=False) + "\n",
+        RESULTS_CSV: render_csv(table, cells),
+        TABLE_MD: render_markdown(table, cells, context.scale, command, date),
+    }
+    for name, text in contents.items():
+        with atomic_write(directory / name, "w") as stream:
+            stream.write(text)
+    return [directory / name for name in contents]

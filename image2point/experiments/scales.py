@@ -1,0 +1,150 @@
+"""The two scales of the paper's study: the datasets, base recipes and overrides every run starts from.
+
+``paper``: the paper's recipes (``configs/<dataset>/resnet18_io.yaml``: ResNet-18, full datasets under
+``data.root``, the paper's epochs); its runs need GPUs, the datasets and the ImageNet checkpoints.
+
+``small``: CPU-sized runs on the real samples of the shared directory (see
+:func:`image2point.experiments.sources.shared_root`): the ModelNet40 sample (94 training / 33 test
+shapes, 1024 points), the SemanticKITTI sample (two scans train, the third evaluates, 0.3 m voxels),
+CIFAR-10 ResNet-20 backbones inflated with T/K (``model.normalize_t``: the frozen BN statistics describe
+2D response scales, see docs/real-samples.md), few epochs, one thread, no loader workers. S3DIS is not
+in the shared directory, so its cells report "no data" unless ``--data-root s3dis=PATH`` is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from image2point.errors import ConfigError
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+SMALL, PAPER = "small", "paper"
+SCALES = (SMALL, PAPER)
+CLASSIFICATION_METRIC = "overall_accuracy"
+SEGMENTATION_METRIC = "miou"
+METRIC_NAMES = {CLASSIFICATION_METRIC: "overall accuracy", SEGMENTATION_METRIC: "mIoU"}
+
+MODELNET40, S3DIS, SEMANTICKITTI = "modelnet40", "s3dis", "semantickitti"
+DATASET_LABELS = {MODELNET40: "ModelNet40", S3DIS: "S3DIS", SEMANTICKITTI: "SemanticKITTI"}
+
+# Small-scale training lengths, measured to keep a table of three seeds within minutes on two cores:
+# about 7 s per voxel run, 40 s per PointNet++ run (see docs/results/README.md).
+SMALL_MODELNET40_EPOCHS = 8
+SMALL_SEMANTICKITTI_EPOCHS = 12
+SMALL_S3DIS_EPOCHS = 4
+SMALL_POINTNET2_EPOCHS = 2
+SMALL_RANGE_EPOCHS = 12
+
+
+@dataclass(frozen=True)
+class DatasetSetup:
+    """Where a dataset's runs start: a base recipe, the scale's overrides, and where its data is."""
+
+    name: str
+    recipe: str
+    overrides: tuple[str, ...]
+    # Under the shared root (small scale); None: only --data-root provides it (paper: the recipe's root).
+    shared_path: str | None
+    metric: str
+
+    @property
+    def label(self) -> str:
+        return DATASET_LABELS[self.name]
+
+
+@dataclass(frozen=True)
+class ScaleSetup:
+    """Everything that differs between the paper's runs and the CPU-sized ones."""
+
+    name: str
+    description: str
+    backbone: str
+    # Table 6: backbones of increasing depth.
+    depth_backbones: tuple[str, ...]
+    # The image-classification weights the paper's main results use (ImageNet; small: CIFAR-10).
+    classification_source: str
+    # Table 2: the image-pretrained PointNet++ (each pixel a point).
+    pointnet2_source: str
+    datasets: Mapping[str, DatasetSetup]
+    # model.family -> dataset -> overrides on top of the dataset's (Table 2).
+    family_overrides: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
+    # Overrides of every voxel run (the inflation) and of every run (threads, workers).
+    voxel_overrides: tuple[str, ...] = ()
+    common_overrides: tuple[str, ...] = ()
+    # Intra-op threads for pretraining; None leaves torch's default.
+    threads: int | None = None
+
+    def dataset(self, name: str) -> DatasetSetup:
+        return self.datasets[name]
+
+
+def _epochs(epochs: int) -> tuple[str, str]:
+    """Train for ``epochs`` and evaluate once, at the end: tables report the final weights."""
+    return f"train.epochs={epochs}", f"train.eval_every={epochs}"
+
+
+SMALL_SETUP = ScaleSetup(
+    name=SMALL,
+    description=("CPU-sized: ModelNet40 and SemanticKITTI samples of the shared directory, CIFAR-10 "
+                 "ResNet-20 backbones with T/K, few epochs, one thread"),
+    backbone="cifar_resnet20",
+    depth_backbones=("cifar_resnet20", "cifar_resnet32", "cifar_resnet56"),
+    classification_source="cifar10",
+    pointnet2_source="fractaldb",
+    datasets={
+        MODELNET40: DatasetSetup(
+            MODELNET40, "configs/demo/modelnet40_sample.yaml",
+            ("data.num_points=1024", "data.batch_size=16", *_epochs(SMALL_MODELNET40_EPOCHS)),
+            "data/modelnet40_normal_resampled", CLASSIFICATION_METRIC),
+        S3DIS: DatasetSetup(
+            S3DIS, "configs/s3dis/resnet18_io.yaml",
+            ("data.voxel_size=0.1", "data.batch_size=1", "optim.lr=0.05", "schedule.name=cosine",
+             *_epochs(SMALL_S3DIS_EPOCHS)),
+            None, SEGMENTATION_METRIC),
+        SEMANTICKITTI: DatasetSetup(
+            SEMANTICKITTI, "configs/demo/semantickitti_sample.yaml",
+            ("data.voxel_size=0.3", "data.train_scans=[00/000000,00/000001]", "data.eval_scans=[00/000002]",
+             *_epochs(SMALL_SEMANTICKITTI_EPOCHS)),
+            "data/semantickitti", SEGMENTATION_METRIC),
+    },
+    family_overrides={
+        "pointnet2": {MODELNET40: ("model.family=pointnet2", "model.backbone=pointnet2_ssg", "data.num_points=512",
+                                   "data.batch_size=8", "optim.name=adam", "optim.lr=0.001",
+                                   *_epochs(SMALL_POINTNET2_EPOCHS))},
+        "range": {SEMANTICKITTI: ("model.family=range", "model.backbone=hrnet_w18", "data.range_image.width=512",
+                                  *_epochs(SMALL_RANGE_EPOCHS))},
+    },
+    voxel_overrides=("model.normalize_t=true",),
+    common_overrides=("data.num_workers=0", "train.threads=1"),
+    threads=1,
+)
+
+PAPER_SETUP = ScaleSetup(
+    name=PAPER,
+    description="the paper's recipes: ResNet-18 from ImageNet, full datasets, the paper's epochs (GPUs)",
+    backbone="resnet18",
+    depth_backbones=("resnet18", "resnet50", "resnet152"),
+    classification_source="imagenet",
+    pointnet2_source="imagenet",
+    datasets={
+        name: DatasetSetup(name, f"configs/{name}/resnet18_io.yaml", (), None, metric)
+        for name, metric in ((MODELNET40, CLASSIFICATION_METRIC), (S3DIS, SEGMENTATION_METRIC),
+                             (SEMANTICKITTI, SEGMENTATION_METRIC))
+    },
+    family_overrides={
+        # PointNet++'s own ModelNet40 recipe (Adam 1e-3, batch 24, 1024 points, 200 epochs).
+        "pointnet2": {MODELNET40: ("model.family=pointnet2", "model.backbone=pointnet2_ssg", "data.num_points=1024",
+                                   "data.batch_size=24", "optim.name=adam", "optim.lr=0.001", "train.epochs=200")},
+        "range": {SEMANTICKITTI: ("model.family=range", "model.backbone=hrnet_w18")},
+    },
+)
+
+SCALE_SETUPS = {SMALL: SMALL_SETUP, PAPER: PAPER_SETUP}
+
+
+def scale_setup(scale: str) -> ScaleSetup:
+    if scale not in SCALE_SETUPS:
+        raise ConfigError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+    return SCALE_SETUPS[scale]

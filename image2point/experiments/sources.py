@@ -1,0 +1,321 @@
+"""Where the pretrained weights of an experiment come from: a small registry of sources.
+
+* ``cifar10``: the CIFAR-10 ResNets of the shared directory (``weights/resnet{20,32,44,56}-*.th``).
+* ``fractaldb``, ``tiny-imagenet``, ``mnist``: pretrained by the experiment itself, once per architecture,
+  into ``<out>/pretrained/<source>-<arch>/model.pt`` and reused by every run of every table.
+* ``random``: no weights (``model.pretrained=null``): a random backbone, frozen by the partial schemes.
+* ``imagenet``, ``cityscapes``: exist only when the user gives them (``--weights imagenet=PATH``, or
+  ``--weights imagenet:resnet50=PATH`` for another architecture than the scale's backbone); runs needing
+  them are reported missing.
+
+``--weights`` also replaces the pretraining of the sources pretrained here. The shared directory is
+``$IMAGE2POINT_SHARED`` when set, else the directory ``shared`` beside the repository.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from image2point.errors import ConfigError, DataError
+from image2point.experiments.scales import PAPER, REPOSITORY_ROOT, SMALL
+
+SHARED_ENV = "IMAGE2POINT_SHARED"
+SHARED_WEIGHTS = "weights"
+PRETRAINED_DIR = "pretrained"
+CHECKPOINT_FILE = "model.pt"
+# Written last by every pretraining: its presence marks a finished one.
+FINISHED_FILE = "metrics.json"
+CONFIG_FILE = "config.yaml"
+CIFAR_ARCH = re.compile(r"cifar_resnet(\d+)")
+# Pretrainings do not vary with the finetuning seed: one checkpoint serves every seed.
+PRETRAINING_SEED = 0
+FRACTALDB_VAL_FRACTION = 0.2
+FRACTALDB_SEARCH_SIZE = 128
+# PointNet++ pretrained on images, each pixel a point (image2point.models.pointnet2).
+PIXEL_ARCH = "pointnet2_ssg"
+
+KIND_SHARED, KIND_PRETRAIN, KIND_RANDOM, KIND_USER = "shared", "pretrain", "random", "user"
+
+
+def shared_root() -> Path:
+    """``$IMAGE2POINT_SHARED`` when set, else ``shared`` beside the repository (``../shared``)."""
+    configured = os.environ.get(SHARED_ENV)
+    return Path(configured).expanduser() if configured else REPOSITORY_ROOT.parent / "shared"
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """How a source pretrains one architecture (ours, not the paper's: it used released checkpoints)."""
+
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.1
+    # Square side images are resized to; None keeps the dataset's size.
+    image_size: int | None = 32
+    fractal_categories: int = 10
+    fractal_instances: int = 48
+    seed: int = PRETRAINING_SEED
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """A registered source; ``pretrain`` is set for the sources pretrained by the experiment."""
+
+    name: str
+    label: str
+    kind: str
+    # The image dataset it pretrains on (a --data-root key), for KIND_PRETRAIN sources.
+    dataset: str | None = None
+    # Under the shared root: the pretraining images, or the weights directory.
+    shared_path: str | None = None
+    # scale -> settings; the pixel-pretrained PointNet++ has its own (fewer, smaller images).
+    settings: Mapping[str, PretrainSettings] = dataclasses.field(default_factory=dict)
+    pixel_settings: Mapping[str, PretrainSettings] = dataclasses.field(default_factory=dict)
+    pretrain: Callable[[Pretraining], float] | None = None
+
+
+SOURCES: dict[str, WeightSource] = {}
+
+
+def register_source(builder: Callable[[], WeightSource]) -> Callable[[], WeightSource]:
+    """Decorator: register the source ``builder`` returns under its name."""
+    source = builder()
+    if source.name in SOURCES:
+        raise ValueError(f"weight source {source.name!r} is registered twice")
+    SOURCES[source.name] = source
+    return builder
+
+
+def get_source(name: str) -> WeightSource:
+    if name not in SOURCES:
+        raise ConfigError(f"unknown weight source {name!r}; known: {', '.join(SOURCES)}")
+    return SOURCES[name]
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    """One pretraining the experiment runs before the runs that load its checkpoint."""
+
+    source: str
+    arch: str
+    run_dir: Path
+    root: Path | None
+    settings: PretrainSettings
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / CHECKPOINT_FILE
+
+    @property
+    def finished(self) -> bool:
+        return (self.run_dir / FINISHED_FILE).is_file() and self.checkpoint.is_file()
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What ``model.pretrained`` becomes for a run: a checkpoint (None: random weights), the pretraining
+    that writes it first, or why the run cannot happen."""
+
+    checkpoint: Path | None = None
+    pretraining: Pretraining | None = None
+    missing: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What resolving a source needs from the command line."""
+
+    scale: str
+    # The scale's backbone: what a plain --weights SOURCE=PATH is for.
+    backbone: str
+    out_dir: Path
+    weights: Mapping[str, Path]
+    data_roots: Mapping[str, Path]
+    shared: Path
+
+
+def resolve_source(name: str, arch: str, context: SourceContext) -> Resolution:
+    """The checkpoint of source ``name`` for architecture ``arch`` at ``context.scale``."""
+    source = get_source(name)
+    # A plain --weights SOURCE=PATH is for the scale's backbone; other architectures need SOURCE:ARCH=PATH.
+    default = context.weights.get(name) if arch == context.backbone else None
+    given = context.weights.get(f"{name}:{arch}", default)
+    if given is not None:
+        return Resolution(checkpoint=given)
+    if source.kind == KIND_RANDOM:
+        return Resolution()
+    if source.kind == KIND_USER:
+        if arch == context.backbone:
+            return Resolution(missing=f"no {name} weights given (--weights {name}=PATH)")
+        return Resolution(missing=f"no {name} weights given for {arch} (--weights {name}:{arch}=PATH)")
+    if source.kind == KIND_SHARED:
+        return _shared_weights(source, arch, context)
+    settings = (source.pixel_settings if arch == PIXEL_ARCH else source.settings).get(context.scale)
+    if settings is None:
+        return Resolution(missing=f"{name} does not pretrain {arch} (--weights {name}:{arch}=PATH)")
+    root = _pretraining_root(source, context)
+    run_dir = context.out_dir / PRETRAINED_DIR / f"{name}-{arch}"
+    pretraining = Pretraining(name, arch, run_dir, root, settings)
+    return Resolution(checkpoint=pretraining.checkpoint, pretraining=pretraining)
+
+
+def _shared_weights(source: WeightSource, arch: str, context: SourceContext) -> Resolution:
+    match = CIFAR_ARCH.fullmatch(arch)
+    if match is None:
+        return Resolution(missing=f"no {source.name} weights for {arch} (the shared ones are CIFAR ResNets; "
+                                  f"--weights {source.name}:{arch}=PATH)")
+    directory = context.shared / str(source.shared_path)
+    if not directory.is_dir():
+        raise DataError(f"shared weights directory not found (set {SHARED_ENV} or pass --weights "
+                        f"{source.name}=PATH)", directory)
+    files = sorted(directory.glob(f"resnet{match.group(1)}-*.th"))
+    if not files:
+        return Resolution(missing=f"no {source.name} weights for {arch} in {directory}")
+    return Resolution(checkpoint=files[0])
+
+
+def _pretraining_root(source: WeightSource, context: SourceContext) -> Path | None:
+    """The image dataset a source pretrains on: --data-root, else the shared sample (FractalDB: none)."""
+    if source.dataset is None:
+        return None
+    if source.dataset in context.data_roots:
+        return context.data_roots[source.dataset]
+    root = context.shared / str(source.shared_path)
+    if not root.is_dir():
+        raise DataError(f"{source.dataset} images not found (set {SHARED_ENV} or pass --data-root "
+                        f"{source.dataset}=PATH)", root)
+    return root
+
+
+def run_pretraining(pretraining: Pretraining) -> float:
+    """Pretrain unless finished; an unfinished directory (an interrupted pretraining) starts over.
+    Returns the validation top-1 in [0, 1]."""
+    if pretraining.finished:
+        return float(json.loads((pretraining.run_dir / FINISHED_FILE).read_text())["val_top1"])
+    if pretraining.run_dir.exists():
+        shutil.rmtree(pretraining.run_dir)
+    source = get_source(pretraining.source)
+    if source.pretrain is None:
+        raise ConfigError(f"weight source {source.name!r} is not pretrained by the experiment")
+    return source.pretrain(pretraining)
+
+
+def _pixel_model_factory(arch: str) -> Callable[[int], object] | None:
+    """PointNet++ sees each pixel as a point; every other architecture comes from the 2D registry."""
+    if arch != PIXEL_ARCH:
+        return None
+    from image2point.models.pointnet2 import pixel_pretraining_network
+
+    return pixel_pretraining_network
+
+
+def _pretrain_images(pretraining: Pretraining) -> float:
+    from image2point.pretrain2d.real_images import pretrain_on_images
+
+    settings = pretraining.settings
+    result = pretrain_on_images(get_source(pretraining.source).dataset, pretraining.root, pretraining.arch,
+                                settings.epochs, settings.batch_size, settings.lr, settings.seed,
+                                pretraining.run_dir, image_size=settings.image_size,
+                                model_factory=_pixel_model_factory(pretraining.arch))
+    return result.top1
+
+
+def _pretrain_fractaldb(pretraining: Pretraining) -> float:
+    """Generate a FractalDB and pretrain on it, as ``make demo`` does (image2point/demo.py)."""
+    from image2point.checkpoint import atomic_write, seed_everything
+    from image2point.models2d import create_model_2d
+    from image2point.pretrain2d.fractaldb import FractalDB, FractalDBConfig
+    from image2point.pretrain2d.train2d import Train2DConfig, split_train_val, train_2d
+
+    settings = pretraining.settings
+    seed_everything(settings.seed)
+    config = FractalDBConfig(num_categories=settings.fractal_categories,
+                             instances_per_category=settings.fractal_instances,
+                             image_size=settings.image_size, search_size=FRACTALDB_SEARCH_SIZE)
+    dataset = FractalDB(config, seed=settings.seed)
+    train_set, val_set = split_train_val(dataset, FRACTALDB_VAL_FRACTION, settings.seed, labels=dataset.labels)
+    factory = _pixel_model_factory(pretraining.arch)
+    model = factory(dataset.num_classes) if factory else create_model_2d(pretraining.arch,
+                                                                        num_classes=dataset.num_classes)
+    pretraining.run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(pretraining.run_dir / CONFIG_FILE, "w") as stream:
+        yaml.safe_dump({"source": pretraining.source, "arch": pretraining.arch,
+                        "settings": dataclasses.asdict(settings)}, stream, sort_keys=False)
+    train_config = Train2DConfig(epochs=settings.epochs, batch_size=settings.batch_size,
+                                 learning_rate=settings.lr, seed=settings.seed)
+    result = train_2d(model, train_set, val_set, train_config, checkpoint_path=pretraining.checkpoint,
+                      architecture=pretraining.arch)
+    with atomic_write(pretraining.run_dir / FINISHED_FILE, "w") as stream:
+        json.dump({"val_top1": result.top1, "num_classes": result.num_classes,
+                   "history": [dataclasses.asdict(epoch) for epoch in result.history]}, stream, indent=2)
+    return result.top1
+
+
+@register_source
+def _cifar10() -> WeightSource:
+    return WeightSource("cifar10", "CIFAR-10 (50k natural images, 10 classes)", KIND_SHARED,
+                        shared_path=SHARED_WEIGHTS)
+
+
+@register_source
+def _imagenet() -> WeightSource:
+    return WeightSource("imagenet", "ImageNet-1k (1.28M natural images, 1000 classes)", KIND_USER)
+
+
+@register_source
+def _cityscapes() -> WeightSource:
+    return WeightSource("cityscapes", "Cityscapes (street-scene segmentation)", KIND_USER)
+
+
+@register_source
+def _random() -> WeightSource:
+    return WeightSource("random", "random weights, no pretraining", KIND_RANDOM)
+
+
+@register_source
+def _fractaldb() -> WeightSource:
+    # Small: make demo's FractalDB (10 categories x 48 images, 15 epochs, ~20 s); PointNet++ sees 16x16
+    # images (256 points each), since its cost grows with the points per image.
+    return WeightSource(
+        "fractaldb", "FractalDB generated here (synthetic fractals, no natural images)", KIND_PRETRAIN,
+        settings={SMALL: PretrainSettings(epochs=15, batch_size=64),
+                  PAPER: PretrainSettings(epochs=90, image_size=64, fractal_categories=100, fractal_instances=100)},
+        pixel_settings={SMALL: PretrainSettings(epochs=6, batch_size=64, image_size=16),
+                        PAPER: PretrainSettings(epochs=90, fractal_categories=100, fractal_instances=100)},
+        pretrain=_pretrain_fractaldb)
+
+
+@register_source
+def _tiny_imagenet() -> WeightSource:
+    # Small: the 10k-image sample at 32x32 for 3 epochs (~2 minutes on one core).
+    return WeightSource(
+        "tiny-imagenet", "Tiny-ImageNet (natural images, 200 classes)", KIND_PRETRAIN,
+        dataset="tiny-imagenet", shared_path="data/tiny-imagenet-200",
+        settings={SMALL: PretrainSettings(epochs=3), PAPER: PretrainSettings(epochs=90, image_size=None)},
+        pretrain=_pretrain_images)
+
+
+@register_source
+def _mnist() -> WeightSource:
+    # Small: the 10k test digits (9k train after the held-out tenth), 32x32, 2 epochs (~1 minute).
+    return WeightSource(
+        "mnist", "MNIST (handwritten digits, 10 classes)", KIND_PRETRAIN,
+        dataset="mnist", shared_path="data/mnist",
+        settings={SMALL: PretrainSettings(epochs=2), PAPER: PretrainSettings(epochs=30)},
+        pretrain=_pretrain_images)
+
+
+PRETRAINING_DATASETS = tuple(source.dataset for source in SOURCES.values() if source.dataset is not None)

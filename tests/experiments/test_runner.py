@@ -1,0 +1,176 @@
+"""Planning and running a table: dry runs write nothing, finished runs are skipped, interrupted ones resumed,
+missing sources and absent data are reported and never run."""
+
+import dataclasses
+import json
+
+import pytest
+
+from image2point.cli import EXIT_BAD_INPUT, main
+from image2point.errors import ConfigError, DataError
+from image2point.experiments import ExperimentContext, ExperimentRequest, get_table, plan_table, run_experiment
+from image2point.experiments.runner import (
+    FINISHED,
+    MISSING,
+    NO_DATA,
+    PENDING,
+    RESUME,
+    command_line,
+    execute_plan,
+    format_seeds,
+    make_context,
+    parse_seeds,
+)
+from image2point.experiments.sources import SOURCES
+
+
+def _tree(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
+
+
+def test_parse_and_format_seeds():
+    assert parse_seeds("3") == (0, 1, 2)
+    assert parse_seeds("0,1,2") == (0, 1, 2)
+    assert parse_seeds("5,") == (5,)
+    for text in ("0", "x", "1,1", "-1,2"):
+        with pytest.raises(ConfigError, match="--seeds"):
+            parse_seeds(text)
+    for seeds in ((0, 1, 2), (5,), (2, 4)):
+        assert parse_seeds(format_seeds(seeds)) == seeds
+
+
+def test_dry_run_lists_every_run_and_writes_nothing(fake_shared, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    before = _tree(tmp_path)
+    assert main(["experiment", "all", "--dry-run", "--seeds", "2", "--out-dir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert _tree(tmp_path) == before
+    total = sum(len(get_table(f"table{n}").runs("small", (0, 1))) for n in range(1, 8))
+    assert len([line for line in out.splitlines() if "  [" in line]) == total
+    assert "modelnet40-cifar10-io-s1  [pending]" in out
+    assert "s3dis-cifar10-io-s0  [no data: s3dis is not in the shared directory; pass --data-root s3dis=PATH]" in out
+    assert "[missing: no imagenet weights given (--weights imagenet=PATH)]" in out
+    assert "(after pretraining tiny-imagenet-cifar_resnet20)" in out
+    assert "finetune.scheme=io_bn" in out and "train.run_dir=" in out
+
+
+def test_paper_scale_dry_run_of_table2(fake_shared, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    assert main(["experiment", "table2", "--scale", "paper", "--dry-run", "--seeds", "1", "--out-dir",
+                 str(out_dir), "--weights", f"cityscapes:hrnet_w18={fake_shared}"]) == 0
+    out = capsys.readouterr().out
+    assert "modelnet40-pointnet2_ssg-imagenet-all-s0  [missing: no imagenet weights given for pointnet2_ssg" in out
+    assert "semantickitti-hrnet_w18-cityscapes-all-s0  [pending]" in out
+    assert "model.family=range" in out and "model.family=pointnet2" in out and "train.epochs=200" in out
+    assert not out_dir.exists()
+
+
+def test_skip_finished_resume_interrupted_start_pending(small_context, fake_training, write_metrics):
+    table = get_table("table5")
+    runs_dir = small_context.out_dir / "table5"
+    write_metrics(runs_dir / "semantickitti-cifar10-io_bn-s0", miou=0.3)
+    (runs_dir / "semantickitti-cifar10-io_bn-s1").mkdir(parents=True)
+    (runs_dir / "semantickitti-cifar10-io_bn-s1" / "last.pt").write_bytes(b"checkpoint")
+    plans = plan_table(table, small_context, (0, 1, 2))
+    status = {plan.spec.run_id: plan.status for plan in plans}
+    assert status["semantickitti-cifar10-io_bn-s0"] == FINISHED
+    assert status["semantickitti-cifar10-io_bn-s1"] == RESUME
+    assert status["semantickitti-cifar10-io_bn-s2"] == PENDING
+    assert status["semantickitti-imagenet-io_bn-s0"] == MISSING
+    assert status["s3dis-cifar10-io_bn-s0"] == NO_DATA
+    lines = []
+    execute_plan(table, plans, small_context, lines.append)
+    assert fake_training == [(runs_dir / "semantickitti-cifar10-io_bn-s1", True),
+                             (runs_dir / "semantickitti-cifar10-io_bn-s2", False)]
+    text = "\n".join(lines)
+    assert "semantickitti-cifar10-io_bn-s0: skipped (finished), mIoU 30.00 %" in text
+    assert "semantickitti-cifar10-io_bn-s1: resumed, mIoU 20.00 %" in text
+    assert "semantickitti-cifar10-io_bn-s2: started, mIoU 20.00 %" in text
+    assert ("semantickitti-cityscapes-io_bn-s0: missing (no cityscapes weights given (--weights cityscapes=PATH))"
+            in text)
+    assert not (runs_dir / "semantickitti-imagenet-io_bn-s0").exists()
+    assert not any(path.name.startswith("s3dis") for path in runs_dir.iterdir())
+
+
+def test_missing_sources_run_once_given(small_context, fake_training, tmp_path):
+    weights = tmp_path / "imagenet.pth"
+    context = dataclasses.replace(small_context, weights={"imagenet": weights})
+    plans = plan_table(get_table("table5"), context, (0,))
+    imagenet = next(plan for plan in plans if plan.spec.run_id == "semantickitti-imagenet-io_bn-s0")
+    assert imagenet.status == PENDING and f"model.pretrained={weights}" in imagenet.overrides
+
+
+def test_pretraining_happens_once_before_the_runs_needing_it(small_context, fake_training, monkeypatch):
+    pretrained = []
+
+    def fake_pretrain(pretraining):
+        pretrained.append(pretraining.name)
+        pretraining.run_dir.mkdir(parents=True)
+        pretraining.checkpoint.write_bytes(b"weights")
+        (pretraining.run_dir / "metrics.json").write_text(json.dumps({"val_top1": 0.5}))
+        return 0.5
+
+    for name in ("fractaldb", "tiny-imagenet", "mnist"):
+        monkeypatch.setitem(SOURCES, name, dataclasses.replace(SOURCES[name], pretrain=fake_pretrain))
+    table = get_table("table4")
+    plans = plan_table(table, small_context, (0, 1))
+    lines = []
+    execute_plan(table, plans, small_context, lines.append)
+    assert sorted(pretrained) == ["fractaldb-cifar_resnet20", "mnist-cifar_resnet20", "tiny-imagenet-cifar_resnet20"]
+    assert len(fake_training) == 20
+    assert any(line.startswith("pretrained mnist-cifar_resnet20: validation top-1 50.00 %") for line in lines)
+
+
+def test_run_experiment_aggregates_partial_grids(small_context, fake_training, write_metrics):
+    write_metrics(small_context.out_dir / "table5" / "semantickitti-cifar10-io_bn-s0", miou=0.3)
+    request = ExperimentRequest("table5", small_context, (0, 1), aggregate_only=True, date="2026-11-24")
+    written = run_experiment(request, echo=lambda line: None)
+    assert fake_training == []
+    assert {path.name for path in written} == {"results.json", "results.csv", "table.md"}
+    table = (small_context.out_dir / "table5" / "table.md").read_text()
+    assert "| classification: CIFAR-10 | no data [1] | n/t | 30.00 (1 of 2) | n/t |" in table
+
+
+def test_command_line_round_trips(small_context):
+    assert command_line("table1", small_context, (0, 1, 2)).startswith(
+        "image2point experiment table1 --scale small --seeds 3 --out-dir ")
+    default = ExperimentContext()
+    assert command_line("all", default, (7,)) == "image2point experiment all --scale small --seeds 7,"
+
+
+def test_context_validation(fake_shared, tmp_path):
+    with pytest.raises(ConfigError, match="unknown name 'laion'"):
+        make_context("small", tmp_path, weights=["laion=x"])
+    with pytest.raises(DataError, match="nope.pth"):
+        make_context("small", tmp_path, weights=[f"imagenet={tmp_path / 'nope.pth'}"])
+    with pytest.raises(ConfigError, match="NAME=PATH"):
+        make_context("small", tmp_path, data_roots=["s3dis"])
+    context = make_context("small", tmp_path, data_roots=[f"s3dis={fake_shared}"])
+    assert context.data_roots == {"s3dis": fake_shared.resolve()}
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["experiment", "table9", "--dry-run"], "unknown table 'table9'"),
+    (["experiment", "table1", "--dry-run", "--seeds", "0"], "--seeds '0'"),
+    (["experiment", "table1", "--dry-run", "--weights", "imagenet"], "expected NAME=PATH"),
+    (["experiment", "table1", "--dry-run", "--data-root", "kitti=/tmp"], "unknown name 'kitti'"),
+])
+def test_cli_errors_are_one_line(argv, expected, fake_shared, capsys):
+    assert main(argv) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
+
+
+def test_missing_shared_data_names_the_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("IMAGE2POINT_SHARED", str(tmp_path / "no_shared"))
+    assert main(["experiment", "table1", "--dry-run", "--out-dir", str(tmp_path / "out")]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert str(tmp_path / "no_shared") in err and "IMAGE2POINT_SHARED" in err
+
+
+def test_experiment_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["experiment", "--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "--dry-run" in help_text and "--weights" in help_text and "--aggregate-only" in help_text

@@ -1,0 +1,98 @@
+"""Weight sources: shared CIFAR-10 files by glob, pretraining once, user-given weights, missing ones."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from image2point.errors import ConfigError, DataError
+from image2point.experiments.sources import (
+    SHARED_ENV,
+    SOURCES,
+    SourceContext,
+    resolve_source,
+    run_pretraining,
+    shared_root,
+)
+
+
+def _context(shared: Path, out: Path, scale="small", weights=None) -> SourceContext:
+    backbone = "cifar_resnet20" if scale == "small" else "resnet18"
+    return SourceContext(scale, backbone, out, weights or {}, {}, shared)
+
+
+def test_shared_root_rule(monkeypatch, tmp_path):
+    monkeypatch.delenv(SHARED_ENV, raising=False)
+    assert shared_root() == Path(__file__).resolve().parents[2].parent / "shared"
+    monkeypatch.setenv(SHARED_ENV, str(tmp_path))
+    assert shared_root() == tmp_path
+
+
+def test_cifar10_weights_found_by_glob(fake_shared, tmp_path):
+    context = _context(fake_shared, tmp_path / "out")
+    found = resolve_source("cifar10", "cifar_resnet32", context).checkpoint
+    assert found == fake_shared / "weights" / "resnet32-d509ac18.th"
+    missing = resolve_source("cifar10", "resnet18", context)
+    assert missing.checkpoint is None and "resnet18" in missing.missing
+
+
+def test_missing_shared_weights_directory_names_the_path(tmp_path):
+    context = _context(tmp_path / "nowhere", tmp_path / "out")
+    with pytest.raises(DataError, match="nowhere"):
+        resolve_source("cifar10", "cifar_resnet20", context)
+
+
+def test_user_sources_are_missing_unless_given(fake_shared, tmp_path):
+    context = _context(fake_shared, tmp_path / "out")
+    assert resolve_source("imagenet", "cifar_resnet20", context).missing == \
+        "no imagenet weights given (--weights imagenet=PATH)"
+    assert "--weights imagenet:hrnet_w18=PATH" in resolve_source("imagenet", "hrnet_w18", context).missing
+    given = tmp_path / "r18.pth"
+    weights = {"imagenet": given, "imagenet:resnet50": tmp_path / "r50"}
+    context = _context(fake_shared, tmp_path / "out", "paper", weights)
+    assert resolve_source("imagenet", "resnet18", context).checkpoint == given
+    assert resolve_source("imagenet", "resnet50", context).checkpoint == tmp_path / "r50"
+    assert resolve_source("imagenet", "resnet152", context).missing is not None
+
+
+def test_random_has_no_checkpoint(fake_shared, tmp_path):
+    resolution = resolve_source("random", "cifar_resnet20", _context(fake_shared, tmp_path / "out"))
+    assert resolution.checkpoint is None and resolution.missing is None and resolution.pretraining is None
+
+
+def test_pretrained_sources_pretrain_into_the_out_dir(fake_shared, tmp_path):
+    context = _context(fake_shared, tmp_path / "out")
+    resolution = resolve_source("tiny-imagenet", "cifar_resnet20", context)
+    assert resolution.checkpoint == tmp_path / "out" / "pretrained" / "tiny-imagenet-cifar_resnet20" / "model.pt"
+    assert resolution.pretraining.root == fake_shared / "data" / "tiny-imagenet-200"
+    assert resolution.pretraining.settings.epochs == 3
+    pixels = resolve_source("fractaldb", "pointnet2_ssg", context).pretraining
+    assert pixels.settings.image_size == 16 and pixels.root is None
+    context = _context(fake_shared, tmp_path, weights={"fractaldb": tmp_path})
+    given = resolve_source("fractaldb", "cifar_resnet20", context)
+    assert given.pretraining is None and given.checkpoint == tmp_path
+
+
+def test_pretraining_runs_once_and_restarts_when_interrupted(fake_shared, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_pretrain(pretraining):
+        calls.append(pretraining.run_dir)
+        pretraining.run_dir.mkdir(parents=True)
+        pretraining.checkpoint.write_bytes(b"weights")
+        (pretraining.run_dir / "metrics.json").write_text(json.dumps({"val_top1": 0.25}))
+        return 0.25
+
+    monkeypatch.setitem(SOURCES, "mnist", dataclasses.replace(SOURCES["mnist"], pretrain=fake_pretrain))
+    pretraining = resolve_source("mnist", "cifar_resnet20", _context(fake_shared, tmp_path / "out")).pretraining
+    pretraining.run_dir.mkdir(parents=True)
+    (pretraining.run_dir / "model.pt").write_bytes(b"half written")
+    assert run_pretraining(pretraining) == 0.25
+    assert run_pretraining(pretraining) == 0.25
+    assert calls == [pretraining.run_dir]
+
+
+def test_unknown_source():
+    with pytest.raises(ConfigError, match="known"):
+        resolve_source("laion", "resnet18", SourceContext("small", "cifar_resnet20", Path("."), {}, {}, Path(".")))
