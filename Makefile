@@ -31,7 +31,7 @@ bench: install
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_predict.py
 
-# The paper's seven tables at small scale, three seeds, on the samples in ../shared (about 25 minutes on two
+# The paper's seven tables at small scale, three seeds, on the samples in ../shared (about 35 minutes on two
 # cores); finished runs are skipped on a rerun. Tables and figures are copied to docs/results/<table>/.
 EXPERIMENTS_OUT := runs/experiments
 RESULTS_DIR := docs/results

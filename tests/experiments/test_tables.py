@@ -95,7 +95,7 @@ def test_table2_families():
     pointnet2 = [run for run in runs if "model.family=pointnet2" in run.overrides]
     hrnet = [run for run in runs if "model.family=range" in run.overrides]
     assert len(pointnet2) == len(hrnet) == 2
-    assert {run.source for run in pointnet2} == {"fractaldb", None}
+    assert {run.source for run in pointnet2} == {"mnist", None}
     assert {run.source for run in hrnet} == {"cityscapes", None}
     assert all("model.backbone=hrnet_w18" in run.overrides for run in hrnet)
     assert {run.arch for run in runs if run.source} == {"pointnet2_ssg", "hrnet_w18"}
