@@ -46,11 +46,15 @@ class PointBatch:
 
 
 def draw_points(num_available: int, num_points: int) -> np.ndarray:
-    """Indices of ``num_points`` points out of ``num_available``: a random subset, or all of them
-    plus random repeats when there are fewer."""
+    """Indices of ``num_points`` points out of ``num_available``: all of them in order when the counts
+    agree, a random subset when there are more, all of them plus random repeats when there are fewer."""
     if num_available < 1:
         raise ValueError("cannot draw points from an empty cloud")
-    if num_available >= num_points:
+    if num_available == num_points:
+        # Every point, in its order: a cloud of the right size is used as it is (and scored the same way
+        # every time, since farthest point sampling starts from the first point).
+        return np.arange(num_points)
+    if num_available > num_points:
         return np.random.choice(num_available, num_points, replace=False)
     repeats = np.random.choice(num_available, num_points - num_available, replace=True)
     return np.concatenate([np.arange(num_available), repeats])

@@ -37,6 +37,10 @@ def test_draw_points_keeps_distinct_points_when_there_are_enough():
     assert len(drawn) == 40 and len(set(drawn.tolist())) == 40 and drawn.max() < 100
 
 
+def test_draw_points_keeps_a_cloud_of_the_right_size_as_it_is():
+    assert draw_points(64, 64).tolist() == list(range(64))
+
+
 def test_draw_points_keeps_every_point_and_repeats_some_when_there_are_too_few():
     np.random.seed(0)
     drawn = draw_points(30, 50)

@@ -145,6 +145,11 @@ def test_cli_pretrains_pointnet2_on_images_and_finetunes_it_on_shapes(tmp_path, 
                      "finetune.scheme=io_bn", f"train.run_dir={run_dir}", "--quiet"]) == 0
     assert (run_dir / "metrics.json").is_file()
     capsys.readouterr()
+    assert cli.main(["eval", str(run_dir / "config.yaml"), str(run_dir / "last.pt"), "--out-dir",
+                     str(tmp_path / "eval")]) == 0
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())["final"]["overall_accuracy"]
+    assert evaluated == pytest.approx(json.loads((run_dir / "metrics.json").read_text())["final"]["overall_accuracy"])
+    capsys.readouterr()
     assert cli.main(["predict", str(run_dir / "last.pt"), str(tmp_path / "images"), "--out-dir",
                      str(tmp_path / "predictions")]) == 2
     assert "predict runs voxel models" in capsys.readouterr().err
