@@ -1,7 +1,7 @@
 """Samples → fixed-size point sets ``[B, N, 3]`` for point-based networks (PointNet++).
 
-Point networks take every cloud with the same number of points N. A cloud with more points keeps a
-random subset of N; one with fewer repeats randomly chosen points (duplicates change neither max
+Point networks take every cloud with the same number of points N. A cloud of N points is used as it
+is; one with more keeps a random subset of N; one with fewer repeats randomly chosen points (duplicates change neither max
 pooling nor the set abstraction's neighbourhoods). The draw uses numpy's global generator, which
 the training loop seeds per run and per loader worker. Segmentation is trained and scored on the
 points drawn.
