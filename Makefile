@@ -30,6 +30,7 @@ bench: install
 	$(PY) benchmarks/bench_sparse.py
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_predict.py
+	$(PY) benchmarks/bench_families.py
 
 # The paper's seven tables at small scale, three seeds, on the samples in ../shared (about 35 minutes on two
 # cores); finished runs are skipped on a rerun. Tables and figures are copied to docs/results/<table>/.
