@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -79,25 +80,20 @@ def _cmd_pretrain2d(args: argparse.Namespace) -> None:
     import yaml
 
     from image2point.checkpoint import atomic_write
-    from image2point.models2d import create_model_2d
-    from image2point.pretrain2d.fractaldb import FractalDB, FractalDBConfig
-    from image2point.pretrain2d.train2d import Train2DConfig, split_train_val, train_2d
+    from image2point.pretrain2d.fractaldb import FractalDBConfig
+    from image2point.pretrain2d.train2d import Train2DConfig, pretrain_on_fractaldb
 
     if args.dataset != "fractaldb":
         _pretrain_on_image_files(args)
         return
+    # Both check their arguments, so a bad one stops the command before the run directory exists.
     fractal_config = FractalDBConfig(num_categories=args.categories, instances_per_category=args.instances,
                                      image_size=args.image_size, search_size=args.search_size)
-    from image2point.checkpoint import seed_everything
-
-    seed_everything(args.seed)
-    dataset = FractalDB(fractal_config, seed=args.seed)
-    val_fraction = args.val_fraction if args.val_fraction is not None else FRACTALDB_VAL_FRACTION
-    train_set, val_set = split_train_val(dataset, val_fraction, args.seed, labels=dataset.labels)
-    factory = _pretraining_model_factory(args.arch)
-    model = create_model_2d(args.arch, num_classes=dataset.num_classes) if factory is None else factory(
-        dataset.num_classes)
     config = Train2DConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
+    val_fraction = args.val_fraction if args.val_fraction is not None else FRACTALDB_VAL_FRACTION
+    if not 0 < val_fraction < 1:
+        raise Image2PointError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+    factory = _pretraining_model_factory(args.arch)
     run_dir = Path(args.run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise Image2PointError(f"{run_dir}: run directory is not empty; choose another --run-dir")
@@ -106,7 +102,8 @@ def _cmd_pretrain2d(args: argparse.Namespace) -> None:
     with atomic_write(run_dir / "config.yaml", "w") as stream:
         yaml.safe_dump(settings, stream, sort_keys=False)
     checkpoint = run_dir / "model.pt"
-    result = train_2d(model, train_set, val_set, config, checkpoint_path=checkpoint, architecture=args.arch)
+    result = pretrain_on_fractaldb(fractal_config, factory, config, val_fraction, checkpoint_path=checkpoint,
+                                   architecture=args.arch)
     with atomic_write(run_dir / "metrics.json", "w") as stream:
         json.dump({"val_top1": result.top1, "num_classes": result.num_classes,
                    "history": [dataclasses.asdict(epoch) for epoch in result.history]}, stream, indent=2)
@@ -115,10 +112,22 @@ def _cmd_pretrain2d(args: argparse.Namespace) -> None:
 
 
 def _pretraining_model_factory(arch: str):
-    """A builder for pretraining architectures outside the 2D registry (PointNet++ on pixels), else None."""
+    """Number of classes -> the model ``arch`` names: a PointNet++ on pixels, or a 2D registry model."""
     from image2point.models.pointnet2 import PIXEL_PRETRAINING_ARCH, pixel_pretraining_network
+    from image2point.models2d import list_models_2d
 
-    return pixel_pretraining_network if arch == PIXEL_PRETRAINING_ARCH else None
+    if arch == PIXEL_PRETRAINING_ARCH:
+        return pixel_pretraining_network
+    if arch not in list_models_2d():
+        raise Image2PointError(f"unknown 2D model {arch!r}; available: {', '.join(list_models_2d())}, "
+                               f"{PIXEL_PRETRAINING_ARCH}")
+    return functools.partial(_model_2d_with_classes, arch)
+
+
+def _model_2d_with_classes(arch: str, num_classes: int):
+    from image2point.models2d import create_model_2d
+
+    return create_model_2d(arch, num_classes=num_classes)
 
 
 def _pretrain_on_image_files(args: argparse.Namespace) -> None:

@@ -41,21 +41,15 @@ class DemoSettings:
 
 def pretrain_fractaldb(settings: DemoSettings, out: Path) -> float:
     from image2point.models2d import create_model_2d
-    from image2point.pretrain2d.fractaldb import FractalDB, FractalDBConfig
-    from image2point.pretrain2d.train2d import Train2DConfig, split_train_val, train_2d
-    from image2point.checkpoint import seed_everything
-
-    seed_everything(settings.seed)
+    from image2point.pretrain2d.fractaldb import FractalDBConfig
+    from image2point.pretrain2d.train2d import Train2DConfig, pretrain_on_fractaldb
 
     config = FractalDBConfig(num_categories=settings.fractal_categories,
                              instances_per_category=settings.fractal_instances,
                              image_size=settings.fractal_image_size, search_size=128)
-    dataset = FractalDB(config, seed=settings.seed)
-    train_set, val_set = split_train_val(dataset, 0.2, settings.seed, labels=dataset.labels)
-    model = create_model_2d(BACKBONE, num_classes=dataset.num_classes)
-    result = train_2d(model, train_set, val_set, Train2DConfig(epochs=settings.pretrain_epochs, batch_size=64,
-                                                               seed=settings.seed),
-                      checkpoint_path=out, architecture=BACKBONE)
+    train_config = Train2DConfig(epochs=settings.pretrain_epochs, batch_size=64, seed=settings.seed)
+    result = pretrain_on_fractaldb(config, lambda classes: create_model_2d(BACKBONE, num_classes=classes),
+                                   train_config, 0.2, checkpoint_path=out, architecture=BACKBONE)
     return result.top1
 
 

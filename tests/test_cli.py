@@ -32,6 +32,8 @@ def _one_line_error(capsys) -> str:
     (["train", "data.name=modelnet40", "data.root=/nonexistent/modelnet"], "/nonexistent/modelnet"),
     (["inflate", "--arch", "resnet18", "--checkpoint", "nope.pth", "--out", "x.pt"], "nope.pth"),
     (["inflate", "--arch", "no_such_net", "--checkpoint", "nope.pth", "--out", "x.pt"], "no_such_net"),
+    (["pretrain2d", "--arch", "no_such_net", "--run-dir", "run"], "no_such_net"),
+    (["pretrain2d", "--val-fraction", "1.5", "--run-dir", "run"], "--val-fraction"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(argv, expected, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

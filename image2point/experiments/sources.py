@@ -235,29 +235,28 @@ def _pretrain_images(pretraining: Pretraining) -> float:
 
 def _pretrain_fractaldb(pretraining: Pretraining) -> float:
     """Generate a FractalDB and pretrain on it, as ``make demo`` does (image2point/demo.py)."""
-    from image2point.checkpoint import atomic_write, seed_everything
+    from image2point.checkpoint import atomic_write
     from image2point.models2d import create_model_2d
-    from image2point.pretrain2d.fractaldb import FractalDB, FractalDBConfig
-    from image2point.pretrain2d.train2d import Train2DConfig, split_train_val, train_2d
+    from image2point.pretrain2d.fractaldb import FractalDBConfig
+    from image2point.pretrain2d.train2d import Train2DConfig, pretrain_on_fractaldb
 
     settings = pretraining.settings
-    seed_everything(settings.seed)
     config = FractalDBConfig(num_categories=settings.fractal_categories,
                              instances_per_category=settings.fractal_instances,
                              image_size=settings.image_size, search_size=FRACTALDB_SEARCH_SIZE)
-    dataset = FractalDB(config, seed=settings.seed)
-    train_set, val_set = split_train_val(dataset, FRACTALDB_VAL_FRACTION, settings.seed, labels=dataset.labels)
     factory = _pixel_model_factory(pretraining.arch)
-    model = factory(dataset.num_classes) if factory else create_model_2d(pretraining.arch,
-                                                                        num_classes=dataset.num_classes)
+
+    def build_model(num_classes: int):
+        return factory(num_classes) if factory else create_model_2d(pretraining.arch, num_classes=num_classes)
+
     pretraining.run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(pretraining.run_dir / CONFIG_FILE, "w") as stream:
         yaml.safe_dump({"source": pretraining.source, "arch": pretraining.arch,
                         "settings": dataclasses.asdict(settings)}, stream, sort_keys=False)
     train_config = Train2DConfig(epochs=settings.epochs, batch_size=settings.batch_size,
                                  learning_rate=settings.lr, seed=settings.seed)
-    result = train_2d(model, train_set, val_set, train_config, checkpoint_path=pretraining.checkpoint,
-                      architecture=pretraining.arch)
+    result = pretrain_on_fractaldb(config, build_model, train_config, FRACTALDB_VAL_FRACTION,
+                                   checkpoint_path=pretraining.checkpoint, architecture=pretraining.arch)
     with atomic_write(pretraining.run_dir / FINISHED_FILE, "w") as stream:
         json.dump({"val_top1": result.top1, "num_classes": result.num_classes,
                    "history": [dataclasses.asdict(epoch) for epoch in result.history]}, stream, indent=2)

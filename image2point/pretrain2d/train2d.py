@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from image2point.checkpoint import save_checkpoint
+from image2point.checkpoint import save_checkpoint, seed_everything
 from image2point.errors import ConfigError, DataError
+from image2point.pretrain2d.fractaldb import FractalDB, FractalDBConfig
 
 logger = logging.getLogger(__name__)
 
@@ -296,3 +297,21 @@ def train_2d(
         history=tuple(history),
         checkpoint_path=None if checkpoint_path is None else Path(checkpoint_path),
     )
+
+
+def pretrain_on_fractaldb(
+    fractal_config: FractalDBConfig,
+    build_model: Callable[[int], nn.Module],
+    cfg: Train2DConfig,
+    val_fraction: float,
+    checkpoint_path: str | Path | None = None,
+    architecture: str = "",
+) -> Train2DResult:
+    """Generate a FractalDB with ``cfg.seed``, hold out ``val_fraction`` of every category, and train the
+    model ``build_model(num_categories)`` on it with :func:`train_2d`; python, numpy and torch are
+    seeded with ``cfg.seed`` first, so a run repeats exactly."""
+    seed_everything(cfg.seed)
+    dataset = FractalDB(fractal_config, seed=cfg.seed)
+    train_set, val_set = split_train_val(dataset, val_fraction, cfg.seed, labels=dataset.labels)
+    model = build_model(dataset.num_classes)
+    return train_2d(model, train_set, val_set, cfg, checkpoint_path=checkpoint_path, architecture=architecture)
