@@ -12,6 +12,7 @@ from image2point.models2d.loading import (
     load_pretrained_2d,
     match_state_dict,
     read_checkpoint,
+    read_state_dict,
 )
 from image2point.models2d.registry import (
     KNOWN_WEIGHTS,
@@ -51,5 +52,6 @@ __all__ = [
     "load_pretrained_2d",
     "match_state_dict",
     "read_checkpoint",
+    "read_state_dict",
     "register_model_2d",
 ]

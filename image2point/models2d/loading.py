@@ -220,6 +220,12 @@ def _resolve_source(
     return str(path_or_state_dict), read_checkpoint(path_or_state_dict)
 
 
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file: the file itself, or the state dict nested under one of
+    ``NESTING_KEYS`` (``state_dict``, ``model``, ...); anything else raises CheckpointError."""
+    return _unwrap(read_checkpoint(path), None, str(path))
+
+
 def _unwrap(raw: object, state_dict_key: str | None, source: str) -> dict[str, torch.Tensor]:
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{source}: checkpoint holds a {type(raw).__name__}, not a dict")

@@ -9,7 +9,6 @@ from typing import Callable
 import torch
 from torch.utils.data import Dataset
 
-from image2point.checkpoint import load_checkpoint
 from image2point.data.collate import SceneBatch, ShapeBatch, VoxelCollator, input_channels
 from image2point.data.point_collate import PointBatch, PointCollator
 from image2point.data.range_collate import RangeBatch, RangeCollator
@@ -35,7 +34,7 @@ from image2point.models import (
     transfer_pointnet2_weights,
 )
 from image2point.models.pointnet2 import PointNet2TransferReport
-from image2point.models2d import create_model_2d, load_pretrained_2d
+from image2point.models2d import create_model_2d, load_pretrained_2d, read_state_dict
 from image2point.models2d.loading import LoadReport
 from image2point.pretrain2d.pixels_as_points import PixelsAsPoints
 from image2point.train.config import DataConfig, RunConfig
@@ -175,7 +174,7 @@ def _build_pointnet2(config: RunConfig, in_features: int, num_classes: int, task
         network = PointNet2Segmenter(extra_features, num_classes, network_config)
     report = None
     if model.pretrained is not None:
-        state = _state_dict_of(model.pretrained)
+        state = read_state_dict(model.pretrained)
         prefix = PixelsAsPoints.STATE_PREFIX if all(key.startswith(PixelsAsPoints.STATE_PREFIX)
                                                      for key in state) else ""
         try:
@@ -194,19 +193,6 @@ def _check_enough_points(network_config: PointNet2Config, num_points: int) -> No
             raise ConfigError(f"PointNet++ level {depth} samples {centres} centres from {available} points; "
                               f"raise data.num_points (now {num_points})")
         available = centres
-
-
-def _state_dict_of(path: str) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint: its ``state_dict`` or ``model`` entry, or the file itself."""
-    state = load_checkpoint(path)
-    for key in ("state_dict", "model"):
-        if isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
-    if not tensors or len(tensors) != len(state):
-        raise CheckpointError(f"{path}: expected a state dict of tensors (or one under 'state_dict'/'model')")
-    return tensors
 
 
 def _build_range_segmenter(config: RunConfig, num_classes: int, task: str) -> BuiltModel:
