@@ -138,6 +138,26 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def broadcast_buffers(module: torch.nn.Module, source_rank: int = 0) -> None:
+    """Copy every buffer of ``module`` (BatchNorm running statistics, ...) from ``source_rank`` to all
+    processes; nothing in a single process.
+
+    DDP broadcasts buffers before each training forward, but that forward then updates each rank's
+    statistics from its own batch, so after the last step the ranks differ; evaluating (and
+    checkpointing from rank 0) needs them equal.
+    """
+    if not is_initialized():
+        return
+    comm_device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    for buffer in module.buffers():
+        if comm_device is None or buffer.device == comm_device:
+            dist.broadcast(buffer, src=source_rank)
+            continue
+        staged = buffer.to(comm_device)
+        dist.broadcast(staged, src=source_rank)
+        buffer.copy_(staged)
+
+
 def barrier() -> None:
     """Wait until every process reaches this point; returns at once in a single process."""
     if not is_initialized():

@@ -52,6 +52,7 @@ from image2point.train.distributed import (
     DistributedContext,
     all_reduce_sum,
     barrier,
+    broadcast_buffers,
     init_distributed,
     resolve_device,
 )
@@ -310,6 +311,8 @@ def _train(config, resume, quiet, context, setup: _RunSetup, run_dir: Path, log:
                 log.info(f"epoch {epoch} step {steps}/{steps_per_epoch} loss {loss:.4f} "
                          f"lr {scheduler.get_last_lr()[0]:.3g}")
         mean_loss = _mean_across_ranks(epoch_loss, steps, device)
+        # Every rank evaluates (and rank 0 saves) the same BatchNorm statistics.
+        broadcast_buffers(network)
         losses.append(mean_loss)
         record = {"epoch": epoch, "train_loss": mean_loss, "lr": scheduler.get_last_lr()[0]}
         last_epoch = epoch == config.train.epochs - 1
