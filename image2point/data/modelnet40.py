@@ -6,12 +6,15 @@ modelnet40_ply_hdf5_2048 (PointNet): ply_data_train*.h5 / ply_data_test*.h5 hold
 [B, 2048, 3] and label [B, 1], with shape_names.txt.
 
 Only xyz is used (as in the paper); points are centred on their mean and scaled into the unit sphere.
+``num_points`` points are read from each shape: its first ones, or with ``point_sampling="random"`` a
+random subset fixed per shape (see :class:`image2point.data.pipelines.ModelNet40Pipeline`).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -32,6 +35,11 @@ H5_SHAPE_NAMES_FILE = "shape_names.txt"
 H5_SPLIT_PATTERNS = {"train": "ply_data_train*.h5", "test": "ply_data_test*.h5"}
 XYZ = slice(0, 3)
 
+# Keeps the per-shape point subsets apart from the augmentation stream of the same seed.
+POINT_SUBSET_STREAM = 0x2048
+PointSampling = Literal["first", "random"]
+POINT_SAMPLINGS: tuple[str, ...] = get_args(PointSampling)
+
 _SHAPE_ID = re.compile(r"^(?P<class_name>.+)_(?P<number>\d+)$")
 _TRAILING_NUMBER = re.compile(r"(\d+)\.h5$")
 
@@ -39,8 +47,9 @@ _TRAILING_NUMBER = re.compile(r"(\d+)\.h5$")
 class ModelNet40(PointCloudDataset[ShapeSample]):
     """ModelNet40 in the modelnet40_normal_resampled layout; points are read lazily, one file per shape.
 
-    num_points: keep the first N points of each file (the files are already in a resampled order);
-    None keeps all of them.
+    num_points: points kept per shape, None keeps all of them; point_sampling: "first" keeps the first
+    num_points of the file (the files list points in farthest-point order), "random" a random subset
+    drawn once per (seed, shape), the same in every epoch.
     """
 
     def __init__(
@@ -50,10 +59,12 @@ class ModelNet40(PointCloudDataset[ShapeSample]):
         num_points: int | None = None,
         transform: Transform | None = None,
         seed: int = 0,
+        point_sampling: PointSampling = "first",
     ) -> None:
         self.root = Path(root)
         _check_split(split)
         self.num_points = _checked_num_points(num_points)
+        self.point_sampling = _checked_point_sampling(point_sampling)
         class_names = read_shape_names(self.root / RESAMPLED_SHAPE_NAMES_FILE)
         super().__init__(split, class_names, transform, seed)
         self.shape_ids, self.labels = self._read_split_list(self.root / RESAMPLED_SPLIT_FILES[split])
@@ -68,13 +79,16 @@ class ModelNet40(PointCloudDataset[ShapeSample]):
     def load(self, index: int) -> ShapeSample:
         path = self.shape_path(index)
         table = read_numeric_table(path, RESAMPLED_COLUMNS, delimiter=",")
-        points = _first_points(table[:, XYZ], self.num_points, path)
+        points = self._selected_points(table[:, XYZ], index, path)
         return ShapeSample(
             points=normalize_to_unit_sphere(points, path),
             features=None,
             label=int(self.labels[index]),
             source=str(path),
         )
+
+    def _selected_points(self, points: np.ndarray, index: int, source: str | Path) -> np.ndarray:
+        return sample_shape_points(points, self.num_points, self.point_sampling, self.seed, index, source)
 
     def _read_split_list(self, list_path: Path) -> tuple[tuple[str, ...], np.ndarray]:
         class_index = {name: index for index, name in enumerate(self.class_names)}
@@ -108,10 +122,12 @@ class ModelNet40H5(PointCloudDataset[ShapeSample]):
         num_points: int | None = None,
         transform: Transform | None = None,
         seed: int = 0,
+        point_sampling: PointSampling = "first",
     ) -> None:
         self.root = Path(root)
         _check_split(split)
         self.num_points = _checked_num_points(num_points)
+        self.point_sampling = _checked_point_sampling(point_sampling)
         class_names = read_shape_names(self.root / H5_SHAPE_NAMES_FILE)
         super().__init__(split, class_names, transform, seed)
         self.files = _h5_split_files(self.root, split)
@@ -126,10 +142,13 @@ class ModelNet40H5(PointCloudDataset[ShapeSample]):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def _selected_points(self, points: np.ndarray, index: int, source: str | Path) -> np.ndarray:
+        return sample_shape_points(points, self.num_points, self.point_sampling, self.seed, index, source)
+
     def load(self, index: int) -> ShapeSample:
         path, row = self._origins[index]
         source = f"{path}[{row}]"
-        points = _first_points(self.points[index], self.num_points, source)
+        points = self._selected_points(self.points[index], index, source)
         return ShapeSample(
             points=normalize_to_unit_sphere(points, source),
             features=None,
@@ -144,14 +163,15 @@ def open_modelnet40(
     num_points: int | None = None,
     transform: Transform | None = None,
     seed: int = 0,
+    point_sampling: PointSampling = "first",
 ) -> ModelNet40 | ModelNet40H5:
     """Opens a ModelNet40 directory in whichever standard layout it holds."""
     root = Path(root)
     _check_split(split)
     if (root / RESAMPLED_SHAPE_NAMES_FILE).is_file():
-        return ModelNet40(root, split, num_points, transform, seed)
+        return ModelNet40(root, split, num_points, transform, seed, point_sampling)
     if any(root.glob(H5_SPLIT_PATTERNS[split])):
-        return ModelNet40H5(root, split, num_points, transform, seed)
+        return ModelNet40H5(root, split, num_points, transform, seed, point_sampling)
     raise DataError(
         f"not a ModelNet40 directory: neither {RESAMPLED_SHAPE_NAMES_FILE} (modelnet40_normal_resampled) "
         f"nor ply_data_{split}*.h5 files (modelnet40_ply_hdf5_2048) found",
@@ -199,12 +219,23 @@ def _checked_num_points(num_points: int | None) -> int | None:
     return num_points
 
 
-def _first_points(points: np.ndarray, num_points: int | None, source: str | Path) -> np.ndarray:
-    if num_points is None:
+def _checked_point_sampling(point_sampling: str) -> str:
+    if point_sampling not in POINT_SAMPLINGS:
+        raise ValueError(f"point_sampling must be one of {POINT_SAMPLINGS}, got {point_sampling!r}")
+    return point_sampling
+
+
+def sample_shape_points(points: np.ndarray, num_points: int | None, point_sampling: str, seed: int, index: int,
+                        source: str | Path) -> np.ndarray:
+    """num_points of a shape's points: the first ones, or a random subset fixed by (seed, index), in file order."""
+    if num_points is None or len(points) == num_points:
         return points
     if len(points) < num_points:
         raise DataError(f"has {len(points)} points, fewer than num_points={num_points}", source)
-    return points[:num_points]
+    if point_sampling == "first":
+        return points[:num_points]
+    rng = np.random.default_rng([POINT_SUBSET_STREAM, seed, index])
+    return points[np.sort(rng.choice(len(points), num_points, replace=False))]
 
 
 def _h5_split_files(root: Path, split: str) -> list[Path]:

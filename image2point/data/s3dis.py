@@ -1,7 +1,8 @@
 """S3DIS semantic segmentation from Stanford3dDataset_v1.2_Aligned_Version.
 
 Layout: Area_N/<room>/Annotations/<class>_<i>.txt, one object per file, lines "x y z r g b".
-Each room becomes one SceneSample (features rgb / 255). The first read of a room parses its
+Each room becomes one SceneSample (features rgb / 255), optionally cropped to a cube around its centre
+as the authors' loader does (core/datasets/s3dis.py, clip with configs/s3dis/*.yaml clip_bound 4). The first read of a room parses its
 annotation files and writes one .npz per room into a cache directory; later reads use the cache
 while it is newer than every source file of the room.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from image2point.data.sample import PointCloudDataset, SceneSample, Transform, read_numeric_table
+from image2point.data.sample import PointCloudDataset, SceneSample, Transform, read_numeric_table, select_points
 from image2point.errors import DataError
 
 S3DIS_DIRNAME = "Stanford3dDataset_v1.2_Aligned_Version"
@@ -88,6 +89,8 @@ class S3DIS(PointCloudDataset[SceneSample]):
     root: the Stanford3dDataset_v1.2_Aligned_Version directory, or a directory containing it.
     areas: overrides the split's areas (train 1-4 and 6, test 5 by default).
     cache_dir: where the per-room .npz files go; default <root>/image2point_cache.
+    clip_bound: keep only the points in the cube of this half-width (metres) around the room's
+    bounding-box centre (see :func:`crop_to_cube`); None keeps the whole room.
     """
 
     def __init__(
@@ -98,8 +101,12 @@ class S3DIS(PointCloudDataset[SceneSample]):
         cache_dir: str | Path | None = None,
         transform: Transform | None = None,
         seed: int = 0,
+        clip_bound: float | None = None,
     ) -> None:
+        if clip_bound is not None and not clip_bound > 0:
+            raise ValueError(f"clip_bound must be positive or None, got {clip_bound!r}")
         super().__init__(split, S3DIS_CLASS_NAMES, transform, seed)
+        self.clip_bound = clip_bound
         self.root = _dataset_root(Path(root))
         self.areas = tuple(areas) if areas is not None else _split_areas(split)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / DEFAULT_CACHE_DIRNAME
@@ -112,7 +119,10 @@ class S3DIS(PointCloudDataset[SceneSample]):
 
     def load(self, index: int) -> SceneSample:
         room = self.rooms[index]
-        return _read_room_cache(self._prepared_cache(room), source=str(room.annotations.parent))
+        sample = _read_room_cache(self._prepared_cache(room), source=str(room.annotations.parent))
+        if self.clip_bound is None:
+            return sample
+        return select_points(sample, crop_to_cube(sample.points, self.clip_bound))
 
     def cache_path(self, room: Room) -> Path:
         return self.cache_dir / f"Area_{room.area}" / f"{room.name}.npz"
@@ -127,6 +137,15 @@ class S3DIS(PointCloudDataset[SceneSample]):
         if not _cache_is_fresh(cache_path, room):
             _write_room_cache(cache_path, read_room(room))
         return cache_path
+
+
+def crop_to_cube(points: np.ndarray, half_width: float) -> np.ndarray:
+    """bool [N]: the points in the half-open cube [c - half_width, c + half_width) on every axis, c the
+    centre of the points' bounding box (the authors' clip; a room less than 2 * half_width across
+    keeps every point)."""
+    low, high = points.min(axis=0).astype(np.float64), points.max(axis=0).astype(np.float64)
+    center = low + (high - low) * 0.5
+    return np.all((points >= center - half_width) & (points < center + half_width), axis=1)
 
 
 def read_room(room: Room) -> RoomArrays:

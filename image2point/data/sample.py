@@ -5,6 +5,7 @@ Samples stay numpy at this level; voxelization and conversion to torch happen at
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import warnings
@@ -136,6 +137,16 @@ def normalize_to_unit_sphere(points: np.ndarray, source: str | Path) -> np.ndarr
 SampleT = TypeVar("SampleT", ShapeSample, SceneSample)
 Transform = Callable[[SampleT, np.random.Generator], SampleT]
 """A pure function of a sample and a random generator; all randomness must come from the generator."""
+
+
+def select_points(sample: SampleT, keep: np.ndarray) -> SampleT:
+    """The sample restricted to the points where ``keep`` is true (labels too, for scenes)."""
+    changes: dict[str, np.ndarray] = {"points": sample.points[keep]}
+    if sample.features is not None:
+        changes["features"] = sample.features[keep]
+    if hasattr(sample, "labels"):
+        changes["labels"] = sample.labels[keep]
+    return dataclasses.replace(sample, **changes)
 
 
 class PointCloudDataset(Dataset[SampleT], ABC):

@@ -3,9 +3,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from image2point.data.modelnet40 import ModelNet40, ModelNet40H5, open_modelnet40
+from image2point.data.modelnet40 import ModelNet40, ModelNet40H5, open_modelnet40, sample_shape_points
 from image2point.data.sample import ShapeSample, normalize_to_unit_sphere
 from image2point.errors import DataError
+from image2point.voxelize import voxelize
 
 SHARED_TRAIN_SHAPES = 94
 SHARED_TEST_SHAPES = 33
@@ -36,6 +37,45 @@ def test_real_modelnet40_test_split_keeps_the_first_points(shared_modelnet40_roo
     sample = dataset[0]
     raw = np.loadtxt(dataset.shape_path(0), delimiter=",", dtype=np.float32)[:1024, :3]
     np.testing.assert_allclose(sample.points, normalize_to_unit_sphere(raw, "x"), atol=1e-6)
+
+
+def test_random_point_sampling_draws_distinct_points_in_file_order():
+    points = np.arange(300, dtype=np.float32).reshape(100, 3)
+    chosen = sample_shape_points(points, 40, "random", seed=0, index=7, source="x")
+    rows = chosen[:, 0].astype(int) // 3
+    assert len(rows) == 40 and len(set(rows)) == 40 and np.all(np.diff(rows) > 0)
+    assert not np.array_equal(rows, np.arange(40))
+    np.testing.assert_array_equal(sample_shape_points(points, 40, "first", 0, 7, "x"), points[:40])
+    np.testing.assert_array_equal(sample_shape_points(points, 100, "random", 0, 7, "x"), points)
+
+
+def test_random_point_sampling_is_a_fixed_subset_per_shape(modelnet40_tree):
+    dataset = ModelNet40(modelnet40_tree.root, "train", num_points=16, point_sampling="random", seed=3)
+    sample = dataset[1]
+    assert sample.points.shape == (16, 3)
+    assert_unit_sphere(sample)
+    # The same every epoch and for a new dataset with the same seed; another seed draws other points.
+    dataset.set_epoch(5)
+    np.testing.assert_array_equal(dataset[1].points, sample.points)
+    again = ModelNet40(modelnet40_tree.root, "train", num_points=16, point_sampling="random", seed=3)
+    np.testing.assert_array_equal(again[1].points, sample.points)
+    other = ModelNet40(modelnet40_tree.root, "train", num_points=16, point_sampling="random", seed=4)
+    assert not np.array_equal(other[1].points, sample.points)
+    first = ModelNet40(modelnet40_tree.root, "train", num_points=16)
+    assert not np.array_equal(first[1].points, sample.points)
+    with pytest.raises(ValueError, match="point_sampling must be one of"):
+        ModelNet40(modelnet40_tree.root, "train", point_sampling="fps")
+
+
+def test_real_first_points_are_farthest_point_ordered_and_cover_more_voxels(shared_modelnet40_root):
+    """Why the paper recipes read a random subset: the files' prefixes are more even than the i.i.d. surface
+    samples of the authors' HDF5 files, so the first 2,048 points occupy more voxels than 2,048 random ones."""
+    first = ModelNet40(shared_modelnet40_root, "train", num_points=2048)
+    random = ModelNet40(shared_modelnet40_root, "train", num_points=2048, point_sampling="random")
+    shapes = range(0, len(first), 8)
+    first_voxels = np.mean([voxelize(first[i].points, 0.05).num_voxels for i in shapes])
+    random_voxels = np.mean([voxelize(random[i].points, 0.05).num_voxels for i in shapes])
+    assert first_voxels > 1.15 * random_voxels
 
 
 def test_fixture_txt_layout_labels_follow_the_shape_names_file(modelnet40_tree):

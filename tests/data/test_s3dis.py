@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from image2point.data.s3dis import S3DIS, S3DIS_CLASS_NAMES, read_annotation_file
+from image2point.data.s3dis import S3DIS, S3DIS_CLASS_NAMES, crop_to_cube, read_annotation_file
 from image2point.data.sample import SceneSample
 from image2point.errors import DataError
 
@@ -130,3 +130,45 @@ def test_room_without_annotations_is_an_error(s3dis_tree, tmp_path):
 def test_missing_dataset_directory(tmp_path):
     with pytest.raises(DataError, match="S3DIS directory not found"):
         S3DIS(tmp_path / "absent", "test")
+
+
+def _write_room(tree, area: int, room: str, objects: dict[str, np.ndarray]) -> None:
+    annotations = tree.root / f"Area_{area}" / room / "Annotations"
+    annotations.mkdir(parents=True)
+    for name, points in objects.items():
+        lines = [f"{x:.3f} {y:.3f} {z:.3f} 10 20 30" for x, y, z in points]
+        (annotations / f"{name}.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_crop_keeps_the_half_open_cube_around_the_bounding_box_centre():
+    points = np.array([[0.0, 0.0, 0.0], [20.0, 2.0, 3.0], [6.0, 1.0, 1.0], [14.0, 1.0, 1.0], [13.999, 1.0, 1.0]],
+                      dtype=np.float32)
+    # Centre (10, 1, 1.5); x must lie in [6, 14).
+    np.testing.assert_array_equal(crop_to_cube(points, 4.0), [False, False, True, False, True])
+    small = np.array([[0.0, 0.0, 0.0], [7.9, 7.9, 3.0]], dtype=np.float32)
+    assert crop_to_cube(small, 4.0).all()
+
+
+def test_room_wider_than_the_clip_bound_is_cropped_with_its_colours_and_labels(s3dis_tree, tmp_path):
+    xs = np.linspace(0.0, 20.0, 201)
+    wall = np.stack([xs, np.zeros_like(xs), np.full_like(xs, 1.0)], axis=1)
+    floor = np.stack([xs, np.full_like(xs, 2.0), np.zeros_like(xs)], axis=1)
+    _write_room(s3dis_tree, 5, "hallway_9", {"wall_1": wall, "floor_1": floor})
+    whole = S3DIS(s3dis_tree.root, "test", cache_dir=tmp_path / "cache")
+    cropped = S3DIS(s3dis_tree.root, "test", cache_dir=tmp_path / "cache", clip_bound=4.0)
+    index = room_index(whole, "hallway_9")
+    full, sample = whole[index], cropped[index]
+    assert full.num_points == 402
+    assert sample.points[:, 0].min() == pytest.approx(6.0) and sample.points[:, 0].max() < 14.0
+    assert sample.num_points == 2 * 80  # x = 6.0, 6.1, ..., 13.9 of both objects
+    keep = crop_to_cube(full.points, 4.0)
+    np.testing.assert_array_equal(sample.labels, full.labels[keep])
+    np.testing.assert_array_equal(sample.features, full.features[keep])
+    # Rooms that fit inside the cube are untouched.
+    other = room_index(whole, "office_2")
+    np.testing.assert_array_equal(cropped[other].points, whole[other].points)
+
+
+def test_clip_bound_must_be_positive(s3dis_tree):
+    with pytest.raises(ValueError, match="clip_bound must be positive"):
+        S3DIS(s3dis_tree.root, "test", clip_bound=0.0)
