@@ -46,9 +46,13 @@ def _cmd_inflate(args: argparse.Namespace) -> None:
     import torch
 
     from image2point.checkpoint import atomic_write, save_checkpoint
+    from image2point.errors import ConfigError
     from image2point.inflate.converter import convert_2d_to_3d
+    from image2point.inflate.transforms import TRANSFORM_NAMES, unknown_transform_message
     from image2point.models2d import create_model_2d, load_pretrained_2d
 
+    if args.transform not in TRANSFORM_NAMES:
+        raise ConfigError(f"--transform: {unknown_transform_message(args.transform)}")
     model_2d = create_model_2d(args.arch, **({"num_classes": args.num_classes} if args.num_classes else {}))
     load_report = load_pretrained_2d(model_2d, args.checkpoint)
     converted = convert_2d_to_3d(model_2d, args.transform, normalize=args.normalize, learnable_t=args.learnable_t,
@@ -303,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     inflate.add_argument("--checkpoint", required=True, help="2D weights (torchvision/timm or our own)")
     inflate.add_argument("--out", required=True, help="3D checkpoint to write")
     inflate.add_argument("--num-classes", type=int, help="classifier width of the 2D checkpoint")
-    inflate.add_argument("--transform", default="default", choices=("default", "t1", "t2", "t3"))
+    inflate.add_argument("--transform", default="default",
+                         help="filter transform: default (the authors'), copy_x, copy_y, copy_z, copy_x_transposed, "
+                              "copy_y_transposed, copy_z_transposed (image2point.inflate.transforms)")
     inflate.add_argument("--normalize", action="store_true", help="divide T by K")
     inflate.add_argument("--learnable-t", default="none", choices=("none", "shared", "per_conv"))
     inflate.add_argument("--t-init", default="default", choices=("default", "random"))

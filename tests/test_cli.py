@@ -29,9 +29,13 @@ def _one_line_error(capsys) -> str:
     (["train", "missing.yaml"], "missing.yaml"),
     (["train", "optim.lrr=3"], "did you mean 'optim.lr'"),
     (["train", "finetune.scheme=bogus"], "finetune.scheme"),
+    (["train", "model.transform=t2"], "model.transform: 't2' is a retired filter transform name: it meant copy_y"),
+    (["train", "model.transform=z-axis"], "model.transform: 'z-axis' is the authors' name for default"),
     (["train", "data.name=modelnet40", "data.root=/nonexistent/modelnet"], "/nonexistent/modelnet"),
     (["inflate", "--arch", "resnet18", "--checkpoint", "nope.pth", "--out", "x.pt"], "nope.pth"),
     (["inflate", "--arch", "no_such_net", "--checkpoint", "nope.pth", "--out", "x.pt"], "no_such_net"),
+    (["inflate", "--arch", "resnet18", "--checkpoint", "nope.pth", "--out", "x.pt", "--transform", "t1"],
+     "--transform: 't1' is a retired filter transform name: it meant copy_x"),
     (["pretrain2d", "--arch", "no_such_net", "--run-dir", "run"], "no_such_net"),
     (["pretrain2d", "--val-fraction", "1.5", "--run-dir", "run"], "--val-fraction"),
 ])

@@ -626,6 +626,14 @@ def _(inputs: Inputs) -> Expected:
     return Expected(_train(inputs, str(config)), str(config), "lr must be positive")
 
 
+@case("train-retired-transform-name")
+def _(inputs: Inputs) -> Expected:
+    config = _config_file(inputs, yaml.safe_dump({"model": {"transform": "t3"}}))
+    return Expected(_train(inputs, str(config)), str(config),
+                    r"model.transform: 't3' is a retired filter transform name: it meant copy_z .*use one of default, "
+                    r"copy_x, copy_y, copy_z, copy_x_transposed, copy_y_transposed, copy_z_transposed")
+
+
 @case("train-run-dir-is-a-file")
 def _(inputs: Inputs) -> Expected:
     blocker = inputs.path("run")

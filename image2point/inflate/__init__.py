@@ -2,17 +2,22 @@
 
 from image2point.inflate.learnable import LEARNABLE_INITS, FilterTransform, random_transform
 from image2point.inflate.transforms import (
+    AUTHORS_TRANSFORMS,
     COPY_LAYOUTS,
+    RETIRED_NAMES,
     TRANSFORM_NAMES,
     CopyLayout,
     copy_layout,
     filter_transform,
     inflate_weight,
+    unknown_transform_message,
 )
 
 __all__ = [
+    "AUTHORS_TRANSFORMS",
     "COPY_LAYOUTS",
     "LEARNABLE_INITS",
+    "RETIRED_NAMES",
     "TRANSFORM_NAMES",
     "CopyLayout",
     "FilterTransform",
@@ -20,4 +25,5 @@ __all__ = [
     "filter_transform",
     "inflate_weight",
     "random_transform",
+    "unknown_transform_message",
 ]

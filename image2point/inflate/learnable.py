@@ -39,7 +39,7 @@ def random_transform(
 class FilterTransform(nn.Module):
     """T as a trainable ``[K^2, K^3]`` parameter; ``forward`` inflates a 2D weight with it.
 
-    ``init`` is a named transform of :func:`filter_transform` (``default``, ``t1``, ``t2``, ``t3``,
+    ``init`` is a named transform of :func:`filter_transform` (``default``, ``copy_x``, ...,
     optionally divided by K with ``normalize``) or ``random`` (:func:`random_transform`, drawn from
     ``generator`` when given).
     """

@@ -21,6 +21,7 @@ import yaml
 
 from image2point.checkpoint import atomic_write
 from image2point.errors import ConfigError
+from image2point.inflate.transforms import TRANSFORM_NAMES, unknown_transform_message
 from image2point.sparse.tensor import BACKENDS
 
 SchemaT = TypeVar("SchemaT")
@@ -118,7 +119,8 @@ class ModelConfig:
     backbone: str = "resnet18"
     # A checkpoint path or a registered weight name; None starts from random weights.
     pretrained: str | None = None
-    # How 2D kernels become 3D kernels (a name from the inflation registry).
+    # How 2D kernels become 3D kernels: a name of image2point.inflate.transforms ("default" is the
+    # authors' default; copy_x, copy_y, copy_z, ..._transposed).
     transform: str = "default"
     # Divide T by the kernel size, so a field constant along the copy axis gives the 2D response.
     normalize_t: bool = False
@@ -135,6 +137,8 @@ class ModelConfig:
         _require(
             self.backend is None or self.backend in BACKENDS, "backend", f"one of {BACKENDS} or null", self.backend
         )
+        if self.transform not in TRANSFORM_NAMES:
+            raise FieldValueError("transform", f"transform: {unknown_transform_message(self.transform)}")
 
 
 @dataclasses.dataclass

@@ -55,7 +55,8 @@ ARCHITECTURES = [
     pytest.param("vgg_small", id="vgg_small"),
 ]
 # (transform, normalize): the fixed transforms the converter applies.
-INFLATIONS = [("default", False), ("t1", False), ("t3", False), ("default", True)]
+INFLATIONS = [("default", False), ("copy_x", False), ("copy_z", False), ("copy_z_transposed", False),
+              ("default", True)]
 # Kernel axes x, y, z of a 3D weight [Cout, Cin, K, K, K].
 KERNEL_X, KERNEL_Y, KERNEL_Z = -3, -2, -1
 # Random sparse input: two samples of a few hundred distinct sites in a small cube.
@@ -79,12 +80,14 @@ def copied_kernel(weight_2d: torch.Tensor, transform: str) -> torch.Tensor:
     transposed or not, broadcast along the copy axis."""
     k = weight_2d.shape[-1]
     shape = (*weight_2d.shape[:-2], k, k, k)
-    if transform == "t1":  # copies along x: W3[x, y, z] = W2[y, z]
+    if transform == "copy_x":  # W3[x, y, z] = W2[y, z]
         return weight_2d.unsqueeze(KERNEL_X).expand(shape)
-    if transform in ("default", "t2"):  # copies along y: W3[x, y, z] = W2[z, x]
+    if transform in ("default", "copy_y"):  # W3[x, y, z] = W2[z, x]
         return weight_2d.transpose(-1, -2).unsqueeze(KERNEL_Y).expand(shape)
-    if transform == "t3":  # copies along z: W3[x, y, z] = W2[x, y]
+    if transform == "copy_z":  # W3[x, y, z] = W2[x, y]
         return weight_2d.unsqueeze(KERNEL_Z).expand(shape)
+    if transform == "copy_z_transposed":  # W3[x, y, z] = W2[y, x]
+        return weight_2d.transpose(-1, -2).unsqueeze(KERNEL_Z).expand(shape)
     raise AssertionError(f"no reference layout for {transform!r}")
 
 
@@ -310,7 +313,7 @@ def test_1x1_convs_stay_plain_sparse_convs_under_learnable_t(learnable_t):
         assert torch.equal(conv_3d.weight, weight_2d[..., None]), name
 
 
-@pytest.mark.parametrize("t_init, normalize", [("default", False), ("t1", False), ("t3", True)])
+@pytest.mark.parametrize("t_init, normalize", [("default", False), ("copy_x", False), ("copy_z", True)])
 def test_learnable_t_starts_as_the_named_transform(t_init, normalize):
     result = convert_2d_to_3d(model_2d("vgg_small"), learnable_t="shared", t_init=t_init, normalize=normalize)
     transform = result.model.features[0].transform.transform

@@ -6,7 +6,7 @@ to the converted sparse convs (inflated with ``normalize=True``), gives the 2D n
 every slice far enough from the grid's two ends along the copy axis. The 2D references are the 2D
 modules themselves, run densely by torch.
 
-For the default transform (= t2 of the released code) the copy axis is y, the 2D rows lie along z and
+For the default transform (the authors' default, copy_y) the copy axis is y, the 2D rows lie along z and
 the 2D columns along x, so the grid is ``G[c, x, y, z] = I[c, z, x]``.
 """
 
@@ -156,7 +156,7 @@ def test_unnormalized_inflated_conv_gives_k_times_the_2d_conv():
     torch.testing.assert_close(y_slice_as_image(out, y, full_grid()), expected, atol=ATOL, rtol=RTOL)
 
 
-@pytest.mark.parametrize("transform", ["t1", "t3"])
+@pytest.mark.parametrize("transform", ["copy_x", "copy_z"])
 def test_transform_copying_along_another_axis_does_not_reproduce_the_2d_conv(transform):
     """The grid is constant along y only: a T that copies along x or z gives other values."""
     conv_2d = cifar_resnet20("random").layer1[0].conv1

@@ -11,9 +11,12 @@ from image2point.inflate import TRANSFORM_NAMES, filter_transform, inflate_weigh
 
 # (copy axis, axis of the 2D rows, axis of the 2D columns) as grid axes 0 = x, 1 = y, 2 = z.
 AXES = {
-    "t1": (0, 1, 2),
-    "t2": (1, 2, 0),
-    "t3": (2, 0, 1),
+    "copy_x": (0, 1, 2),
+    "copy_y": (1, 2, 0),
+    "copy_z": (2, 0, 1),
+    "copy_x_transposed": (0, 2, 1),
+    "copy_y_transposed": (1, 0, 2),
+    "copy_z_transposed": (2, 1, 0),
     "default": (1, 2, 0),
 }
 # Unequal sizes so that a mixed-up axis changes shapes or values.

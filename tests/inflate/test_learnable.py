@@ -33,7 +33,7 @@ def random_grid(channels: int, seed: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("init", ["default", "t1", "t2", "t3"])
+@pytest.mark.parametrize("init", ["default", "copy_x", "copy_y", "copy_z", "copy_z_transposed"])
 def test_named_init_equals_fixed_transform(init):
     module = FilterTransform(KERNEL_SIZE, init)
     assert torch.equal(module.transform.detach(), filter_transform(init, KERNEL_SIZE))
@@ -119,7 +119,7 @@ def test_step_changes_kernel_on_next_forward():
 
 
 def test_state_dict_holds_only_the_transform():
-    module = FilterTransform(5, "t1")
+    module = FilterTransform(5, "copy_x")
     assert list(module.state_dict()) == ["transform"]
     assert module.state_dict()["transform"].shape == (25, 125)
 
