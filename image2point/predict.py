@@ -17,7 +17,7 @@ input ``<name>.<ext>``:
 Inputs are prepared as the network's evaluation data was: xyz plus the feature fields the dataset
 used (intensity for SemanticKITTI, colours for S3DIS and the procedural scenes; ``fields`` names
 others), colours stored as integers scaled to [0, 1], the dataset's deterministic transforms (colour
-centring), shapes scaled into the unit sphere. Georeferenced clouds whose coordinates float32 cannot
+centring, S3DIS's centring on the mean; never its crop), shapes scaled into the unit sphere. Georeferenced clouds whose coordinates float32 cannot
 hold are moved next to the origin first. Every input is read and checked before anything is written,
 and the outputs of one input are written together once its prediction succeeded.
 
@@ -49,7 +49,6 @@ from image2point.data.procedural import SCENE_CLASS_NAMES, SHAPE_CLASS_NAMES
 from image2point.data.s3dis import S3DIS_CLASS_NAMES
 from image2point.data.sample import IGNORE_INDEX, SceneSample, ShapeSample, normalize_to_unit_sphere
 from image2point.data.semantickitti import DEFAULT_CONFIG_FILENAME, SEMANTIC_MASK, LabelMap
-from image2point.data.transforms import default_transforms
 from image2point.errors import CheckpointError, ConfigError, DataError
 from image2point.io import (
     PointCloud,
@@ -66,7 +65,7 @@ from image2point.io.readers import LABEL_EXTENSIONS, LABEL_FIELD
 from image2point.models import TransferredNetwork
 from image2point.sparse.backends import default_backend
 from image2point.sparse.tensor import SparseTensor
-from image2point.train.builders import build_model, task_of
+from image2point.train.builders import build_model, build_transform, task_of, xyz_feature_scale
 from image2point.train.config import DataConfig, RunConfig, config_from_mapping
 from image2point.train.distributed import resolve_device
 from image2point.train.metrics import ConfusionMatrix, Metrics
@@ -458,7 +457,7 @@ def model_input(model: TrainedModel, cloud: PointCloud, feature_fields: Sequence
     if needs_recentring(cloud.points):
         cloud, offset = recentre(cloud)
     points = cloud.points.astype(np.float32)
-    transform = default_transforms(model.dataset, train=False)
+    transform = build_transform(model.config.data, train=False)
     rng = np.random.default_rng(TRANSFORM_SEED)
     description = cloud.source or "cloud"
     if model.task == "classification":
@@ -503,7 +502,9 @@ def predict_cloud(model: TrainedModel, cloud: PointCloud, voxel_size: float | No
         raise ValueError(f"overlap_voxels must be >= 0, got {overlap_voxels}")
     prepared = model_input(model, cloud, feature_fields)
     size = model.config.data.voxel_size if voxel_size is None else voxel_size
-    voxels = voxelize(prepared.points, size, point_features(prepared.points, prepared.features))
+    # The xyz features as the network was trained on them (in training voxels for the authors' S3DIS).
+    features = point_features(prepared.points, prepared.features, xyz_feature_scale(model.config.data))
+    voxels = voxelize(prepared.points, size, features)
     if model.task == "classification":
         return _classify(model, voxels, prepared.offset, top_k)
     logits, num_tiles = _segment(model, voxels, chunk_points, overlap_voxels)

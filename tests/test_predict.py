@@ -1,5 +1,6 @@
 """Prediction on files: tiny networks trained by the real training loop, then run on generated files."""
 
+import dataclasses
 import json
 import os
 
@@ -26,12 +27,13 @@ from image2point.predict import (
     Tile,
     label_classes,
     load_trained,
+    model_input,
     plan_tiles,
     predict_cloud,
     predict_files,
     tile_owners,
 )
-from image2point.train.config import load_config
+from image2point.train.config import apply_override, load_config
 from image2point.train.loop import run_training
 
 SCENE_POINTS = 3000
@@ -417,3 +419,22 @@ def test_cli_visualize_draws_prediction_against_ground_truth(scene_checkpoint, t
                  "--out", str(tmp_path / "other.png")]) == EXIT_BAD_INPUT
     assert "missing.npy" in capsys.readouterr().err
     assert not (tmp_path / "other.png").exists()
+
+
+def test_an_s3dis_model_reads_centred_points_in_voxels_and_never_drops_any(scene_checkpoint):
+    """The S3DIS preprocessing at prediction: centring on the mean, xyz features in training voxels, and no
+    crop (every point gets a label, however wide the cloud)."""
+    trained = load_trained(scene_checkpoint)
+    config = apply_override(trained.config, "data.name=s3dis")
+    model = dataclasses.replace(trained, config=config)
+    points, colours, _ = small_scene()
+    points[:, 0] *= 10.0  # far wider than the training crop of 2 x 4 m
+    cloud = PointCloud(points + 100.0, {"rgb": colours})
+    prepared = model_input(model, cloud)
+    np.testing.assert_allclose(prepared.points.mean(axis=0), 0.0, atol=1e-3)
+    assert len(prepared.points) == len(points)
+    prediction = predict_cloud(model, cloud)
+    assert prediction.labels.shape == (len(points),)
+    # The same cloud anywhere gives the same labels: the network sees centred coordinates.
+    np.testing.assert_array_equal(predict_cloud(model, PointCloud(points - 40.0, {"rgb": colours})).labels,
+                                  prediction.labels)

@@ -17,7 +17,8 @@ from image2point.data.sample import (
 )
 from image2point.data.semantickitti import LabelMap, ScanId, SemanticKITTI, read_velodyne_scan
 from image2point.data.subsets import DatasetSubset, subset_indices
-from image2point.data.transforms import Compose, default_transforms
+from image2point.data.pipelines import default_transforms
+from image2point.data.transforms import Compose
 
 __all__ = [
     "IGNORE_INDEX",

@@ -6,7 +6,9 @@ network's positional arguments), ``loss_targets`` (what the logits are trained a
 ``scored(logits)`` (predicted and true class of every sample or point, for the metrics).
 
 A voxel's input feature is the mean of its points' ``xyz`` followed by the mean of their extra features
-(intensity for SemanticKITTI, colour for S3DIS); ModelNet shapes carry xyz only, as in the paper. For
+(intensity for SemanticKITTI, colour for S3DIS); ModelNet shapes carry xyz only, as in the paper. The
+xyz features may be scaled (``xyz_feature_scale``: 1 / voxel size counts them in voxels, the authors'
+S3DIS input). For
 segmentation, each voxel is trained on the majority label of its points, and predictions go back to
 every point through the point→voxel map, where metrics are computed.
 """
@@ -83,11 +85,12 @@ def _voxels_to(voxels: CollatedVoxels, device: torch.device) -> CollatedVoxels:
     return CollatedVoxels(moved, voxels.point_to_site.to(device), voxels.points_per_sample, voxels.sites_per_sample)
 
 
-def point_features(points: np.ndarray, features: np.ndarray | None) -> np.ndarray:
-    """Per-point network input: xyz, then the sample's own features when it has any."""
+def point_features(points: np.ndarray, features: np.ndarray | None, xyz_scale: float = 1.0) -> np.ndarray:
+    """Per-point network input: xyz (times ``xyz_scale``), then the sample's own features when it has any."""
+    xyz = points if xyz_scale == 1.0 else (points * np.float32(xyz_scale)).astype(np.float32)
     if features is None:
-        return points
-    return np.concatenate([points, features], axis=1)
+        return xyz
+    return np.concatenate([xyz, features], axis=1)
 
 
 def input_channels(sample: ShapeSample | SceneSample) -> int:
@@ -114,9 +117,12 @@ class VoxelCollator:
     voxel_size: float
     num_classes: int
     backend: str = "torch"
+    # Factor on the xyz input features (1: metres).
+    xyz_feature_scale: float = 1.0
 
     def _voxels(self, samples: Sequence[ShapeSample | SceneSample]) -> CollatedVoxels:
-        voxelized = [voxelize(s.points, self.voxel_size, point_features(s.points, s.features)) for s in samples]
+        voxelized = [voxelize(s.points, self.voxel_size, point_features(s.points, s.features, self.xyz_feature_scale))
+                     for s in samples]
         return collate_voxels(voxelized, self.backend)
 
     def shapes(self, samples: Sequence[ShapeSample]) -> ShapeBatch:

@@ -19,7 +19,8 @@ from image2point.data.procedural import ProceduralScenes, ProceduralShapes
 from image2point.data.s3dis import S3DIS
 from image2point.data.semantickitti import SemanticKITTI
 from image2point.data.subsets import DatasetSubset, subset_indices
-from image2point.data.transforms import default_transforms
+from image2point.data.pipelines import DatasetPipeline, PipelineSettings, compose_pipeline, pipeline_for
+from image2point.data.transforms import Compose
 from image2point.errors import CheckpointError, ConfigError
 from image2point.inflate.converter import ConversionReport, InflationSettings
 from image2point.models import (
@@ -62,10 +63,25 @@ def _needs_root(data: DataConfig) -> Path:
     return Path(data.root)
 
 
+def dataset_pipeline(data: DataConfig) -> DatasetPipeline:
+    """The transforms settings of ``data.name`` (its section of ``data``, see image2point.data.pipelines)."""
+    return pipeline_for(data.name, PipelineSettings(data.modelnet40, data.s3dis, data.semantickitti))
+
+
+def build_transform(data: DataConfig, train: bool) -> Compose:
+    """Training: augmentation (when ``data.augment``), preprocessing, training-only steps; else preprocessing."""
+    return compose_pipeline(dataset_pipeline(data), train, data.augment, data.voxel_size)
+
+
+def xyz_feature_scale(data: DataConfig) -> float:
+    """Factor on the xyz input features of voxel networks (1: metres)."""
+    return dataset_pipeline(data).xyz_feature_scale(data.voxel_size)
+
+
 def build_dataset(data: DataConfig, split: str, train: bool) -> Dataset:
-    """The dataset of ``data.name`` for ``split``, with the paper's augmentation when ``train``."""
+    """The dataset of ``data.name`` for ``split``, with the authors' augmentation when ``train``."""
     # Without augmentation a dataset still gets its deterministic part (e.g. colour normalisation).
-    transform = default_transforms(data.name, train and data.augment)
+    transform = build_transform(data, train)
     if data.name == "procedural_shapes":
         count = data.train_samples if train else data.eval_samples
         return ProceduralShapes(count, split, data.dataset_seed, data.num_points or 1024, transform)
@@ -74,13 +90,15 @@ def build_dataset(data: DataConfig, split: str, train: bool) -> Dataset:
         return ProceduralScenes(count, split, data.dataset_seed, transform)
     root = _needs_root(data)
     if data.name == "modelnet40":
-        return open_modelnet40(root, split, data.num_points, transform, data.dataset_seed)
+        return open_modelnet40(root, split, data.num_points, transform, data.dataset_seed,
+                               data.modelnet40.point_sampling)
     if data.name == "semantickitti":
         scans = data.train_scans if train else data.eval_scans
         return SemanticKITTI(root, split, scans=scans, transform=transform, seed=data.dataset_seed)
     if data.name == "s3dis":
         areas = [a for a in S3DIS_AREAS if a != data.test_area] if train else [data.test_area]
-        return S3DIS(root, split, areas=areas, transform=transform, seed=data.dataset_seed)
+        return S3DIS(root, split, areas=areas, transform=transform, seed=data.dataset_seed,
+                     clip_bound=data.s3dis.clip_bound)
     raise ConfigError(f"unknown dataset {data.name!r}")
 
 
@@ -227,8 +245,19 @@ def build_collate(config: RunConfig, task: str, num_classes: int, backend: str) 
     if family == "pointnet2":
         collator = PointCollator(data.num_points or DEFAULT_POINTNET2_POINTS)
         return collator.shapes if task == "classification" else collator.scenes
-    voxel_collator = VoxelCollator(data.voxel_size, num_classes, backend)
+    voxel_collator = VoxelCollator(data.voxel_size, num_classes, backend, xyz_feature_scale(data))
     return voxel_collator.shapes if task == "classification" else voxel_collator.scenes
+
+
+def step_batch_warning(data: DataConfig, world_size: int) -> str | None:
+    """Why this run's step batch (world size x data.batch_size) differs from the recipe's
+    data.effective_batch_size, or None when it does not (or the recipe names none)."""
+    step_batch = world_size * data.batch_size
+    if data.effective_batch_size is None or step_batch == data.effective_batch_size:
+        return None
+    return (f"this run steps on {world_size} process(es) x data.batch_size {data.batch_size} = {step_batch} samples, "
+            f"but the recipe's data.effective_batch_size is {data.effective_batch_size}; its learning rate and "
+            f"schedule were tuned for that batch (change the process count or data.batch_size to match)")
 
 
 def build_optimizer(config: RunConfig, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -236,5 +265,6 @@ def build_optimizer(config: RunConfig, parameters: list[torch.nn.Parameter]) -> 
     if not parameters:
         raise ConfigError("no trainable parameters: check finetune.scheme")
     if optim.name == "sgd":
-        return torch.optim.SGD(parameters, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+        return torch.optim.SGD(parameters, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay,
+                               nesterov=optim.nesterov)
     return torch.optim.Adam(parameters, lr=optim.lr, weight_decay=optim.weight_decay)

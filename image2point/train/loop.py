@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -45,6 +46,7 @@ from image2point.train.builders import (
     build_train_dataset,
     class_names_of,
     network_in_features,
+    step_batch_warning,
     task_of,
 )
 from image2point.train.config import RunConfig, config_to_dict, save_config
@@ -294,6 +296,10 @@ def _train(config, resume, quiet, context, setup: _RunSetup, run_dir: Path, log:
     log.info(_conversion_text(built, plan))
     log.info(f"task {task}, {len(train_set)} training / {len(eval_set)} evaluation samples, backend {backend}, "
              f"device {device}, {context.world_size} process(es)")
+    batch_warning = step_batch_warning(config.data, context.world_size)
+    if batch_warning is not None and context.is_main:
+        log.info(f"warning: {batch_warning}")
+        warnings.warn(batch_warning, RuntimeWarning, stacklevel=2)
 
     show_progress = not (quiet if quiet is not None else not sys.stderr.isatty()) and context.is_main
     final = None

@@ -186,6 +186,7 @@ def test_save_then_load_round_trips(tmp_path):
         "lr": 3e-4,
         "momentum": 0.9,
         "weight_decay": 1e-4,
+        "nesterov": False,
     }
     assert [entry.name for entry in path.parent.iterdir()] == ["config.yaml"]
 
@@ -264,3 +265,30 @@ def test_other_schema_validation_errors_name_the_source(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_config(path, schema=_Window)
     assert str(error.value) == f"{path}: invalid _Window: low (5) must be below high (1)"
+
+
+def test_a_partial_transform_section_keeps_the_datasets_other_settings(tmp_path):
+    # The SemanticKITTI scale range is 0.95-1.05, not RandomScale's own default 0.9-1.1: setting one bound
+    # from a file or an override must keep the dataset's other.
+    path = _write(tmp_path / "run.yaml", "data:\n  semantickitti:\n    scale:\n      low: 0.9\n")
+    from_file = load_config(path)
+    assert (from_file.data.semantickitti.scale.low, from_file.data.semantickitti.scale.high) == (0.9, 1.05)
+    assert from_file.data.semantickitti.max_train_voxels == 80_000
+    overridden = load_config(None, ["data.s3dis.flip.axis_p=0.25", "data.modelnet40.jitter.p=0.5"])
+    assert (overridden.data.s3dis.flip.p, overridden.data.s3dis.flip.axis_p) == (0.95, 0.25)
+    assert overridden.data.modelnet40.jitter.half_width == 0.0125 and overridden.data.modelnet40.jitter.p == 0.5
+    assert overridden.data.s3dis.color_jitter == DataConfig().s3dis.color_jitter
+    assert load_config(None, ["data.s3dis.flip.axis_p=0.25"]).data.modelnet40 == DataConfig().modelnet40
+
+
+def test_transform_settings_round_trip_and_bad_values_name_their_key(tmp_path):
+    config = load_config(None, ["data.s3dis.clip_bound=3.5", "data.modelnet40.point_sampling=random"])
+    path = tmp_path / "config.yaml"
+    save_config(config, path)
+    assert load_config(path) == config
+    with pytest.raises(ConfigError, match=re.escape("invalid data.s3dis.flip: p must be in [0, 1], got 1.5")):
+        load_config(None, ["data.s3dis.flip.p=1.5"])
+    with pytest.raises(ConfigError, match="data.modelnet40.point_sampling"):
+        load_config(None, ["data.modelnet40.point_sampling=fps"])
+    with pytest.raises(ConfigError, match="effective_batch_size must be at least 1 or null"):
+        load_config(None, ["data.effective_batch_size=0"])

@@ -158,3 +158,10 @@ def test_learnable_t_scheme_changes_t_and_keeps_2d_kernels(tmp_path, monkeypatch
     assert transforms and kernels_2d
     assert any(not torch.equal(trained[key], initial[key]) for key in transforms)
     assert all(torch.equal(trained[key], initial[key]) for key in kernels_2d)
+
+
+def test_a_step_batch_unlike_the_recipes_is_warned_about_and_logged(tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.warns(RuntimeWarning, match=r"1 process\(es\) x data.batch_size 8 = 8 samples.*effective_batch_size is 16"):
+        loop.run_training(tiny_config(run_dir, "train.epochs=1", "data.effective_batch_size=16"), quiet=True)
+    assert "effective_batch_size is 16" in (run_dir / "train.log").read_text()
