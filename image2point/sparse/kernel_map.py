@@ -17,11 +17,13 @@ Geometry, per spatial axis, with ``pad = (K - 1) // 2`` and kernel index ``k`` i
 Stride conventions (how the sites of level 2s are chosen from the sites of level s):
 
 - ``floor``: ``unique(floor(c / 2))``. Each coarse site covers a 2×2×2 block; the voxel count shrinks
-  about as much as in a dense network (the default: later stages are cheaper).
+  about as much as in a dense network (the default: later stages are cheaper). These are the sites of
+  the authors' engine, torchsparse 1.2.0 (pinned in their README): its stride-2 convolution keeps the
+  floored coordinates (``spdownsample``) and gathers each one's window, ``in = 2 * out + k - pad``.
 - ``window``: every site whose 3×3×3 stride-2 window (padding 1) holds an input site — the sites of
   spconv's ``SparseConv3d(kernel_size=3, stride=2, padding=1)`` (given a ``spatial_shape`` with a
-  margin; a tight one makes spconv drop the last row along odd extents) and of the paper's engine.
-  The voxel count barely shrinks.
+  margin; a tight one makes spconv drop the last row along odd extents). The voxel count barely
+  shrinks.
 
 Kernel offsets are flattened row-major ``k = (kx * K + ky) * K + kz``, the order of the last three axes
 of a torch weight ``[Cout, Cin, K, K, K]``.

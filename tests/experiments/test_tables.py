@@ -8,12 +8,13 @@ from image2point.errors import ConfigError
 from image2point.experiments import TABLES, get_table
 from image2point.experiments.scales import REPOSITORY_ROOT
 from image2point.experiments.specs import run_id
+from image2point.inflate.transforms import TRANSFORM_NAMES
 from image2point.train.config import load_config
 
 # Runs per seed: cells of the layout that have runs, at each scale.
 RUNS_PER_SEED = {
-    "small": {"table1": 21, "table2": 4, "table3": 8, "table4": 12, "table5": 6, "table6": 9, "table7": 14},
-    "paper": {"table1": 21, "table2": 4, "table3": 8, "table4": 12, "table5": 4, "table6": 9, "table7": 14},
+    "small": {"table1": 21, "table2": 4, "table3": 8, "table4": 12, "table5": 6, "table6": 9, "table7": 20},
+    "paper": {"table1": 21, "table2": 4, "table3": 8, "table4": 12, "table5": 4, "table6": 9, "table7": 20},
 }
 SAFE_ID = re.compile(r"[a-z0-9_-]+-s\d+")
 
@@ -87,7 +88,14 @@ def test_paper_numbers_only_where_transcribed():
     assert table1.paper == {("I,O", "ModelNet40"): 78.69, ("I,O", "S3DIS"): 53.54, ("I,O", "SemanticKITTI"): 55.78,
                             ("I,O,µ,σ,W,b", "ModelNet40"): 88.09, ("I,O,µ,σ,W,b", "S3DIS"): 55.22,
                             ("I,O,µ,σ,W,b", "SemanticKITTI"): 58.76}
-    assert all(not TABLES[name].paper for name in TABLES if name != "table1")
+    # Table 7 on ModelNet40: the default T as Table 1's I,O,µ,σ, the learned rows from Table 7.
+    assert get_table("table7").paper == {
+        ("default T (authors' z-axis)", "ModelNet40"): 83.45,
+        ("learned T, shared, default init", "ModelNet40"): 84.36,
+        ("learned T, per conv, default init", "ModelNet40"): 87.24,
+        ("learned T, shared, random init", "ModelNet40"): 84.40,
+        ("learned T, per conv, random init", "ModelNet40"): 86.35}
+    assert all(not TABLES[name].paper for name in TABLES if name not in ("table1", "table7"))
 
 
 def test_table2_families():
@@ -121,6 +129,18 @@ def test_table6_and_table7_variants():
     assert all("finetune.scheme=io_stats" in run.overrides for run in transforms if run not in learned)
     assert {o for run in learned for o in run.overrides if o.startswith("finetune.learnable_t")} == {
         "finetune.learnable_t=shared", "finetune.learnable_t=per_conv"}
+
+
+def test_table7_handcrafted_rows_are_every_copy_transform_by_its_own_name():
+    table = get_table("table7")
+    handcrafted = [run for run in table.runs("paper", (0,)) if not run.row.startswith("learned")]
+    transform_of_row = {run.row: o.split("=", 1)[1] for run in handcrafted for o in run.overrides
+                        if o.startswith("model.transform=")}
+    # The default once, then the five other distinct copies; no row is named after the paper's T1-T3.
+    assert sorted(transform_of_row.values()) == sorted(name for name in TRANSFORM_NAMES if name != "copy_y")
+    assert all(name in row for row, name in transform_of_row.items() if name != "default")
+    assert transform_of_row["default T (authors' z-axis)"] == "default"
+    assert not any(re.search(r"\bT[123]\b", row) for row in table.layout("paper").rows)
 
 
 def test_unknown_table_and_run_id_safety():
