@@ -183,6 +183,8 @@ class OptimConfig:
 @dataclasses.dataclass
 class ScheduleConfig:
     name: Literal["cosine", "poly", "warmup_cosine", "constant"] = "cosine"
+    # Optimiser steps of each process, as the authors' warm-up counts them (SPVNAS's
+    # cosine_schedule_with_warmup: 1000 // world size, 250 on their 4 GPUs).
     warmup_iters: int = 0
     power: float = 0.9
     # Learning rate reached at the last iteration by the decaying schedules.

@@ -37,6 +37,9 @@ def warmup_cosine_factor(iteration: int, total_iters: int, warmup_iters: int, mi
     """Linear warm-up reaching 1 after ``warmup_iters`` steps, then cosine over the remaining iterations.
 
     The first step already trains (factor ``1 / warmup_iters``) rather than wasting an update at 0.
+    The authors' schedule (SPVNAS's cosine_schedule_with_warmup) has the same warm-up but spreads the
+    cosine over all ``total_iters``, so it ends just above 0; for their SemanticKITTI run (250 of
+    35,880 iterations) the two factors differ by at most 0.0064 at any iteration.
     """
     if iteration < warmup_iters:
         return (iteration + 1) / warmup_iters
