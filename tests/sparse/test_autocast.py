@@ -1,8 +1,10 @@
 """Sparse ops and networks under ``torch.autocast`` (bf16, fp16) on every device.
 
-A sparse convolution under autocast computes in the autocast dtype, as ``F.conv3d`` does, and sums its
-kernel offsets in float32: its error against the float32 result stays close to that of the dense
-``conv3d`` under the same autocast (summing in the half type would add one rounding per offset).
+A sparse convolution under GPU autocast computes in the autocast dtype, as ``F.conv3d`` does, and sums
+its kernel offsets in float32: its error against the float32 result stays close to that of the dense
+``conv3d`` under the same autocast (summing in the half type would add one rounding per offset). CPU
+autocast leaves sparse convolutions in float32 (slower otherwise); the CPU variants here switch the
+half-precision path on for the CPU (``half_precision_sparse``) to test the same code.
 """
 
 import pytest
@@ -12,6 +14,7 @@ import torch.nn.functional as F
 from image2point.models import NetworkConfig, build_network, optimizer_parameters
 from image2point.sparse import SparseTensor
 from image2point.sparse import functional as SF
+from image2point.sparse.backends import torch_backend
 
 AMP_DTYPES = [torch.bfloat16, torch.float16]
 GRID = (12, 12, 12)
@@ -26,6 +29,13 @@ HALF_RTOL = {torch.bfloat16: 3e-2, torch.float16: 5e-3}
 MANY_SITES = 4000
 # Halvings of the loss scale before a finite fp16 step must have happened.
 MAX_SCALER_STEPS = 16
+
+
+@pytest.fixture
+def half_precision_sparse(device, monkeypatch):
+    """Sparse convolutions follow autocast's dtype on this test's device (the CPU included)."""
+    monkeypatch.setattr(torch_backend, "HALF_PRECISION_DEVICE_TYPES",
+                        torch_backend.HALF_PRECISION_DEVICE_TYPES | {device.type})
 
 
 def random_input(seed: int, device: torch.device, channels: int = CHANNELS) -> tuple[SparseTensor, torch.Tensor]:
@@ -47,7 +57,7 @@ def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("amp_dtype", AMP_DTYPES)
-def test_conv_computes_in_the_autocast_dtype_as_accurately_as_dense_conv3d(amp_dtype, device):
+def test_conv_computes_in_the_autocast_dtype_as_accurately_as_dense_conv3d(amp_dtype, device, half_precision_sparse):
     x, dense = random_input(0, device)
     generator = torch.Generator().manual_seed(1)
     weight = (torch.randn(CHANNELS, CHANNELS, 3, 3, 3, generator=generator) / (CHANNELS * 27) ** 0.5).to(device)
@@ -69,17 +79,28 @@ def test_conv_computes_in_the_autocast_dtype_as_accurately_as_dense_conv3d(amp_d
 
 
 @pytest.mark.parametrize("amp_dtype", AMP_DTYPES)
-def test_inverse_conv_under_autocast(amp_dtype, device):
+def test_inverse_conv_under_autocast(amp_dtype, device, half_precision_sparse):
     fine, _ = random_input(2, device, channels=4)
     coarse_coords = SF.coarser_coords(fine, "floor")
     generator = torch.Generator().manual_seed(3)
-    coarse = fine.coarser("floor", coarse_coords, torch.randn(coarse_coords.shape[0], 16, generator=generator).to(device))
+    coarse_features = torch.randn(coarse_coords.shape[0], 16, generator=generator).to(device)
+    coarse = fine.coarser("floor", coarse_coords, coarse_features)
     weight = torch.randn(8, 16, 2, 2, 2, generator=generator).to(device)
     reference = SF.inverse_conv3d(coarse, weight, target=fine).features
     with torch.autocast(device.type, dtype=amp_dtype):
         out = SF.inverse_conv3d(coarse, weight, target=fine).features
     assert out.dtype == amp_dtype
     assert relative_error(out, reference) < HALF_RTOL[amp_dtype]
+
+
+@pytest.mark.parametrize("amp_dtype", AMP_DTYPES)
+def test_cpu_autocast_leaves_sparse_convolutions_in_float32(amp_dtype):
+    x, _ = random_input(7, torch.device("cpu"), channels=4)
+    weight = torch.randn(8, 4, 3, 3, 3)
+    with torch.autocast("cpu", dtype=amp_dtype):
+        out = SF.conv3d(x, weight).features
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, SF.conv3d(x, weight).features)
 
 
 @pytest.mark.parametrize("amp_dtype", AMP_DTYPES)
@@ -104,7 +125,7 @@ def tiny_network(task: str, device: torch.device) -> torch.nn.Module:
 
 @pytest.mark.parametrize("amp_dtype", AMP_DTYPES)
 @pytest.mark.parametrize("task", ["classification", "segmentation"])
-def test_network_logits_under_autocast_are_close_to_float32(task, amp_dtype, device):
+def test_network_logits_under_autocast_are_close_to_float32(task, amp_dtype, device, half_precision_sparse):
     network = tiny_network(task, device).eval()
     x, _ = random_input(5, device, channels=3)
     with torch.no_grad():
@@ -115,7 +136,7 @@ def test_network_logits_under_autocast_are_close_to_float32(task, amp_dtype, dev
     assert relative_error(logits, reference) < 2 * HALF_RTOL[amp_dtype]
 
 
-def test_fp16_steps_with_loss_scaling_skip_overflows_then_update_float32_parameters(device):
+def test_fp16_steps_with_loss_scaling_skip_overflows_then_update_float32_parameters(device, half_precision_sparse):
     """GradScaler starts at 2^16, where this network's fp16 gradients overflow: such steps are skipped
     (parameters untouched, scale halved) until one is finite and taken."""
     network = tiny_network("classification", device).train()
