@@ -7,12 +7,13 @@ check in ``benchmarks/device_check.sh`` stores them beside its measurements).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
-from image2point.sparse.backends import choose_backend, spconv_available
+from image2point.sparse.backends import choose_backend
 
 NOT_INSTALLED = "not installed"
 # Optional packages whose absence changes what works (readers, logging, plots, the spconv backend).
@@ -79,10 +80,17 @@ class EnvironmentReport:
 
 
 def package_version(package: str) -> str:
+    """The installed version, if the package imports (its metadata alone may outlive it, or be hidden)."""
+    try:
+        if importlib.util.find_spec(package) is None:
+            return NOT_INSTALLED
+    except (ImportError, ValueError):
+        return NOT_INSTALLED
     try:
         return version(package)
     except PackageNotFoundError:
-        return NOT_INSTALLED
+        # e.g. spconv's CUDA builds, published as spconv-cu12x.
+        return "installed (version unknown)"
 
 
 def _cuda_status() -> str:
@@ -120,9 +128,6 @@ def collect_environment() -> EnvironmentReport:
 
     cuda_available = torch.cuda.is_available()
     packages = {name: package_version(name) for name in OPTIONAL_PACKAGES}
-    if packages["spconv"] == NOT_INSTALLED and spconv_available():
-        # CUDA builds are published as spconv-cu12x, under another distribution name.
-        packages["spconv"] = "installed (a spconv-cu* build)"
     return EnvironmentReport(
         image2point=__version__,
         python=platform.python_version(),
