@@ -31,11 +31,13 @@ now_ms() { date +%s%3N; }
 # One step, run as `device_check.sh __step NAME` under `timeout` (the settings come in the environment).
 
 step_env() {
+  # One interpreter start with torch: it costs seconds.
   "$PYTHON" -m image2point.cli env --json > "$WORK/env.json" || return 1
-  "$PYTHON" -m image2point.cli env || return 1
+  cat "$WORK/env.json"
   if [ "$MODE" = cuda ]; then
     command -v nvidia-smi > /dev/null && nvidia-smi
-    "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "no CUDA device visible to torch")'
+    "$PYTHON" -c 'import json, sys
+sys.exit(0 if json.load(open(sys.argv[1]))["cuda_available"] else "no CUDA device visible to torch")' "$WORK/env.json"
   fi
 }
 
