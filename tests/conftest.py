@@ -68,6 +68,11 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+def current_cuda_device() -> torch.device:
+    """With its index: tensors report ``cuda:0``, which does not compare equal to ``cuda``."""
+    return torch.device("cuda", torch.cuda.current_device())
+
+
 @contextlib.contextmanager
 def full_float32_on_cuda():
     """TF32 off for cuBLAS and cuDNN (restored afterwards): float32 results comparable with the CPU's."""
@@ -87,7 +92,7 @@ def device(request) -> torch.device:
         yield torch.device("cpu")
         return
     with full_float32_on_cuda():
-        yield torch.device("cuda")
+        yield current_cuda_device()
         torch.cuda.synchronize()
 
 
@@ -95,7 +100,7 @@ def device(request) -> torch.device:
 def cuda_device() -> torch.device:
     """The GPU of a CPU-vs-CUDA comparison (use with ``@pytest.mark.cuda``), TF32 off."""
     with full_float32_on_cuda():
-        yield torch.device("cuda")
+        yield current_cuda_device()
         torch.cuda.synchronize()
 
 
