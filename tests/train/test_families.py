@@ -98,10 +98,11 @@ def test_range_hrnet_trains_from_2d_weights_and_keeps_frozen_ones(tmp_path, sche
 FAMILY_RUNS = {"pointnet2": POINTNET2_SHAPES, "range": RANGE_SCENES}
 
 
+# float32 on CUDA: tests/test_cuda_parity.py compares both families' forward and backward with the CPU's.
 @pytest.mark.cuda
-@pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
 @pytest.mark.parametrize("family", sorted(FAMILY_RUNS))
-def test_family_trains_on_cuda_in_each_precision(tmp_path, family, amp):
+def test_family_trains_on_cuda_in_mixed_precision(tmp_path, family, amp):
     run_dir = tmp_path / "run"
     config = load_config(None, [*FAMILY_RUNS[family], "train.device=cuda", f"train.amp={amp}",
                                 f"train.run_dir={run_dir}"])
