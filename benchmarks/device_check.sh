@@ -23,6 +23,7 @@ SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]
 REPO="$(cd "$(dirname "$SELF")/.." && pwd)"
 ALL_STEPS=(env install tests bench_sparse train scan)
 KILL_AFTER_S=3
+TEST_TIMEOUT_S=90  # per test on CUDA, where pytest-timeout is installed
 REPORT_BUDGET_S=15
 
 now_ms() { date +%s%3N; }
@@ -63,8 +64,13 @@ print("installed:", image2point.__file__, image2point.__version__)' "$WORK/site"
 
 step_tests() {
   # --device cuda: the device tests on CUDA and the CPU-vs-CUDA parity tests (see tests/conftest.py).
-  # One line per test, so the log of a step stopped by its time limit shows where it was.
-  "$PYTHON" -m pytest -v -p no:cacheprovider --device "$MODE" -rs --junitxml="$WORK/pytest.xml"
+  # One line per test, so the log of a step stopped by its time limit shows where it was; with
+  # pytest-timeout installed, a test that hangs fails alone instead of stopping the whole selection.
+  local per_test=()
+  if [ "$MODE" = cuda ] && "$PYTHON" -c 'import pytest_timeout' 2> /dev/null; then
+    per_test=(--timeout "$TEST_TIMEOUT_S")
+  fi
+  "$PYTHON" -m pytest -v -p no:cacheprovider --device "$MODE" -rs --junitxml="$WORK/pytest.xml" "${per_test[@]}"
 }
 
 step_bench_sparse() {
