@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # A pinned CPU torch: an unpinned one pulls the CUDA stack.
 TORCH_VERSION := 2.13.0
 
-.PHONY: install demo test test-slow bench experiments-small clean
+.PHONY: install demo test test-slow bench device-check-cpu experiments-small clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ bench: install
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_predict.py
 	$(PY) benchmarks/bench_families.py
+
+# The GPU device check (benchmarks/device_check.sh) in its CPU mode: the same steps, small, on the CPU, with
+# plyfile, laspy and spconv hidden as on the GPU machine; report in runs/device-check-cpu/.
+DEVICE_CHECK_OUT := runs/device-check-cpu
+
+device-check-cpu: install
+	PYTHON=$(PY) bash benchmarks/device_check.sh --cpu --out $(DEVICE_CHECK_OUT)
 
 # The paper's seven tables at small scale, three seeds, on the samples in ../shared (about 35 minutes on two
 # cores); finished runs are skipped on a rerun. Tables and figures are copied to docs/results/<table>/.

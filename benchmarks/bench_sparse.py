@@ -2,6 +2,10 @@
 
 Run: ``.venv/bin/python benchmarks/bench_sparse.py [--quick | --full] [--threads N] [--json out.json]``.
 
+On a GPU (no spconv needed): ``bench_sparse.py --device cuda [--quick] [--precisions fp32,tf32,bf16]``
+times the PyTorch backend there in each precision against dense matmul on the same device instead
+(``sparse_on_device.py`` says what it measures); ``--device cpu`` does the same on the CPU.
+
 Workloads (real data from ``<repo>/../shared/data``, voxel size 0.05, skipped with a message if absent):
 
 - A: a batch of 32 ModelNet40 shapes (points in the unit sphere, features = xyz); 8 with ``--quick``.
@@ -988,9 +992,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="torch intra-op threads outside spconv's kernels (default: %(default)s)")
     parser.add_argument("--peak-memory-probe", nargs=2, metavar=("BACKEND", "MODE"),
                         help="internal: run one full-scan inference in this process and print its peak memory")
+    parser.add_argument("--device", choices=("cpu", "cuda"),
+                        help="instead of the engine comparison: the torch backend on this device in each "
+                             "--precisions, against dense matmul there (no spconv needed; see sparse_on_device.py)")
+    parser.add_argument("--precisions", default="fp32,tf32,bf16",
+                        help="with --device: comma-separated, of fp32, tf32 (CUDA only), bf16 (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.quick and args.full:
         parser.error("--quick and --full exclude each other")
+    if args.device is not None:
+        return _main_on_device(parser, args)
     if args.peak_memory_probe:
         backend, mode = args.peak_memory_probe
         with torch_threads(args.threads):
@@ -1006,6 +1017,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         common.write_json(args.json, "bench_sparse", results,
                           {"plan": plan_name, "threads": args.threads, "voxel_size": VOXEL_SIZE})
+    return 0
+
+
+
+def _main_on_device(parser, args) -> int:
+    """``--device``: the torch backend on one device, per precision (benchmarks/sparse_on_device.py)."""
+    if __package__ in (None, ""):
+        import sparse_on_device  # type: ignore[import-not-found]
+    else:
+        from benchmarks import sparse_on_device
+    precisions = [name.strip() for name in args.precisions.split(",") if name.strip()]
+    unknown = sorted(set(precisions) - set(sparse_on_device.PRECISIONS))
+    if args.full or not precisions or unknown:
+        parser.error(f"--device takes --quick or neither, and --precisions from {sparse_on_device.PRECISIONS}")
+    device = torch.device(args.device)
+    plan = sparse_on_device.QUICK_DEVICE_PLAN if args.quick else sparse_on_device.DEFAULT_DEVICE_PLAN
+    try:
+        with torch_threads(args.threads):
+            results = sparse_on_device.run_on_device(device, plan, precisions)
+    except common.BenchmarkSkipped as skipped:
+        print(f"bench_sparse: skipped: {skipped}")
+        return 0
+    print(sparse_on_device.device_report(results, device, plan, args.threads))
+    if args.json:
+        settings = {"device": args.device, "plan": plan.name, "precisions": precisions, "threads": args.threads,
+                    "voxel_size": VOXEL_SIZE, "backend": sparse_on_device.BACKEND}
+        if device.type == "cuda":
+            settings["gpu"] = torch.cuda.get_device_name(device)
+        common.write_json(args.json, "bench_sparse", results, settings)
     return 0
 
 

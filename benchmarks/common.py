@@ -25,8 +25,10 @@ import numpy as np
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The shared data lives next to the repository, never inside it.
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# The shared data lives next to the repository, never inside it; DATA_ENV_VAR points elsewhere (a machine
+# that has the repository without ../shared, such as the GPU machine of benchmarks/device_check.sh).
+DATA_ENV_VAR = "IMAGE2POINT_BENCH_DATA"
+SHARED_DATA = Path(os.environ.get(DATA_ENV_VAR) or REPO_ROOT.parent / "shared" / "data")
 MODELNET_DIR = SHARED_DATA / "modelnet40_normal_resampled"
 KITTI_VELODYNE_DIR = SHARED_DATA / "semantickitti" / "sequences" / "00" / "velodyne"
 
@@ -49,7 +51,8 @@ class SharedDataMissing(BenchmarkSkipped):
 
 def require_shared(path: Path) -> Path:
     if not path.exists():
-        raise SharedDataMissing(f"shared data not found at {path} (expected <repo>/../shared/data)")
+        raise SharedDataMissing(f"shared data not found at {path} (expected <repo>/../shared/data, "
+                                f"or under ${DATA_ENV_VAR})")
     return path
 
 

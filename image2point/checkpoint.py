@@ -186,7 +186,8 @@ def restore_rng_state(state: RngState) -> None:
     """Restore a snapshot from :func:`capture_rng_state`.
 
     CUDA states are restored for the devices present now; a snapshot from a GPU run restored on a
-    CPU-only machine restores everything else.
+    CPU-only machine restores everything else. The state tensors may come from a checkpoint loaded onto
+    a GPU (``map_location="cuda"``); generators only take CPU byte tensors, so they are copied back.
     """
     try:
         python_state = state["python"]
@@ -201,17 +202,17 @@ def restore_rng_state(state: RngState) -> None:
         np.random.set_state(
             (
                 numpy_state["bit_generator"],
-                numpy_state["keys"].numpy().astype(np.uint32),
+                numpy_state["keys"].cpu().numpy().astype(np.uint32),
                 numpy_state["position"],
                 numpy_state["has_gauss"],
                 numpy_state["cached_gaussian"],
             )
         )
-        torch.set_rng_state(state["torch_cpu"])
+        torch.set_rng_state(state["torch_cpu"].cpu())
     except KeyError as error:
         raise CheckpointError(f"RNG state: missing entry {error.args[0]!r}") from error
     except (TypeError, ValueError, AttributeError, RuntimeError) as error:
         raise CheckpointError(f"RNG state: malformed: {error}") from error
     cuda_states = state.get("torch_cuda", [])
     if cuda_states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
+        torch.cuda.set_rng_state_all([cuda_state.cpu() for cuda_state in cuda_states[: torch.cuda.device_count()]])

@@ -238,41 +238,10 @@ def _require_positive(option: str, value: float) -> None:
 
 
 def _cmd_env(args: argparse.Namespace) -> None:
-    import platform
+    from image2point.environment import collect_environment
 
-    import numpy
-    import torch
-
-    from image2point import __version__
-    from image2point.sparse.backends import default_backend, spconv_available
-
-    lines = {
-        "image2point": __version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "torch threads": torch.get_num_threads(),
-        "cuda available": torch.cuda.is_available(),
-        "cuda devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
-        "spconv": _version_of("spconv") if spconv_available() else "not installed",
-        "default sparse backend (cpu)": default_backend("cpu"),
-    }
-    if torch.cuda.is_available():
-        lines["default sparse backend (cuda)"] = default_backend("cuda")
-    for name in ("plyfile", "laspy", "h5py", "tensorboard", "torchmetrics", "matplotlib"):
-        lines[name] = _version_of(name)
-    for key, value in lines.items():
-        print(f"{key:30s} {value}")
-
-
-def _version_of(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
+    report = collect_environment()
+    print(json.dumps(report.to_json(), indent=2) if args.json else "\n".join(report.lines()))
 
 
 def _split_config_and_overrides(args: argparse.Namespace) -> None:
@@ -385,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and figures")
     experiment.set_defaults(handler=_cmd_experiment)
 
-    env = commands.add_parser("env", help="versions, sparse backends and devices")
+    env = commands.add_parser("env", help="versions, GPUs, and the sparse backend per device and why")
+    env.add_argument("--json", action="store_true", help="print the report as JSON")
     env.set_defaults(handler=_cmd_env)
     return parser
 

@@ -1,8 +1,107 @@
-"""Suite-wide settings: one intra-op thread, since most tests use tiny tensors where threads only add
-overhead; tests that exercise threading set it themselves."""
+"""Suite-wide settings and the device selection.
+
+One intra-op thread, since most tests use tiny tensors where threads only add overhead; tests that
+exercise threading set it themselves.
+
+Devices: a test that takes the ``device`` fixture runs once per device, ``cpu`` always and ``cuda``
+when a GPU is visible (the CUDA variant carries the ``cuda`` marker and is skipped, with the reason,
+without one). Tests that compare CPU against CUDA results carry the ``cuda`` marker themselves.
+``--device`` narrows a run to the device tests:
+
+- ``pytest`` (no option): the whole suite, CUDA variants skipped on a machine without a GPU;
+- ``pytest --device cuda``: only tests marked ``cuda`` (device tests on CUDA and the CPU-vs-CUDA
+  parity tests); a usage error when no GPU is visible, so a broken CUDA install cannot pass as
+  "everything skipped";
+- ``pytest --device cpu``: only the device tests, on the CPU.
+
+On CUDA the device fixture turns TF32 off for the test (cuDNN convolutions use it by default), so the
+dense references are computed in full float32 like the sparse ops they are compared with.
+"""
+
+import contextlib
 
 import pytest
 import torch
+
+DEVICE_OPTION = "--device"
+DEVICE_CHOICES = ("cpu", "cuda")
+CUDA_MARKER = "cuda"
+NO_CUDA_REASON = "needs a CUDA device (torch.cuda.is_available() is False)"
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        DEVICE_OPTION, choices=DEVICE_CHOICES, default=None,
+        help="run only the device-parametrised tests on this device (cuda: also the CPU-vs-CUDA parity "
+             "tests; fails when no GPU is visible). Default: the whole suite, CUDA variants skipped "
+             "without a GPU.")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", f"{CUDA_MARKER}: runs on a CUDA device; skipped without one (select with {DEVICE_OPTION} cuda)")
+
+
+def _device_param(item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return None if callspec is None else callspec.params.get("device")
+
+
+def pytest_collection_modifyitems(config, items):
+    chosen = config.getoption(DEVICE_OPTION)
+    has_cuda = torch.cuda.is_available()
+    if chosen == "cuda" and not has_cuda:
+        raise pytest.UsageError(f"{DEVICE_OPTION} cuda: {NO_CUDA_REASON}")
+    if chosen is not None:
+        keep, drop = [], []
+        for item in items:
+            on_cuda = item.get_closest_marker(CUDA_MARKER) is not None
+            wanted = on_cuda if chosen == "cuda" else (_device_param(item) == "cpu" and not on_cuda)
+            (keep if wanted else drop).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+    if not has_cuda:
+        skip = pytest.mark.skip(reason=NO_CUDA_REASON)
+        for item in items:
+            if item.get_closest_marker(CUDA_MARKER) is not None:
+                item.add_marker(skip)
+
+
+def current_cuda_device() -> torch.device:
+    """With its index: tensors report ``cuda:0``, which does not compare equal to ``cuda``."""
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+@contextlib.contextmanager
+def full_float32_on_cuda():
+    """TF32 off for cuBLAS and cuDNN (restored afterwards): float32 results comparable with the CPU's."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request) -> torch.device:
+    """Each device test runs on the CPU and, where a GPU is visible, on CUDA."""
+    if request.param == "cpu":
+        yield torch.device("cpu")
+        return
+    with full_float32_on_cuda():
+        yield current_cuda_device()
+        torch.cuda.synchronize()
+
+
+@pytest.fixture
+def cuda_device() -> torch.device:
+    """The GPU of a CPU-vs-CUDA comparison (use with ``@pytest.mark.cuda``), TF32 off."""
+    with full_float32_on_cuda():
+        yield current_cuda_device()
+        torch.cuda.synchronize()
 
 
 @pytest.fixture(autouse=True)

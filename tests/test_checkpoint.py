@@ -129,7 +129,8 @@ def _draws():
     )
 
 
-def test_rng_state_survives_a_checkpoint_and_reproduces_draws(tmp_path):
+def test_rng_state_survives_a_checkpoint_and_reproduces_draws(tmp_path, device):
+    """Also when the checkpoint is loaded onto the GPU, as a resumed CUDA run loads it."""
     random.seed(1)
     np.random.seed(2)
     torch.manual_seed(3)
@@ -138,10 +139,14 @@ def test_rng_state_survives_a_checkpoint_and_reproduces_draws(tmp_path):
     np.random.standard_normal()
     path = tmp_path / "rng.pt"
     save_checkpoint(path, {"rng": capture_rng_state()})
-    expected = _draws()
-    _draws()  # move every generator on, so restoring has something to undo
-    restore_rng_state(load_checkpoint(path)["rng"])
-    assert _draws() == expected
+
+    def draws():
+        return _draws() + (torch.rand(3, device=device).tolist(),)
+
+    expected = draws()
+    draws()  # move every generator on, so restoring has something to undo
+    restore_rng_state(load_checkpoint(path, map_location=device)["rng"])
+    assert draws() == expected
 
 
 def test_restore_rejects_incomplete_state():

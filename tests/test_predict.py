@@ -179,6 +179,24 @@ def test_chunked_prediction_equals_the_whole_scene_when_the_overlap_covers_the_r
     np.testing.assert_allclose(tiled.probabilities, whole.probabilities, atol=1e-5)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("tiled", [False, True])
+def test_predictions_on_cuda_equal_those_on_the_cpu(scene_checkpoint, shape_checkpoint, cuda_device, tiled):
+    points, colours, _ = small_scene(seed=2, count=20_000)
+    cloud = PointCloud(points, {"rgb": colours})
+    tiling = {"chunk_points": 12_000, "overlap_voxels": RECEPTIVE_FIELD_VOXELS + 1} if tiled else {}
+    on_cpu = predict_cloud(load_trained(scene_checkpoint), cloud, probabilities=True, **tiling)
+    on_cuda = predict_cloud(load_trained(scene_checkpoint, cuda_device), cloud, probabilities=True, **tiling)
+    assert on_cuda.num_tiles == on_cpu.num_tiles
+    np.testing.assert_allclose(on_cuda.probabilities, on_cpu.probabilities, atol=1e-5)
+    # A point whose two best classes are within rounding of each other may go either way.
+    assert np.mean(on_cuda.labels == on_cpu.labels) > 0.999
+    shape = PointCloud(ProceduralShapes(1, "test", seed=3, num_points=2000)[0].points)
+    shape_on_cpu = predict_cloud(load_trained(shape_checkpoint), shape)
+    shape_on_cuda = predict_cloud(load_trained(shape_checkpoint, cuda_device), shape)
+    np.testing.assert_allclose(shape_on_cuda.probabilities, shape_on_cpu.probabilities, atol=1e-5)
+
+
 def test_without_enough_overlap_tile_borders_change_some_predictions(scene_checkpoint):
     model = load_trained(scene_checkpoint)
     points, colours, _ = small_scene(seed=1, count=20_000)

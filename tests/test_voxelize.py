@@ -64,6 +64,10 @@ def brute_force(points: np.ndarray, voxel_size: float) -> BruteForceVoxels:
     return BruteForceVoxels(cell_of_point, dict(members), lowest)
 
 
+def on_device(array: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
+    return None if array is None else torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
+
 def check_against_brute_force(voxels: Voxels, points: np.ndarray, voxel_size: float, features=None) -> None:
     reference = brute_force(points, voxel_size)
     occupied = sorted(reference.members, key=reference.shifted)
@@ -73,7 +77,7 @@ def check_against_brute_force(voxels: Voxels, points: np.ndarray, voxel_size: fl
     values = (points if features is None else features).astype(np.float64)
     mean_of_cell = {cell: values[rows].mean(axis=0) for cell, rows in reference.members.items()}
     expected = np.stack([mean_of_cell[cell] for cell in reference.cell_of_point])
-    np.testing.assert_allclose(voxels.features[voxels.inverse].numpy(), expected, rtol=MEAN_RTOL, atol=1e-6)
+    np.testing.assert_allclose(voxels.features[voxels.inverse].cpu().numpy(), expected, rtol=MEAN_RTOL, atol=1e-6)
 
 
 def dense_cube_points(num_points: int, side: float, seed: int = 0) -> np.ndarray:
@@ -91,21 +95,22 @@ CLOUDS = {
 @pytest.mark.parametrize("method", ["auto", "table", "sort", "rows"])
 @pytest.mark.parametrize("channels", [None, 1, 3, WIDE_CHANNELS])
 @pytest.mark.parametrize("cloud", sorted(CLOUDS))
-def test_matches_brute_force_per_voxel_mean(cloud, method, channels):
+def test_matches_brute_force_per_voxel_mean(cloud, method, channels, device):
     points = CLOUDS[cloud]()
     features = None
     if channels is not None:
         features = np.random.default_rng(1).normal(size=(len(points), channels)).astype(np.float32)
-    voxels = voxelize(points, VOXEL, features, method=method)
+    voxels = voxelize(on_device(points, device), VOXEL, on_device(features, device), method=method)
+    assert voxels.coords.device == voxels.features.device == voxels.inverse.device == device
     check_against_brute_force(voxels, points, VOXEL, features)
 
 
-def test_methods_give_identical_results_on_a_sparse_scene():
+def test_methods_give_identical_results_on_a_sparse_scene(device):
     rng = np.random.default_rng(2)
     # 400 x 400 x 20 cells for 3000 points: "auto" sorts, and the table still fits.
     points = rng.uniform(-10.0, 10.0, size=(3000, 3)).astype(np.float32)
     points[:, 2] *= 0.05
-    results = [voxelize(points, VOXEL, method=method) for method in ("table", "sort", "rows")]
+    results = [voxelize(on_device(points, device), VOXEL, method=method) for method in ("table", "sort", "rows")]
     for other in results[1:]:
         for name in ("coords", "inverse", "counts", "features", "origin"):
             assert torch.equal(getattr(results[0], name), getattr(other, name)), name
@@ -156,17 +161,17 @@ def test_deterministic_and_independent_of_point_order():
     torch.testing.assert_close(shuffled.features, first.features, rtol=MEAN_RTOL, atol=1e-7)
 
 
-def test_huge_extent_uses_int64_keys_without_overflow():
+def test_huge_extent_uses_int64_keys_without_overflow(device):
     half_span = 5e4  # 1e5 m per axis at 0.05 m: 2e6 cells per axis, 8e18 cells in the box
     rng = np.random.default_rng(6)
     points = rng.uniform(-half_span, half_span, size=(2000, 3))
     points[:2] = [[-half_span] * 3, [half_span] * 3]
-    voxels = voxelize(points, VOXEL)
+    voxels = voxelize(on_device(points, device), VOXEL)
     extent = voxels.coords.max(0).values + 1
     assert extent.tolist() == [round(2 * half_span / VOXEL) + 1] * 3
     assert math.prod(extent.tolist()) > 2**62
     check_against_brute_force(voxels, points, VOXEL)
-    assert torch.equal(voxels.coords, voxelize(points, VOXEL, method="rows").coords)
+    assert torch.equal(voxels.coords, voxelize(on_device(points, device), VOXEL, method="rows").coords)
 
 
 def test_extent_beyond_int64_key_falls_back_to_row_unique():
@@ -255,11 +260,11 @@ def test_benchmark_runs_on_generated_clouds(tmp_path):
         assert result.as_dict()["speedup"] == pytest.approx(result.numpy_seconds / result.ours_seconds)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu():
+@pytest.mark.cuda
+def test_cuda_matches_cpu(cuda_device):
     points = torch.from_numpy(sphere_points(20000))
     on_cpu = voxelize(points, VOXEL)
-    on_cuda = voxelize(points.cuda(), VOXEL)
+    on_cuda = voxelize(points.to(cuda_device), VOXEL)
     assert on_cuda.coords.is_cuda and on_cuda.features.is_cuda
     for name in ("coords", "inverse", "counts", "origin"):
         assert torch.equal(getattr(on_cpu, name), getattr(on_cuda, name).cpu())

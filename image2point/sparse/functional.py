@@ -138,11 +138,17 @@ def subsample(x: SparseTensor, stride_mode: str = "floor") -> SparseTensor:
 
 
 def global_avg_pool(x: SparseTensor) -> torch.Tensor:
-    """Per-sample mean of the features over occupied sites: ``[batch_size, C]``."""
+    """Per-sample mean of the features over occupied sites: ``[batch_size, C]``.
+
+    Half-precision features (under autocast) are summed in float32: bf16 holds integers exactly only up
+    to 256, so a running sum over thousands of sites would stop growing.
+    """
     batch = x.coords[:, 0]
-    sums = x.features.new_zeros((x.batch_size, x.num_channels)).index_add_(0, batch, x.features)
-    counts = torch.bincount(batch, minlength=x.batch_size).clamp_(min=1).to(x.features.dtype)
-    return sums / counts[:, None]
+    accumulate = torch.promote_types(x.features.dtype, torch.float32)
+    sums = x.features.new_zeros((x.batch_size, x.num_channels), dtype=accumulate)
+    sums.index_add_(0, batch, x.features.to(accumulate))
+    counts = torch.bincount(batch, minlength=x.batch_size).clamp_(min=1).to(accumulate)
+    return (sums / counts[:, None]).to(x.features.dtype)
 
 
 def global_max_pool(x: SparseTensor) -> torch.Tensor:

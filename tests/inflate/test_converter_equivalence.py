@@ -12,6 +12,7 @@ the 2D columns along x, so the grid is ``G[c, x, y, z] = I[c, z, x]``.
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def extrude_along_y(image: torch.Tensor) -> SparseTensor:
     """Every site of the grid ``G[b, c, x, y, z] = image[b, c, z, x]`` for y in [0, COPY_DEPTH)."""
     batch, channels, rows, cols = image.shape
     dense = image.transpose(2, 3).unsqueeze(DENSE_Y).expand(batch, channels, cols, COPY_DEPTH, rows)
-    occupied = torch.ones(batch, cols, COPY_DEPTH, rows, dtype=torch.bool)
+    occupied = torch.ones(batch, cols, COPY_DEPTH, rows, dtype=torch.bool, device=image.device)
     return SparseTensor.from_dense(dense.contiguous(), occupied)
 
 
@@ -111,6 +112,11 @@ def y_slice_as_image(x: SparseTensor, y: int, grid_shape: tuple[int, int, int]) 
     dense = x.to_dense(grid_shape)
     # Without y, the dims are [B, C, X, Z]: x stays where it was and z moves up by one.
     return dense.select(DENSE_Y, y).transpose(DENSE_X, DENSE_Z - 1)
+
+
+def on_device(module: nn.Module, device: torch.device) -> nn.Module:
+    """The cached module itself on the CPU, a copy of it on another device."""
+    return module if device.type == "cpu" else copy.deepcopy(module).to(device)
 
 
 def full_grid() -> tuple[int, int, int]:
@@ -122,10 +128,10 @@ def coarse_grid() -> tuple[int, int, int]:
 
 
 @pytest.mark.parametrize("weights", ["random", "pretrained"])
-def test_inflated_conv_on_extruded_image_equals_2d_conv_away_from_y_ends(weights):
-    conv_2d = cifar_resnet20(weights).layer1[0].conv1
-    conv_3d = converted_cifar_resnet20(weights, "default", True, "floor").layer1[0].conv1
-    image = image_batch(conv_2d.in_channels)
+def test_inflated_conv_on_extruded_image_equals_2d_conv_away_from_y_ends(weights, device):
+    conv_2d = on_device(cifar_resnet20(weights).layer1[0].conv1, device)
+    conv_3d = on_device(converted_cifar_resnet20(weights, "default", True, "floor").layer1[0].conv1, device)
+    image = image_batch(conv_2d.in_channels).to(device)
     with torch.no_grad():
         expected = conv_2d(image)
         out = conv_3d(extrude_along_y(image))
@@ -171,11 +177,11 @@ def test_transform_copying_along_another_axis_does_not_reproduce_the_2d_conv(tra
 
 @pytest.mark.parametrize("stride_mode", ["floor", "window"])
 @pytest.mark.parametrize("weights", ["random", "pretrained"])
-def test_converted_cifar_basic_block_equals_2d_block_away_from_y_ends(weights, stride_mode):
-    block_2d = cifar_resnet20(weights).layer1[1]
-    block_3d = converted_cifar_resnet20(weights, "default", True, stride_mode).layer1[1]
+def test_converted_cifar_basic_block_equals_2d_block_away_from_y_ends(weights, stride_mode, device):
+    block_2d = on_device(cifar_resnet20(weights).layer1[1], device)
+    block_3d = on_device(converted_cifar_resnet20(weights, "default", True, stride_mode).layer1[1], device)
     assert block_2d.stride == 1 and block_2d.shortcut is None
-    image = image_batch(block_2d.conv1.in_channels)
+    image = image_batch(block_2d.conv1.in_channels).to(device)
     with torch.no_grad():
         expected = block_2d(image)
         out = block_3d(extrude_along_y(image))
@@ -185,12 +191,12 @@ def test_converted_cifar_basic_block_equals_2d_block_away_from_y_ends(weights, s
 
 
 @pytest.mark.parametrize("weights", ["random", "pretrained"])
-def test_converted_strided_cifar_block_with_option_a_shortcut_equals_2d_block(weights):
+def test_converted_strided_cifar_block_with_option_a_shortcut_equals_2d_block(weights, device):
     """layer2.0: stride-2 conv and the subsample-and-pad shortcut; floor sites = the 2D output grid."""
-    block_2d = cifar_resnet20(weights).layer2[0]
-    block_3d = converted_cifar_resnet20(weights, "default", True, "floor").layer2[0]
+    block_2d = on_device(cifar_resnet20(weights).layer2[0], device)
+    block_3d = on_device(converted_cifar_resnet20(weights, "default", True, "floor").layer2[0], device)
     assert block_2d.stride == 2 and block_2d.shortcut is not None
-    image = image_batch(block_2d.conv1.in_channels)
+    image = image_batch(block_2d.conv1.in_channels).to(device)
     with torch.no_grad():
         expected = block_2d(image)
         out = block_3d(extrude_along_y(image))

@@ -79,10 +79,10 @@ def test_gradient_reaches_transform_not_frozen_weight():
     assert module.transform.grad.abs().sum() > 0
 
 
-def test_transform_gradient_is_chain_rule_through_kernel():
-    module = FilterTransform(KERNEL_SIZE, "random", generator=torch.Generator().manual_seed(0))
-    weight_2d = frozen_weight(3, 2, seed=1)
-    grid = random_grid(2, seed=2)
+def test_transform_gradient_is_chain_rule_through_kernel(device):
+    module = FilterTransform(KERNEL_SIZE, "random", generator=torch.Generator().manual_seed(0)).to(device)
+    weight_2d = frozen_weight(3, 2, seed=1).to(device)
+    grid = random_grid(2, seed=2).to(device)
     conv_loss(module, weight_2d, grid).backward()
     # dL/dT = sum over (out, in) channels of W2d_flat^T . dL/dW3_flat, with dL/dW3 from a plain leaf.
     kernel = module(weight_2d).detach().requires_grad_(True)
@@ -91,14 +91,14 @@ def test_transform_gradient_is_chain_rule_through_kernel():
     torch.testing.assert_close(module.transform.grad, expected)
 
 
-def test_shared_instance_sums_gradients_of_its_convolutions():
-    weight_a, weight_b = frozen_weight(4, 2, seed=0), frozen_weight(2, 4, seed=1)
-    grid_a, grid_b = random_grid(2, seed=2), random_grid(4, seed=3)
+def test_shared_instance_sums_gradients_of_its_convolutions(device):
+    weight_a, weight_b = frozen_weight(4, 2, seed=0).to(device), frozen_weight(2, 4, seed=1).to(device)
+    grid_a, grid_b = random_grid(2, seed=2).to(device), random_grid(4, seed=3).to(device)
 
-    shared = FilterTransform(KERNEL_SIZE)
+    shared = FilterTransform(KERNEL_SIZE).to(device)
     (conv_loss(shared, weight_a, grid_a) + conv_loss(shared, weight_b, grid_b)).backward()
 
-    alone_a, alone_b = FilterTransform(KERNEL_SIZE), FilterTransform(KERNEL_SIZE)
+    alone_a, alone_b = FilterTransform(KERNEL_SIZE).to(device), FilterTransform(KERNEL_SIZE).to(device)
     conv_loss(alone_a, weight_a, grid_a).backward()
     conv_loss(alone_b, weight_b, grid_b).backward()
 

@@ -66,12 +66,13 @@ def test_transform_matches_loop_definition(name, k):
 
 @pytest.mark.parametrize("name", TRANSFORM_NAMES)
 @pytest.mark.parametrize("k", KERNEL_SIZES)
-def test_inflate_random_weight_matches_loop(name, k):
+def test_inflate_random_weight_matches_loop(name, k, device):
     generator = torch.Generator().manual_seed(k)
     weight_2d = torch.randn(4, 3, k, k, generator=generator)
-    inflated = inflate_weight(weight_2d, filter_transform(name, k))
-    assert inflated.shape == (4, 3, k, k, k)
-    assert torch.equal(inflated, loop_inflate(weight_2d, name))
+    inflated = inflate_weight(weight_2d.to(device), filter_transform(name, k).to(device))
+    assert inflated.shape == (4, 3, k, k, k) and inflated.device == device
+    # One-hot T: every 3D entry is one 2D entry times 1.0, exact on any device.
+    assert torch.equal(inflated.cpu(), loop_inflate(weight_2d, name))
 
 
 @pytest.mark.parametrize("name", TRANSFORM_NAMES)

@@ -37,14 +37,16 @@ def cifar_network(**inflation):
     return build_network(config).network
 
 
-def random_batch(seed: int = 0, batch_size: int = 2, grid: int = 24, points: int = 300) -> SparseTensor:
+def random_batch(seed: int = 0, batch_size: int = 2, grid: int = 24, points: int = 300,
+                 device: torch.device | str = "cpu") -> SparseTensor:
     generator = torch.Generator().manual_seed(seed)
     rows = []
     for b in range(batch_size):
         coords = torch.unique(torch.randint(0, grid, (points, 3), generator=generator), dim=0)
         rows.append(torch.cat([torch.full((len(coords), 1), b), coords], 1))
     coords = torch.cat(rows)
-    return SparseTensor(torch.randn(len(coords), IN_FEATURES, generator=generator), coords, batch_size)
+    features = torch.randn(len(coords), IN_FEATURES, generator=generator)
+    return SparseTensor(features.to(device), coords.to(device), batch_size)
 
 
 def count(parameters) -> int:
@@ -76,23 +78,23 @@ def test_unknown_scheme_is_rejected():
         apply_finetune_scheme(cifar_network(), "bn_only")
 
 
-def _train_steps(network, steps: int = 2) -> None:
+def _train_steps(network, steps: int = 2, device: torch.device | str = "cpu") -> None:
     optimizer = torch.optim.SGD(optimizer_parameters(network), lr=0.1, momentum=0.9, weight_decay=1e-4)
     network.train()
     for step in range(steps):
-        logits = network(random_batch(seed=step))
-        loss = torch.nn.functional.cross_entropy(logits, torch.tensor([1, 3]))
+        logits = network(random_batch(seed=step, device=device))
+        loss = torch.nn.functional.cross_entropy(logits, torch.tensor([1, 3], device=device))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
 
 @pytest.mark.parametrize("scheme", ["io", "io_stats", "io_bn"])
-def test_frozen_weights_are_bit_identical_after_optimizer_steps(scheme):
-    network = cifar_network()
+def test_frozen_weights_are_bit_identical_after_optimizer_steps(scheme, device):
+    network = cifar_network().to(device)
     plan = apply_finetune_scheme(network, scheme)
     before = {name: tensor.clone() for name, tensor in network.state_dict().items()}
-    _train_steps(network)
+    _train_steps(network, device=device)
     after = network.state_dict()
     frozen = set(plan.frozen)
     assert frozen, "a scheme that freezes nothing cannot show anything"
@@ -107,27 +109,27 @@ def _backbone_bn_statistics(network) -> dict[str, torch.Tensor]:
             if name.startswith("backbone.") and ("running_" in name or "num_batches_tracked" in name)}
 
 
-def test_bn_statistics_unchanged_under_io_and_updated_under_io_stats():
-    frozen_stats = cifar_network()
+def test_bn_statistics_unchanged_under_io_and_updated_under_io_stats(device):
+    frozen_stats = cifar_network().to(device)
     apply_finetune_scheme(frozen_stats, "io")
     before = _backbone_bn_statistics(frozen_stats)
-    _train_steps(frozen_stats)
+    _train_steps(frozen_stats, device=device)
     assert all(torch.equal(before[k], v) for k, v in _backbone_bn_statistics(frozen_stats).items())
     assert not any(m.training for m in frozen_stats.backbone.modules() if isinstance(m, torch.nn.BatchNorm1d))
     assert frozen_stats.input_layer.training and frozen_stats.head.training
 
-    moving_stats = cifar_network()
+    moving_stats = cifar_network().to(device)
     apply_finetune_scheme(moving_stats, "io_stats")
     before = _backbone_bn_statistics(moving_stats)
-    _train_steps(moving_stats)
+    _train_steps(moving_stats, device=device)
     after = _backbone_bn_statistics(moving_stats)
     assert any(not torch.equal(before[k], after[k]) for k in before if "running_mean" in k)
 
 
-def test_learnable_t_receives_gradients_and_2d_weights_do_not():
-    network = cifar_network(learnable_t="per_conv")
+def test_learnable_t_receives_gradients_and_2d_weights_do_not(device):
+    network = cifar_network(learnable_t="per_conv").to(device)
     apply_finetune_scheme(network, "t")
-    logits = network(random_batch())
+    logits = network(random_batch(device=device))
     logits.sum().backward()
     transforms = [p for name, p in network.named_parameters() if name.endswith("transform.transform")]
     assert transforms and all(p.grad is not None and p.grad.abs().sum() > 0 for p in transforms)

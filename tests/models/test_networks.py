@@ -14,40 +14,43 @@ from image2point.sparse import functional as SF
 NUM_CLASSES = 5
 
 
-def random_batch(in_features: int = 3, seed: int = 0, batch_size: int = 2, grid: int = 20, points: int = 200):
+def random_batch(in_features: int = 3, seed: int = 0, batch_size: int = 2, grid: int = 20, points: int = 200,
+                 device: torch.device | str = "cpu"):
     generator = torch.Generator().manual_seed(seed)
     rows = []
     for b in range(batch_size):
         coords = torch.unique(torch.randint(0, grid, (points, 3), generator=generator), dim=0)
         rows.append(torch.cat([torch.full((len(coords), 1), b), coords], 1))
     coords = torch.cat(rows)
-    return SparseTensor(torch.randn(len(coords), in_features, generator=generator), coords, batch_size)
+    features = torch.randn(len(coords), in_features, generator=generator)
+    return SparseTensor(features.to(device), coords.to(device), batch_size)
 
 
 @pytest.mark.parametrize("backbone", ["cifar_resnet20", "resnet18", "vgg_small", "none"])
 @pytest.mark.parametrize("input_layer,head", [("conv3", "mlp"), ("linear", "linear")])
-def test_classifier_outputs_one_row_per_sample(backbone, input_layer, head):
+def test_classifier_outputs_one_row_per_sample(backbone, input_layer, head, device):
     config = NetworkConfig(backbone=backbone, num_classes=NUM_CLASSES, input_layer=input_layer, head=head)
-    network = build_network(config).network
+    network = build_network(config).network.to(device)
     assert isinstance(network, SparseClassifier)
     network.eval()
-    logits = network(random_batch())
-    assert logits.shape == (2, NUM_CLASSES)
+    logits = network(random_batch(device=device))
+    assert logits.shape == (2, NUM_CLASSES) and logits.device == device
     assert torch.isfinite(logits).all()
 
 
 @pytest.mark.parametrize("backbone", ["cifar_resnet20", "resnet18", "none"])
 @pytest.mark.parametrize("input_layer,head", [("conv3", "unet"), ("linear", "linear"), ("conv3", "linear")])
 @pytest.mark.parametrize("stride_mode", ["floor", "window"])
-def test_segmenter_outputs_one_row_per_voxel(backbone, input_layer, head, stride_mode):
+def test_segmenter_outputs_one_row_per_voxel(backbone, input_layer, head, stride_mode, device):
     config = NetworkConfig(task="segmentation", backbone=backbone, in_features=4, num_classes=NUM_CLASSES,
                            input_layer=input_layer, head=head, inflation=InflationSettings(stride_mode=stride_mode))
-    network = build_network(config).network
+    network = build_network(config).network.to(device)
     assert isinstance(network, SparseSegmenter)
-    x = random_batch(in_features=4)
+    x = random_batch(in_features=4, device=device)
     logits = network(x)
-    assert logits.shape == (x.num_sites, NUM_CLASSES)
+    assert logits.shape == (x.num_sites, NUM_CLASSES) and logits.device == device
     logits.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in network.parameters() if p.requires_grad)
 
 
 def test_segmentation_on_a_multi_downsampling_stage_is_refused():

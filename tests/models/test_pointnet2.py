@@ -119,9 +119,9 @@ def reference_interpolate(unknown: np.ndarray, known: np.ndarray, features: np.n
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_farthest_point_sampling_matches_the_brute_force_sequence(seed):
+def test_farthest_point_sampling_matches_the_brute_force_sequence(seed, device):
     points = random_points(seed, batch=3, num_points=40, dtype=torch.float64)
-    idx = farthest_point_sample(points, 15)
+    idx = farthest_point_sample(points.to(device), 15).cpu()
     for b in range(3):
         assert idx[b].tolist() == reference_fps(points[b].numpy(), 15)
 
@@ -169,11 +169,11 @@ def test_sampling_rejects_more_samples_than_points_and_unknown_starts():
 
 
 @pytest.mark.parametrize("radius, k", [(0.5, 8), (0.25, 4), (0.05, 3), (3.0, 70)])
-def test_ball_query_matches_brute_force(radius, k):
+def test_ball_query_matches_brute_force(radius, k, device):
     points = random_points(5, dtype=torch.float64)
     centres = random_points(6, num_points=12, dtype=torch.float64)
     centres[:, :4] = points[:, 10:14]  # some centres are points: they must find themselves
-    idx = ball_query(points, centres, radius, k)
+    idx = ball_query(points.to(device), centres.to(device), radius, k).cpu()
     assert idx.shape == (BATCH, 12, k)
     for b in range(BATCH):
         assert idx[b].tolist() == reference_ball_query(points[b].numpy(), centres[b].numpy(), radius, k)
@@ -227,11 +227,11 @@ def test_group_gathers_features_at_every_index():
 
 
 @pytest.mark.parametrize("num_known", [1, 2, 3, 17])
-def test_three_nn_interpolation_matches_brute_force(num_known):
+def test_three_nn_interpolation_matches_brute_force(num_known, device):
     unknown = random_points(9, num_points=25, dtype=torch.float64)
     known = random_points(10, num_points=num_known, dtype=torch.float64)
     features = torch.randn(BATCH, 5, num_known, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    out = three_nn_interpolate(unknown, known, features)
+    out = three_nn_interpolate(unknown.to(device), known.to(device), features.to(device)).cpu()
     assert out.shape == (BATCH, 5, 25)
     for b in range(BATCH):
         expected = reference_interpolate(unknown[b].numpy(), known[b].numpy(), features[b].numpy())
@@ -299,20 +299,20 @@ def test_feature_propagation_concatenates_interpolated_and_skip_features():
 
 
 @pytest.mark.parametrize("in_features", [0, 3])
-def test_classifier_and_segmenter_output_shapes(in_features):
-    xyz = random_points(17)
-    features = torch.randn(BATCH, POINTS, in_features) if in_features else None
-    classifier = PointNet2Classifier(in_features, NUM_CLASSES, TINY)
+def test_classifier_and_segmenter_output_shapes(in_features, device):
+    xyz = random_points(17).to(device)
+    features = torch.randn(BATCH, POINTS, in_features).to(device) if in_features else None
+    classifier = PointNet2Classifier(in_features, NUM_CLASSES, TINY).to(device)
     levels = classifier.encode(xyz, features)
     assert [tuple(level.xyz.shape) for level in levels] == [(BATCH, POINTS, 3), (BATCH, 16, 3), (BATCH, 4, 3),
                                                             (BATCH, 1, 3)]
     assert [level.features.shape[1] for level in levels[1:]] == [8, 16, 32]
     assert classifier.forward_features(xyz, features).shape == (BATCH, 32)
     assert classifier(xyz, features).shape == (BATCH, NUM_CLASSES)
-    segmenter = PointNet2Segmenter(in_features, NUM_CLASSES, TINY)
+    segmenter = PointNet2Segmenter(in_features, NUM_CLASSES, TINY).to(device)
     logits = segmenter(xyz, features)
     assert logits.shape == (BATCH, NUM_CLASSES, POINTS)
-    F.cross_entropy(logits, torch.randint(NUM_CLASSES, (BATCH, POINTS))).backward()
+    F.cross_entropy(logits, torch.randint(NUM_CLASSES, (BATCH, POINTS)).to(device)).backward()
     assert segmenter.input_layer.conv.weight.grad is not None
 
 

@@ -44,9 +44,9 @@ def backbone_bn_buffers(model: RangeImageSegmenter) -> dict[str, torch.Tensor]:
     return {name: buffer.clone() for name, buffer in model.backbone.named_buffers() if "running" in name}
 
 
-def test_output_is_one_logit_per_class_and_pixel():
-    model = segmenter().eval()
-    images, _ = batch()
+def test_output_is_one_logit_per_class_and_pixel(device):
+    model = segmenter().eval().to(device)
+    images = batch()[0].to(device)
     with torch.no_grad():
         logits = model(images)
         features = model.forward_features(images)

@@ -17,10 +17,12 @@ def random_coords(seed: int, batch_size: int = 2, points: int = 500, extent: int
 
 @pytest.mark.parametrize("kernel_size,stride,mode", [(3, 1, None), (5, 1, None), (3, 2, "floor"),
                                                      (2, 2, "floor"), (3, 2, "window"), (1, 2, "window")])
-def test_table_and_binary_search_build_the_same_map(monkeypatch, kernel_size, stride, mode):
-    coords = random_coords(seed=kernel_size * 10 + stride)
+def test_table_and_binary_search_build_the_same_map(monkeypatch, kernel_size, stride, mode, device):
+    coords = random_coords(seed=kernel_size * 10 + stride).to(device)
     out_coords = coords if stride == 1 else KM.downsample_coords(coords, mode)
     with_table = KM.build_kernel_map(coords, out_coords, kernel_size, stride)
+    assert with_table.in_index.device == with_table.out_index.device == coords.device
+    assert with_table.in_index.dtype == with_table.out_index.dtype == torch.int64
     monkeypatch.setattr(KM, "TABLE_MIN_CELLS", 0)
     monkeypatch.setattr(KM, "TABLE_CELLS_PER_SITE", 0)
     with_search = KM.build_kernel_map(coords, out_coords, kernel_size, stride)
@@ -29,11 +31,11 @@ def test_table_and_binary_search_build_the_same_map(monkeypatch, kernel_size, st
     assert torch.equal(with_table.out_index, with_search.out_index)
 
 
-def test_pairs_follow_the_offset_geometry_and_outputs_ascend_within_offsets():
-    coords = random_coords(seed=7)
+def test_pairs_follow_the_offset_geometry_and_outputs_ascend_within_offsets(device):
+    coords = random_coords(seed=7).to(device)
     out_coords = KM.downsample_coords(coords, "floor")
     kernel_map = KM.build_kernel_map(coords, out_coords, 3, 2)
-    offsets = KM.kernel_offsets(3)
+    offsets = KM.kernel_offsets(3, device)
     start = 0
     for offset, count in enumerate(kernel_map.counts):
         ins = kernel_map.in_index[start:start + count]

@@ -95,6 +95,25 @@ def test_range_hrnet_trains_from_2d_weights_and_keeps_frozen_ones(tmp_path, sche
         assert not all(torch.equal(trained[key], source[key]) for key in bn_means)
 
 
+FAMILY_RUNS = {"pointnet2": POINTNET2_SHAPES, "range": RANGE_SCENES}
+
+
+# float32 on CUDA: tests/test_cuda_parity.py compares both families' forward and backward with the CPU's.
+@pytest.mark.cuda
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+@pytest.mark.parametrize("family", sorted(FAMILY_RUNS))
+def test_family_trains_on_cuda_in_mixed_precision(tmp_path, family, amp):
+    run_dir = tmp_path / "run"
+    config = load_config(None, [*FAMILY_RUNS[family], "train.device=cuda", f"train.amp={amp}",
+                                f"train.run_dir={run_dir}"])
+    result = loop.run_training(config, quiet=True)
+    assert all(np.isfinite(result.epoch_losses))
+    score = result.final.overall_accuracy if result.task == "classification" else result.final.miou
+    assert 0.0 <= score <= 1.0
+    state = load_checkpoint(run_dir / "last.pt")["model"]
+    assert all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point())
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["model.family=range", "model.backbone=hrnet_w18"], "classification dataset"),
     (["data.name=procedural_scenes", "model.family=range", "model.backbone=resnet18"], "hrnet_w18"),

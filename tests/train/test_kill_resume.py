@@ -1,4 +1,8 @@
-"""Training killed with SIGKILL mid-run resumes from its last checkpoint and loses nothing."""
+"""Training killed with SIGKILL mid-run resumes from its last checkpoint and loses nothing.
+
+On the CPU the resumed run equals the uninterrupted one exactly; on CUDA (scatter-adds by atomics) up to
+the order of float additions.
+"""
 
 import json
 import os
@@ -17,10 +21,14 @@ ARGS = ["data.name=procedural_shapes", "data.train_samples=48", "data.eval_sampl
         "train.epochs=4", "train.seed=5", "train.threads=1"]
 POLL_SECONDS = 0.05
 TIMEOUT_SECONDS = 120
+CUDA_LOSS_RTOL = 1e-3
+# One borderline sample of the 12 evaluated may flip.
+CUDA_ACCURACY_ATOL = 1 / 12 + 1e-6
 
 
-def _train(run_dir, *extra) -> subprocess.Popen:
-    command = [sys.executable, "-m", "image2point.cli", "train", *ARGS, f"train.run_dir={run_dir}", "--quiet", *extra]
+def _train(run_dir, device: str, *flags: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "image2point.cli", "train", *ARGS, f"train.device={device}",
+               f"train.run_dir={run_dir}", "--quiet", *flags]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -29,9 +37,10 @@ def _checkpointed(run_dir) -> bool:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
-    straight = _train(tmp_path / "straight")
-    victim = _train(tmp_path / "victim")
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, device):
+    straight = _train(tmp_path / "straight", device)
+    victim = _train(tmp_path / "victim", device)
     deadline = time.monotonic() + TIMEOUT_SECONDS
     while not _checkpointed(tmp_path / "victim") and victim.poll() is None:
         assert time.monotonic() < deadline, "training made no progress"
@@ -42,14 +51,19 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
 
     # Whatever moment the kill hit, the checkpoint on disk is complete (atomic writes).
     assert load_checkpoint(tmp_path / "victim" / loop.LAST_CHECKPOINT)["epoch"] >= 0
-    resumed = _train(tmp_path / "victim", "--resume")
+    resumed = _train(tmp_path / "victim", device, "--resume")
     assert resumed.wait(TIMEOUT_SECONDS) == 0, resumed.stderr.read().decode()
     assert straight.wait(TIMEOUT_SECONDS) == 0, straight.stderr.read().decode()
 
     expected = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     actual = json.loads((tmp_path / "victim" / "metrics.json").read_text())
-    assert actual["epoch_losses"] == expected["epoch_losses"]
-    assert actual["final"] == expected["final"]
+    if device == "cpu":
+        assert actual["epoch_losses"] == expected["epoch_losses"]
+        assert actual["final"] == expected["final"]
+    else:
+        assert actual["epoch_losses"] == pytest.approx(expected["epoch_losses"], rel=CUDA_LOSS_RTOL)
+        assert actual["final"]["overall_accuracy"] == pytest.approx(expected["final"]["overall_accuracy"],
+                                                                    abs=CUDA_ACCURACY_ATOL)
     history = [json.loads(line)["epoch"] for line in (tmp_path / "victim" / loop.METRICS_HISTORY).read_text().splitlines()]
     assert history == list(range(len(expected["epoch_losses"])))
     leftovers = [p.name for p in (tmp_path / "victim").iterdir() if p.name.endswith(".tmp")]

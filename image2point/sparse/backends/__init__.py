@@ -8,6 +8,7 @@ by ``benchmarks/bench_sparse.py`` (see docs/benchmarks.md).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from types import ModuleType
 
 import torch
@@ -35,17 +36,45 @@ def spconv_available() -> bool:
     return spconv_backend.is_available()
 
 
-def default_backend(device: torch.device | str = "cpu") -> str:
-    """The faster backend on ``device`` (overridable with the IMAGE2POINT_SPARSE_BACKEND variable).
+def spconv_has_cuda_kernels() -> bool:
+    """Whether the installed spconv is a CUDA build (``pip install spconv`` is CPU-only, ``spconv-cu12x``
+    is not); a CPU-only build on a CUDA device fails at its first convolution."""
+    if not spconv_available():
+        return False
+    from spconv.cppconstants import CPU_ONLY_BUILD
 
-    On CUDA spconv's kernels win when installed; on CPU the PyTorch backend is at least as fast as
-    spconv's CPU build in our measurements and needs no extra package.
-    """
+    return not CPU_ONLY_BUILD
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The backend :func:`default_backend` picks on a device, and why (``image2point env`` prints both)."""
+
+    name: str
+    reason: str
+
+
+def choose_backend(device: torch.device | str = "cpu") -> BackendChoice:
+    """:func:`default_backend` with its reason."""
     chosen = os.environ.get(BACKEND_ENV_VAR)
     if chosen:
         if chosen not in BACKENDS:
             raise ValueError(f"{BACKEND_ENV_VAR}={chosen!r} is not one of {BACKENDS}")
-        return chosen
-    if torch.device(device).type == "cuda" and spconv_available():
-        return "spconv"
-    return "torch"
+        return BackendChoice(chosen, f"set by {BACKEND_ENV_VAR}")
+    if torch.device(device).type == "cuda":
+        if spconv_has_cuda_kernels():
+            return BackendChoice("spconv", "CUDA device and a CUDA build of spconv installed")
+        if spconv_available():
+            return BackendChoice("torch", "CUDA device, but the installed spconv is a CPU-only build")
+        return BackendChoice("torch", "CUDA device, spconv not installed")
+    return BackendChoice("torch", "not CUDA: the PyTorch backend is at least as fast as spconv's CPU build "
+                                  "(docs/benchmarks.md) and needs no extra package")
+
+
+def default_backend(device: torch.device | str = "cpu") -> str:
+    """The faster backend on ``device`` (overridable with the IMAGE2POINT_SPARSE_BACKEND variable).
+
+    On CUDA spconv's kernels are used when a CUDA build of spconv is installed; on CPU the PyTorch backend is at least as fast as
+    spconv's CPU build in our measurements and needs no extra package.
+    """
+    return choose_backend(device).name
