@@ -171,5 +171,9 @@ def densenet169(num_classes: int = IMAGENET_NUM_CLASSES, in_channels: int = RGB_
 
 
 # torchvision's IMAGENET1K_V1 weights (file names and top-1 from torchvision 0.28's weight tables).
-register_known_weights(torchvision_imagenet_weights("densenet121", "densenet121-a639ec97.pth", 74.434, key_map=legacy_densenet_key))
-register_known_weights(torchvision_imagenet_weights("densenet169", "densenet169-b2777c0a.pth", 75.6, key_map=legacy_densenet_key))
+register_known_weights(
+    torchvision_imagenet_weights("densenet121", "densenet121-a639ec97.pth", 74.434, key_map=legacy_densenet_key)
+)
+register_known_weights(
+    torchvision_imagenet_weights("densenet169", "densenet169-b2777c0a.pth", 75.6, key_map=legacy_densenet_key)
+)

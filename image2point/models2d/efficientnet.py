@@ -201,5 +201,9 @@ def efficientnet_b1(
 
 
 # torchvision's IMAGENET1K_V1 weights (file names and top-1 from torchvision 0.28's weight tables).
-register_known_weights(torchvision_imagenet_weights("efficientnet_b0", "efficientnet_b0_rwightman-7f5810bc.pth", 77.692))
-register_known_weights(torchvision_imagenet_weights("efficientnet_b1", "efficientnet_b1_rwightman-bac287d4.pth", 78.642, input_size=240))
+register_known_weights(
+    torchvision_imagenet_weights("efficientnet_b0", "efficientnet_b0_rwightman-7f5810bc.pth", 77.692)
+)
+register_known_weights(
+    torchvision_imagenet_weights("efficientnet_b1", "efficientnet_b1_rwightman-bac287d4.pth", 78.642, input_size=240)
+)

@@ -208,7 +208,10 @@ class ESPNetV2(ImageClassifier2D):
             self.level5_0 = DownSampler(widths[3], widths[4], RECEPTIVE_LIMITS[3], 5, in_channels)
             units: list[nn.Module] = [EESP(widths[4], widths[4], 1, BRANCHES, RECEPTIVE_LIMITS[4])
                                       for _ in range(UNITS_PER_LEVEL[5])]
-            units += [CBR(widths[4], widths[4], 3, 1, groups=widths[4]), CBR(widths[4], widths[5], 1, 1, groups=BRANCHES)]
+            units += [
+                CBR(widths[4], widths[4], 3, 1, groups=widths[4]),
+                CBR(widths[4], widths[5], 1, 1, groups=BRANCHES),
+            ]
             self.level5 = nn.Sequential(*units)
             self.num_features = widths[5]
         self.avgpool = nn.AdaptiveAvgPool2d(1)

@@ -128,7 +128,8 @@ def load_pretrained_2d(
     ``path_or_state_dict`` is None. Unless it names the nesting key, a ``state_dict``/``model``
     entry is unwrapped; a DataParallel ``module.`` prefix on every key is always stripped.
     ``key_map`` renames
-    checkpoint keys to model keys (None drops a key); without it, ``weights.key_map`` applies. The ``allow_*`` arguments name keys or
+    checkpoint keys to model keys (None drops a key); without it, ``weights.key_map`` applies.
+    The ``allow_*`` arguments name keys or
     module prefixes (``"fc"`` covers ``fc.weight`` and ``fc.bias``) that may mismatch in shape,
     be absent from the checkpoint, or be absent from the model; they stay as initialised.
 

@@ -149,7 +149,8 @@ def mobilenet_v1_x0_25(
     in_channels: int = RGB_CHANNELS,
     leaky_slope: float = 0.0,
 ) -> MobileNetV1:
-    """MobileNetV1 x0.25, RetinaFace's backbone (470,072 parameters with 1000 classes; 475,571 tensor elements with the BatchNorm statistics)."""
+    """MobileNetV1 x0.25, RetinaFace's backbone (470,072 parameters with 1000 classes; 475,571
+    tensor elements with the BatchNorm statistics)."""
     return MobileNetV1(RETINAFACE_WIDTH_MULT, num_classes, in_channels, leaky_slope)
 
 
