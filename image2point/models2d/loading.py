@@ -128,7 +128,8 @@ def load_pretrained_2d(
     ``path_or_state_dict`` is None. Unless it names the nesting key, a ``state_dict``/``model``
     entry is unwrapped; a DataParallel ``module.`` prefix on every key is always stripped.
     ``key_map`` renames
-    checkpoint keys to model keys (None drops a key). The ``allow_*`` arguments name keys or
+    checkpoint keys to model keys (None drops a key); without it, ``weights.key_map`` applies.
+    The ``allow_*`` arguments name keys or
     module prefixes (``"fc"`` covers ``fc.weight`` and ``fc.bias``) that may mismatch in shape,
     be absent from the checkpoint, or be absent from the model; they stay as initialised.
 
@@ -138,6 +139,8 @@ def load_pretrained_2d(
     source, raw = _resolve_source(path_or_state_dict, weights)
     state = _unwrap(raw, None if weights is None else weights.state_dict_key, source)
     state = _strip_prefix(state, None if weights is None else weights.key_prefix, source)
+    if key_map is None and weights is not None:
+        key_map = weights.key_map
     state, dropped = _apply_key_map(state, key_map, source)
     model_state = model.state_dict()
     report = match_state_dict(model_state, state, source)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -30,6 +30,22 @@ DATA_PARALLEL_PREFIX = "module."
 
 # The project keeps its real test data next to the repository, never inside it.
 SHARED_WEIGHTS_DIR = (Path(__file__).resolve().parents[2] / ".." / "shared" / "weights").resolve()
+
+
+@dataclass(frozen=True)
+class BackboneLayout:
+    """Which submodules of a 2D model are its stem, its stages and its head, as dotted module paths
+    (``model.get_submodule(path)``).
+
+    Applying ``stem`` then ``stages`` in order gives ``forward_features``; ``head`` lists the modules
+    ``forward_head`` applies (it may also flatten between them). A 2D->3D network drops the stem
+    (replaced by its input layer) and the head (replaced by its own) and inflates the stages; each stage
+    changes resolution at most once, so a segmentation decoder can tap every resolution.
+    """
+
+    stem: tuple[str, ...]
+    stages: tuple[str, ...]
+    head: tuple[str, ...]
 
 
 class ImageClassifier2D(nn.Module, abc.ABC):
@@ -88,7 +104,8 @@ class PretrainedWeights:
 
     ``file`` is a local path, or None when the user must supply the file (see ``source``);
     ``source`` documents the origin and is never fetched. ``key_prefix`` is stripped from keys that
-    carry it; ``state_dict_key`` names the entry holding the state dict (None: detect it).
+    carry it; ``state_dict_key`` names the entry holding the state dict (None: detect it);
+    ``key_map``, when set, renames the file's keys to the model's (None from it drops a key).
     """
 
     name: str
@@ -101,6 +118,7 @@ class PretrainedWeights:
     input_size: int
     top1_accuracy: float | None
     notes: str
+    key_map: Callable[[str], str | None] | None = None
 
 
 def _torchvision_imagenet(architecture: str, file_name: str, top1: float) -> PretrainedWeights:
@@ -115,6 +133,25 @@ def _torchvision_imagenet(architecture: str, file_name: str, top1: float) -> Pre
         input_size=IMAGENET_INPUT_SIZE,
         top1_accuracy=top1,
         notes="Download the file yourself and pass its path; image2point's ResNets share its keys.",
+    )
+
+
+def torchvision_imagenet_weights(
+    architecture: str,
+    file_name: str,
+    top1: float,
+    input_size: int = IMAGENET_INPUT_SIZE,
+    key_map: Callable[[str], str | None] | None = None,
+) -> PretrainedWeights:
+    """Descriptor of torchvision's ``IMAGENET1K_V1`` weights of ``architecture`` (not downloaded)."""
+    notes = f"Download the file yourself and pass its path; {architecture} has torchvision's keys."
+    if key_map is not None:
+        notes += " The file uses older key names, which key_map renames."
+    return replace(
+        _torchvision_imagenet(architecture, file_name, top1),
+        input_size=input_size,
+        key_map=key_map,
+        notes=notes,
     )
 
 
@@ -169,6 +206,14 @@ KNOWN_WEIGHTS: dict[str, PretrainedWeights] = {
         ),
     )
 }
+
+
+def register_known_weights(weights: PretrainedWeights) -> PretrainedWeights:
+    """Add ``weights`` to :data:`KNOWN_WEIGHTS` (family modules register their own descriptors)."""
+    if weights.name in KNOWN_WEIGHTS:
+        raise ValueError(f"pretrained weights {weights.name!r} are registered twice")
+    KNOWN_WEIGHTS[weights.name] = weights
+    return weights
 
 
 def list_known_weights() -> list[str]:

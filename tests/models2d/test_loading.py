@@ -19,6 +19,7 @@ from image2point.models2d import (
     list_models_2d,
     load_pretrained_2d,
     match_state_dict,
+    register_known_weights,
     register_model_2d,
 )
 from image2point.models2d.cifar_resnet import cifar_resnet
@@ -347,3 +348,23 @@ def test_every_descriptor_names_a_registered_architecture():
         with torch.device("meta"):
             model = create_model_2d(weights.architecture, num_classes=weights.num_classes)
         assert model.num_classes == weights.num_classes
+
+
+def test_registering_weights_twice_is_refused():
+    with pytest.raises(ValueError, match="registered twice"):
+        register_known_weights(get_known_weights("resnet18_imagenet"))
+
+
+def test_descriptor_key_map_renames_unless_the_caller_passes_one():
+    model = cifar_resnet(20)
+    renamed = {f"old_{key}": value.clone() for key, value in model.state_dict().items()}
+    weights = dataclasses.replace(
+        get_known_weights("cifar_resnet20_cifar10"),
+        key_prefix="",
+        state_dict_key=None,
+        key_map=lambda key: key.removeprefix("old_"),
+    )
+    report = load_pretrained_2d(cifar_resnet(20), renamed, weights)
+    assert report.missing == [] and report.unexpected == []
+    with pytest.raises(CheckpointError, match="no checkpoint key matches"):
+        load_pretrained_2d(cifar_resnet(20), renamed, weights, key_map=lambda key: key)
