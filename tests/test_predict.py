@@ -312,7 +312,7 @@ def _bad_checkpoint(kind, scene_checkpoint, tmp_path):
     ("corrupt", "truncated or corrupt"),
     ("runs_code", "refused to load"),
     ("no_config", "no 'config' entry"),
-    ("other_head", "'head.levels.0.up.weight'"),
+    ("other_head", "'head.levels.0.fuse.0.weight'"),
     ("other_classes", "'head.classifier.weight' has shape [5, 64] in the file but [13, 64]"),
     ("bad_config", "lr must be positive"),
 ])
