@@ -133,7 +133,7 @@ def _build_voxel_network(config: RunConfig, in_features: int, num_classes: int, 
         raise ConfigError("finetune.scheme=t needs finetune.learnable_t=shared or per_conv")
     inflation = InflationSettings(transform=model.transform, normalize=model.normalize_t,
                                   learnable_t=finetune.learnable_t,
-                                  t_init=finetune.t_init, stride_mode=model.stride_mode)
+                                  t_init=finetune.t_init, stride_mode=model.stride_mode, shortcut=model.shortcut)
     head = model.head
     if task == "segmentation" and head == "mlp":
         head = "unet"

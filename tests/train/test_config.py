@@ -264,3 +264,26 @@ def test_other_schema_validation_errors_name_the_source(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_config(path, schema=_Window)
     assert str(error.value) == f"{path}: invalid _Window: low (5) must be below high (1)"
+
+
+def test_enum_fields_take_their_values_and_write_them_back(tmp_path):
+    from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
+
+    assert load_config(None).model.shortcut is DEFAULT_STRIDED_SHORTCUT
+    config = load_config(None, ["model.shortcut=center"])
+    assert config.model.shortcut is StridedShortcut.CENTER
+    assert config_to_dict(config)["model"]["shortcut"] == "center"
+    save_config(config, tmp_path / "saved.yaml")
+    assert yaml.safe_load((tmp_path / "saved.yaml").read_text())["model"]["shortcut"] == "center"
+    assert load_config(tmp_path / "saved.yaml") == config
+    (tmp_path / "file.yaml").write_text("model:\n  shortcut: children_sum\n")
+    assert load_config(tmp_path / "file.yaml").model.shortcut is StridedShortcut.CHILDREN_SUM
+
+
+def test_bad_enum_value_names_the_key_and_lists_the_choices(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape(
+            "key 'model.shortcut': must be one of 'center', 'children_sum', 'children_mean', got 'children'")):
+        load_config(None, ["model.shortcut=children"])
+    (tmp_path / "bad.yaml").write_text("model:\n  shortcut: 2\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: key 'model\.shortcut': must be one of"):
+        load_config(tmp_path / "bad.yaml")
