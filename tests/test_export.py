@@ -177,3 +177,18 @@ def test_cli_export_then_predict_with_the_export(scene_checkpoint, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "missing.pt" in err
     assert not list(tmp_path.glob("x*"))
+
+
+def test_export_made_before_the_shortcut_setting_loads_with_center_shortcuts(tied_checkpoint, tmp_path):
+    from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
+    from image2point.sparse.modules import SparseSubsampleShortcut
+
+    files = export_checkpoint(tied_checkpoint, tmp_path / "model")
+    stored = yaml.safe_load(files.config.read_text())
+    assert stored["model"]["shortcut"] == DEFAULT_STRIDED_SHORTCUT.value
+    del stored["model"]["shortcut"]
+    files.config.write_text(yaml.safe_dump(stored, sort_keys=False))
+    model = load_exported(files.weights)
+    assert model.config.model.shortcut is StridedShortcut.CENTER
+    shortcuts = [m for m in model.network.modules() if isinstance(m, SparseSubsampleShortcut) and m.stride == 2]
+    assert shortcuts and all(m.reduce is None for m in shortcuts)
