@@ -165,11 +165,16 @@ def children_map(x: SparseTensor, stride_mode: str) -> ChildrenMap:
     cache = x.cache.kernel_maps
     if key not in cache:
         out_coords = coarser_coords(x, stride_mode)
-        # The pairs of a 2×2×2 stride-2 kernel without padding: fine 2q + k for k in {0, 1}³.
-        pairs = build_kernel_map(x.coords, out_coords, DOWNSAMPLE_FACTOR, DOWNSAMPLE_FACTOR)
+        parent_coords = x.coords.clone()
+        parent_coords[:, 1:] = torch.div(x.coords[:, 1:], DOWNSAMPLE_FACTOR, rounding_mode="floor")
+        # One lookup per fine site (a 1×1×1 map from the coarse sites onto the parents' coordinates), not
+        # the eight queries per coarse site of a 2×2×2 map: about half the time on a SemanticKITTI scan.
+        pairs = build_kernel_map(out_coords, parent_coords, 1, 1)
+        if pairs.in_index.numel() != x.num_sites:
+            raise RuntimeError("a fine site's parent is missing from the coarse level")
         parent = torch.empty(x.num_sites, dtype=torch.int64, device=x.coords.device)
-        parent[pairs.in_index] = pairs.out_index
-        counts = torch.bincount(pairs.out_index, minlength=out_coords.shape[0])
+        parent[pairs.out_index] = pairs.in_index
+        counts = torch.bincount(parent, minlength=out_coords.shape[0])
         cache[key] = ChildrenMap(parent, counts)
     return cache[key]
 
