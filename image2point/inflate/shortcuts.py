@@ -15,6 +15,10 @@ ModelNet40 chair at voxel 0.05). The settings:
 - ``children_mean``: the same sum divided by the number of occupied children, so a coarse site
   sees the average of what is there, on the scale a 2D checkpoint's BatchNorm statistics expect.
 
+Children are the fine sites ``c`` with ``floor(c / 2) = q``. Under the ``floor`` stride convention every
+coarse site has at least one; the ``window`` convention adds coarse sites whose 2×2×2 block is empty
+(their 3×3×3 window reaches a neighbouring block), and those read no child under any setting.
+
 The default is chosen in :data:`DEFAULT_STRIDED_SHORTCUT` (why: docs/fidelity.md).
 """
 
