@@ -21,7 +21,7 @@ from image2point.train.loop import run_training
 
 SCENE_RUN = ["data.name=procedural_scenes", "data.voxel_size=0.25", "model.head=unet", "model.backbone=none",
              "data.num_workers=0", "data.train_samples=2", "data.eval_samples=1", "data.batch_size=2",
-             "train.epochs=1", "train.threads=1"]
+             "train.epochs=1", "train.threads=1", "model.linear_width=64"]
 # A shared learnable T: one tensor under the name of every inflated conv.
 TIED_MODEL = ["data.name=procedural_shapes", "model.backbone=cifar_resnet20", "finetune.learnable_t=shared",
               "finetune.scheme=t"]

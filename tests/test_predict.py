@@ -36,7 +36,7 @@ from image2point.train.loop import run_training
 
 SCENE_POINTS = 3000
 QUICK = ["data.num_workers=0", "data.train_samples=2", "data.eval_samples=1", "data.batch_size=2", "train.epochs=1",
-         "train.threads=1", "model.backbone=none"]
+         "train.threads=1", "model.backbone=none", "model.linear_width=64"]
 SCENE_RUN = ["data.name=procedural_scenes", "data.voxel_size=0.25", "model.head=unet", *QUICK]
 SHAPE_RUN = ["data.name=procedural_shapes", "data.num_points=128", "data.voxel_size=0.2", "model.head=linear",
              *QUICK]

@@ -139,7 +139,8 @@ def _build_voxel_network(config: RunConfig, in_features: int, num_classes: int, 
         head = "unet"
     network_config = NetworkConfig(task=task, backbone=model.backbone, in_features=in_features,
                                    num_classes=num_classes, input_layer=model.input_layer, head=head,
-                                   inflation=inflation)
+                                   inflation=inflation, linear_width=model.linear_width,
+                                   head_hidden=model.head_hidden)
     model_2d, pretrained = None, None
     if model.backbone != "none":
         model_2d = create_model_2d(model.backbone)

@@ -127,6 +127,11 @@ class ModelConfig:
     normalize_t: bool = False
     input_layer: Literal["conv3", "linear"] = "conv3"
     head: Literal["mlp", "linear", "unet"] = "mlp"
+    # Hidden width of the mlp classification head (Listing 3: 1024; models.heads.HEAD_HIDDEN_CHANNELS).
+    head_hidden: int = 1024
+    # Channels of the network without a backbone, backbone=none (Listing 1: ResNet-18's deepest width,
+    # 512; models.networks.LINEAR_NETWORK_WIDTH).
+    linear_width: int = 512
     stride_mode: Literal["floor", "window"] = "floor"
     # How strided 1×1 shortcuts (and CIFAR option-A subsamples) read the finer level: "center" (the
     # child at 2q, as in 2D), "children_sum" (the authors' 2×2×2 kernel), "children_mean" (that sum
@@ -142,6 +147,8 @@ class ModelConfig:
         _require(
             self.backend is None or self.backend in BACKENDS, "backend", f"one of {BACKENDS} or null", self.backend
         )
+        _require(self.head_hidden >= 1, "head_hidden", "at least 1", self.head_hidden)
+        _require(self.linear_width >= 1, "linear_width", "at least 1", self.linear_width)
 
 
 @dataclasses.dataclass

@@ -57,7 +57,13 @@ from image2point.train.distributed import (
 )
 from image2point.train.metrics import ConfusionMatrix, Metrics
 from image2point.train.schedules import build_scheduler
-from image2point.train.stored import check_weights, is_legacy_config, stored_run_config, upgrade_stored_config
+from image2point.train.stored import (
+    TRAINED_MODEL_KEYS,
+    check_weights,
+    is_legacy_config,
+    stored_run_config,
+    upgrade_stored_config,
+)
 
 LAST_CHECKPOINT = "last.pt"
 METRICS_HISTORY = "metrics.jsonl"
@@ -419,8 +425,9 @@ def _write_final_metrics(result: RunResult, config: RunConfig) -> None:
 def evaluate_checkpoint(config: RunConfig, checkpoint_path: str | Path, out_dir: str | Path | None = None) -> Metrics:
     """Rebuild the network of ``config``, load its weights from a checkpoint, evaluate it.
 
-    The strided-shortcut setting is part of what the weights were trained with, so it comes from the
-    checkpoint's stored config (``center`` for a checkpoint made before the setting existed).
+    The strided-shortcut setting and the output-layer widths are part of what the weights were trained
+    with, so they come from the checkpoint's stored config (``TRAINED_MODEL_KEYS``; an older checkpoint's
+    are those of the version that made it).
     """
     device = resolve_device(config.train.device)
     task = task_of(config.data)
@@ -429,8 +436,9 @@ def evaluate_checkpoint(config: RunConfig, checkpoint_path: str | Path, out_dir:
         raise CheckpointError(f"{checkpoint_path}: not a training checkpoint (no 'model' entry)")
     legacy = is_legacy_config(state.get("config"))
     if "config" in state:
-        trained_shortcut = stored_run_config(state["config"], checkpoint_path).model.shortcut
-        config = replace(config, model=replace(config.model, shortcut=trained_shortcut))
+        trained = stored_run_config(state["config"], checkpoint_path).model
+        config = replace(config, model=replace(config.model, **{key: getattr(trained, key)
+                                                                for key in TRAINED_MODEL_KEYS}))
     eval_set = build_dataset(config.data, config.data.eval_split, train=False)
     class_names = class_names_of(eval_set)
     network = build_model(config, network_in_features(config, eval_set), len(class_names), task).network.to(device)

@@ -21,8 +21,14 @@ from image2point.errors import CheckpointError, ConfigError
 from image2point.inflate.shortcuts import LEGACY_STRIDED_SHORTCUT
 from image2point.train.config import RunConfig, config_from_mapping
 
-# Model keys an older image2point did not write, and the behaviour it had instead.
-LEGACY_MODEL_DEFAULTS: dict[str, Any] = {"shortcut": LEGACY_STRIDED_SHORTCUT.value}
+# Model keys an older image2point did not write, and the behaviour it had instead: centre-child
+# shortcuts, a 256-wide mlp head (whose checkpoints still fit and load as they were) and a 64-wide
+# network without backbone.
+LEGACY_MODEL_DEFAULTS: dict[str, Any] = {"shortcut": LEGACY_STRIDED_SHORTCUT.value, "head_hidden": 256,
+                                         "linear_width": 64}
+# Model keys that shape what a checkpoint's weights were trained with but that a run config may leave
+# at their defaults: evaluating a checkpoint takes them from the checkpoint's stored config.
+TRAINED_MODEL_KEYS = tuple(LEGACY_MODEL_DEFAULTS)
 # The key whose absence marks a config written before this layout.
 LAYOUT_MARKER = "shortcut"
 

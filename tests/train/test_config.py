@@ -287,3 +287,16 @@ def test_bad_enum_value_names_the_key_and_lists_the_choices(tmp_path):
     (tmp_path / "bad.yaml").write_text("model:\n  shortcut: 2\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: key 'model\.shortcut': must be one of"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_output_layer_widths_are_model_keys_with_the_listings_defaults():
+    from image2point.models.heads import HEAD_HIDDEN_CHANNELS
+    from image2point.models.networks import LINEAR_NETWORK_WIDTH
+
+    model = load_config(None).model
+    assert (model.head_hidden, model.linear_width) == (HEAD_HIDDEN_CHANNELS, LINEAR_NETWORK_WIDTH) == (1024, 512)
+    model = load_config(None, ["model.head_hidden=96", "model.linear_width=32"]).model
+    assert (model.head_hidden, model.linear_width) == (96, 32)
+    for key in ("head_hidden", "linear_width"):
+        with pytest.raises(ConfigError, match=f"{key} must be at least 1"):
+            load_config(None, [f"model.{key}=0"])

@@ -17,7 +17,7 @@ from image2point.predict import load_trained
 from image2point.sparse.modules import SparseSubsampleShortcut
 from image2point.train import loop
 from image2point.train.config import load_config, save_config
-from image2point.train.stored import is_legacy_config, upgrade_stored_config
+from image2point.train.stored import LEGACY_MODEL_DEFAULTS, is_legacy_config, upgrade_stored_config
 
 # cifar_resnet20: option-A shortcuts in layer2.0 and layer3.0.
 TINY = ["data.name=procedural_shapes", "data.train_samples=8", "data.eval_samples=4", "data.num_points=128",
@@ -34,16 +34,19 @@ def tiny_config(run_dir, *extra):
 @pytest.fixture(scope="module")
 def center_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("center")
-    loop.run_training(tiny_config(run_dir, "model.shortcut=center"), quiet=True)
+    # The mlp head as wide as an older image2point made it.
+    loop.run_training(tiny_config(run_dir, "model.shortcut=center", "model.head_hidden=256"), quiet=True)
     return run_dir
 
 
 def legacy_copy(run_dir, tmp_path, drop_weights=()):
-    """The run's checkpoint as an older image2point wrote it: no model.shortcut in its stored config."""
+    """The run's checkpoint as an older image2point wrote it: no model.shortcut (nor the other keys it did
+    not know) in its stored config."""
     state = load_checkpoint(run_dir / loop.LAST_CHECKPOINT)
     state = copy.copy(state)
     state["config"] = copy.deepcopy(state["config"])
-    del state["config"]["model"]["shortcut"]
+    for key in LEGACY_MODEL_DEFAULTS:
+        del state["config"]["model"][key]
     state["model"] = {key: value for key, value in state["model"].items() if key not in drop_weights}
     path = tmp_path / "legacy.pt"
     save_checkpoint(path, state)
@@ -68,7 +71,8 @@ def test_checkpoints_record_the_shortcut_setting_and_t(tmp_path):
 def test_legacy_config_reads_as_center_and_current_configs_are_left_alone():
     legacy = {"model": {"backbone": "resnet18"}}
     assert is_legacy_config(legacy)
-    assert upgrade_stored_config(legacy)["model"] == {"backbone": "resnet18", "shortcut": "center"}
+    assert upgrade_stored_config(legacy)["model"] == {"backbone": "resnet18", "shortcut": "center",
+                                                      "head_hidden": 256, "linear_width": 64}
     assert legacy == {"model": {"backbone": "resnet18"}}
     current = {"model": {"backbone": "resnet18", "shortcut": "children_sum"}}
     assert upgrade_stored_config(current) == current
@@ -79,6 +83,7 @@ def test_legacy_checkpoint_loads_with_center_shortcuts(center_run, tmp_path):
     model = load_trained(path)
     assert model.config.model.shortcut is StridedShortcut.CENTER
     assert shortcut_reductions(model.network) == {None}
+    assert model.network.head.classifier[0].out_features == 256
     reference = load_trained(center_run / loop.LAST_CHECKPOINT).network
     for (name, value), (_, expected) in zip(model.network.state_dict().items(), reference.state_dict().items()):
         assert torch.equal(value, expected), name
@@ -108,8 +113,8 @@ def test_resuming_a_legacy_run_compares_with_center(center_run, tmp_path):
     with pytest.raises(CheckpointError, match="'shortcut': 'center'"):
         loop.run_training(tiny_config(run_dir, "train.epochs=2", "model.shortcut=children_sum"), resume=True,
                           quiet=True)
-    result = loop.run_training(tiny_config(run_dir, "train.epochs=2", "model.shortcut=center"), resume=True,
-                               quiet=True)
+    result = loop.run_training(tiny_config(run_dir, "train.epochs=2", "model.shortcut=center",
+                                           "model.head_hidden=256", "model.linear_width=64"), resume=True, quiet=True)
     assert len(result.epoch_losses) == 2
 
 
