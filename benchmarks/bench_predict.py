@@ -53,7 +53,7 @@ WHOLE_SCENE = "whole scene"
 # The model: SemanticKITTI's classes and input, the input layer and U-Net head without a backbone.
 VOXEL_SIZE = 0.2
 MODEL_OVERRIDES = ("data.name=semantickitti", f"data.voxel_size={VOXEL_SIZE}", "model.backbone=none",
-                   "model.head=unet")
+                   "model.linear_width=64", "model.head=unet")
 KITTI_IN_FEATURES = 4  # x, y, z, intensity
 
 # The scene, in metres. Shares of the points on each kind of surface.

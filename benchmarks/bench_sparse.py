@@ -358,7 +358,8 @@ class InflatedBackbone(nn.Module):
     def __init__(self, in_channels: int, stride_mode: str):
         super().__init__()
         torch.manual_seed(SEED)
-        converted = convert_2d_to_3d(create_model_2d(MODEL_NAME), stride_mode=stride_mode).model
+        # "center" shortcuts: raw spconv below runs the 1×1 stride-2 shortcut as the centre tap.
+        converted = convert_2d_to_3d(create_model_2d(MODEL_NAME), stride_mode=stride_mode, shortcut="center").model
         self.stem = nn.Sequential(
             SparseConv3d(in_channels, STEM_CHANNELS, KERNEL_SIZE, stride_mode=stride_mode),
             SparseBatchNorm(STEM_CHANNELS),

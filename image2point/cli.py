@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from image2point.errors import Image2PointError
+from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -56,7 +57,7 @@ def _cmd_inflate(args: argparse.Namespace) -> None:
     model_2d = create_model_2d(args.arch, **({"num_classes": args.num_classes} if args.num_classes else {}))
     load_report = load_pretrained_2d(model_2d, args.checkpoint)
     converted = convert_2d_to_3d(model_2d, args.transform, normalize=args.normalize, learnable_t=args.learnable_t,
-                                 t_init=args.t_init, stride_mode=args.stride_mode)
+                                 t_init=args.t_init, stride_mode=args.stride_mode, shortcut=args.shortcut)
     out = Path(args.out)
     if out.exists() and not args.force:
         raise Image2PointError(f"{out}: exists; pass --force to replace it")
@@ -67,6 +68,8 @@ def _cmd_inflate(args: argparse.Namespace) -> None:
         "transform": args.transform,
         "learnable_t": args.learnable_t,
         "stride_mode": args.stride_mode,
+        "normalize": bool(args.normalize),
+        "shortcut": converted.report.shortcut.value,
         "torch_version": str(torch.__version__),
     })
     report_text = load_report.summary() + "\n" + converted.report.summary() + "\n"
@@ -283,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     inflate.add_argument("--learnable-t", default="none", choices=("none", "shared", "per_conv"))
     inflate.add_argument("--t-init", default="default", choices=("default", "random"))
     inflate.add_argument("--stride-mode", default="floor", choices=("floor", "window"))
+    inflate.add_argument("--shortcut", default=DEFAULT_STRIDED_SHORTCUT.value,
+                         choices=tuple(member.value for member in StridedShortcut),
+                         help="how strided 1x1 shortcuts read their children (docs/fidelity.md)")
     inflate.add_argument("--force", action="store_true", help="replace an existing output")
     inflate.set_defaults(handler=_cmd_inflate)
 

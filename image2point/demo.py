@@ -2,7 +2,7 @@
 
 1. Generate a small FractalDB (no download) and pretrain a CIFAR-style ResNet-20 on it.
 2. Inflate it to 3D and finetune only the input and output layers (scheme ``io``) on the embedded
-   procedural shapes, with the paper's linear input/output layers (one conv + BN in, one FC out: the
+   procedural shapes, with the paper's linear input/output layers (one conv + BN in, FC + BN out: the
    frozen backbone has to provide the features) and with its full ones (three convs in, FC-BN-ReLU-FC
    out). The inflation divides T by K (``model.normalize_t``): with the backbone's BN statistics
    frozen, the 3D responses must keep the scale of the 2D ones those statistics describe.

@@ -40,7 +40,8 @@ import torch
 from image2point.errors import CheckpointError, DataError
 from image2point.io.output import require_output_directory
 from image2point.predict import TrainedModel, assemble_model, commit_outputs, load_trained
-from image2point.train.config import load_config, save_config
+from image2point.train.config import config_from_mapping, read_config_file, save_config
+from image2point.train.stored import is_legacy_config, upgrade_stored_config
 
 SAFETENSORS_INSTALL_HINT = 'exporting needs safetensors: pip install "image2point[io]"'
 WEIGHTS_SUFFIX = ".safetensors"
@@ -150,9 +151,12 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Train
         if name not in tensors:
             raise CheckpointError(f"{weights_path}: tied tensor {alias!r} refers to {name!r}, which is not stored")
         tensors[alias] = tensors[name]
-    config = load_config(config_path)
+    # An export made by an older image2point reads with that version's behaviour (train/stored.py).
+    stored = read_config_file(config_path)
+    config = config_from_mapping(upgrade_stored_config(stored), str(config_path))
     model = assemble_model(config, tensors, weights_path, class_names=header.class_names,
-                           in_features=header.in_features, original_ids=header.original_ids, device=device)
+                           in_features=header.in_features, original_ids=header.original_ids, device=device,
+                           legacy=is_legacy_config(stored))
     if model.task != header.task:
         raise CheckpointError(f"{weights_path}: exported as {header.task}, but {config_path} builds {model.task}")
     return model

@@ -49,7 +49,7 @@ from image2point.data.procedural import SCENE_CLASS_NAMES, SHAPE_CLASS_NAMES
 from image2point.data.s3dis import S3DIS_CLASS_NAMES
 from image2point.data.sample import IGNORE_INDEX, SceneSample, ShapeSample, normalize_to_unit_sphere
 from image2point.data.semantickitti import DEFAULT_CONFIG_FILENAME, SEMANTIC_MASK, LabelMap
-from image2point.errors import CheckpointError, ConfigError, DataError
+from image2point.errors import CheckpointError, DataError
 from image2point.io import (
     PointCloud,
     iter_input_paths,
@@ -66,9 +66,10 @@ from image2point.models import TransferredNetwork
 from image2point.sparse.backends import default_backend
 from image2point.sparse.tensor import SparseTensor
 from image2point.train.builders import build_model, build_transform, task_of, xyz_feature_scale
-from image2point.train.config import DataConfig, RunConfig, config_from_mapping
+from image2point.train.config import DataConfig, RunConfig
 from image2point.train.distributed import resolve_device
 from image2point.train.metrics import ConfusionMatrix, Metrics
+from image2point.train.stored import check_weights, is_legacy_config, stored_run_config
 from image2point.viz import palette_for, render_png
 from image2point.voxelize import Voxels, collate_voxels, voxelize
 
@@ -278,27 +279,24 @@ def load_trained(checkpoint_path: str | Path, device: str | torch.device = "cpu"
     if in_features is not None and (isinstance(in_features, bool) or not isinstance(in_features, int)):
         raise CheckpointError(f"{path}: its 'in_features' entry is not an integer")
     return assemble_model(config, state["model"], path, class_names=class_names, in_features=in_features,
-                          device=device)
+                          device=device, legacy=is_legacy_config(state["config"]))
 
 
 def config_from_checkpoint(mapping: object, source: str | Path) -> RunConfig:
-    """The RunConfig stored in a checkpoint, validated exactly as a config file is."""
-    if not isinstance(mapping, Mapping):
-        raise CheckpointError(f"{source}: its 'config' entry is a {type(mapping).__name__}, not a mapping")
-    try:
-        return config_from_mapping(mapping, f"{source} (stored config)")
-    except ConfigError as error:
-        raise CheckpointError(str(error)) from None
+    """The RunConfig stored in a checkpoint, validated exactly as a config file is (a config stored by an
+    older image2point reads with that version's behaviour, see :mod:`image2point.train.stored`)."""
+    return stored_run_config(mapping, source)
 
 
 def assemble_model(config: RunConfig, weights: Mapping[str, torch.Tensor], source: str | Path,
                    class_names: Sequence[str] | None = None, in_features: int | None = None,
                    original_ids: Sequence[int] | None = None,
-                   device: str | torch.device = "cpu") -> TrainedModel:
+                   device: str | torch.device = "cpu", legacy: bool = False) -> TrainedModel:
     """Build ``config``'s network, check ``weights`` fit it, load them; the model in eval mode.
 
     class_names and in_features default to what the config's dataset gives (its class list, read from
     ``data.root`` when the dataset is there, else the official one; xyz plus its feature channels).
+    ``legacy``: the weights come with a config stored by an older image2point (a misfit is reported so).
     """
     source = Path(source)
     if not isinstance(weights, Mapping):
@@ -317,7 +315,7 @@ def assemble_model(config: RunConfig, weights: Mapping[str, torch.Tensor], sourc
         network = build_model(structural, features, scheme.num_classes, task).network
     except (ValueError, TypeError, KeyError) as error:
         raise CheckpointError(f"{source}: its config does not build a network: {error}") from None
-    check_weights(network, weights, source)
+    check_weights(network, weights, source, legacy)
     try:
         network.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError) as error:
@@ -326,25 +324,6 @@ def assemble_model(config: RunConfig, weights: Mapping[str, torch.Tensor], sourc
     resolved = resolve_device(str(device))
     network.to(resolved).eval()
     return TrainedModel(network, config, task, scheme, features, source, resolved)
-
-
-def check_weights(network: torch.nn.Module, weights: Mapping[str, object], source: str | Path) -> None:
-    """CheckpointError naming the first key missing from, extra in, or shaped differently in ``weights``."""
-    expected = network.state_dict()
-    for key, tensor in expected.items():
-        if key not in weights:
-            raise CheckpointError(f"{source}: weights do not fit the network its config builds: "
-                                  f"missing {key!r} (shape {list(tensor.shape)})")
-        given = weights[key]
-        if not isinstance(given, torch.Tensor):
-            raise CheckpointError(f"{source}: weights entry {key!r} is a {type(given).__name__}, not a tensor")
-        if given.shape != tensor.shape:
-            raise CheckpointError(f"{source}: weights do not fit the network its config builds: {key!r} has shape "
-                                  f"{list(given.shape)} in the file but {list(tensor.shape)} in the network")
-    for key in weights:
-        if key not in expected:
-            raise CheckpointError(f"{source}: weights do not fit the network its config builds: "
-                                  f"unexpected {key!r}")
 
 
 def label_scheme(data: DataConfig, class_names: Sequence[str] | None = None,

@@ -67,6 +67,22 @@ def test_inflate_writes_a_3d_checkpoint_and_report(tmp_path, capsys):
     assert "exists" in _one_line_error(capsys)
 
 
+@pytest.mark.skipif(not SHARED_WEIGHTS.exists(), reason="../shared/weights (CIFAR ResNets) not present")
+def test_inflate_records_the_strided_shortcut_setting_and_t(tmp_path, capsys):
+    source = next(SHARED_WEIGHTS.glob("resnet20-*.th"))
+    out = tmp_path / "r20_3d.pt"
+    assert main(["inflate", "--arch", "cifar_resnet20", "--checkpoint", str(source), "--out", str(out),
+                 "--shortcut", "children_sum", "--transform", "t3", "--normalize"]) == 0
+    state = torch.load(out, weights_only=True)
+    assert (state["shortcut"], state["transform"], state["normalize"]) == ("children_sum", "t3", True)
+    assert "strided shortcuts: children_sum" in out.with_suffix(".report.txt").read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inflate", "--arch", "cifar_resnet20", "--checkpoint", str(source), "--out", str(out),
+              "--force", "--shortcut", "middle"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'middle'" in capsys.readouterr().err
+
+
 def test_env_reports_versions(capsys):
     assert main(["env"]) == 0
     out = capsys.readouterr().out

@@ -21,7 +21,7 @@ from image2point.train.loop import run_training
 
 SCENE_RUN = ["data.name=procedural_scenes", "data.voxel_size=0.25", "model.head=unet", "model.backbone=none",
              "data.num_workers=0", "data.train_samples=2", "data.eval_samples=1", "data.batch_size=2",
-             "train.epochs=1", "train.threads=1"]
+             "train.epochs=1", "train.threads=1", "model.linear_width=64"]
 # A shared learnable T: one tensor under the name of every inflated conv.
 TIED_MODEL = ["data.name=procedural_shapes", "model.backbone=cifar_resnet20", "finetune.learnable_t=shared",
               "finetune.scheme=t"]
@@ -177,3 +177,18 @@ def test_cli_export_then_predict_with_the_export(scene_checkpoint, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "missing.pt" in err
     assert not list(tmp_path.glob("x*"))
+
+
+def test_export_made_before_the_shortcut_setting_loads_with_center_shortcuts(tied_checkpoint, tmp_path):
+    from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
+    from image2point.sparse.modules import SparseSubsampleShortcut
+
+    files = export_checkpoint(tied_checkpoint, tmp_path / "model")
+    stored = yaml.safe_load(files.config.read_text())
+    assert stored["model"]["shortcut"] == DEFAULT_STRIDED_SHORTCUT.value
+    del stored["model"]["shortcut"]
+    files.config.write_text(yaml.safe_dump(stored, sort_keys=False))
+    model = load_exported(files.weights)
+    assert model.config.model.shortcut is StridedShortcut.CENTER
+    shortcuts = [m for m in model.network.modules() if isinstance(m, SparseSubsampleShortcut) and m.stride == 2]
+    assert shortcuts and all(m.reduce is None for m in shortcuts)

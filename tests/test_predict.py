@@ -38,7 +38,7 @@ from image2point.train.loop import run_training
 
 SCENE_POINTS = 3000
 QUICK = ["data.num_workers=0", "data.train_samples=2", "data.eval_samples=1", "data.batch_size=2", "train.epochs=1",
-         "train.threads=1", "model.backbone=none"]
+         "train.threads=1", "model.backbone=none", "model.linear_width=64"]
 SCENE_RUN = ["data.name=procedural_scenes", "data.voxel_size=0.25", "model.head=unet", *QUICK]
 SHAPE_RUN = ["data.name=procedural_shapes", "data.num_points=128", "data.voxel_size=0.2", "model.head=linear",
              *QUICK]
@@ -332,7 +332,7 @@ def _bad_checkpoint(kind, scene_checkpoint, tmp_path):
     ("corrupt", "truncated or corrupt"),
     ("runs_code", "refused to load"),
     ("no_config", "no 'config' entry"),
-    ("other_head", "'head.levels.0.up.weight'"),
+    ("other_head", "'head.levels.0.fuse.0.weight'"),
     ("other_classes", "'head.classifier.weight' has shape [5, 64] in the file but [13, 64]"),
     ("bad_config", "lr must be positive"),
 ])

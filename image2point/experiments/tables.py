@@ -109,7 +109,7 @@ def table1() -> TableSpec:
                ("I,O,µ,σ,W,b", "SemanticKITTI"): 58.76},
         notes=(HEADLINE_NOTE,
                "Paper numbers: ResNet-18 pretrained on ImageNet (the paper's Table 1); other paper cells n/t.",
-               "linear I/O: one conv + BN in, one FC out, frozen pretrained backbone (scheme io); linear network: "
+               "linear I/O: one conv + BN in, FC + BN out, frozen pretrained backbone (scheme io); linear network: "
                "the same input and output layers with no backbone at all, all trained (paper Listing 1)."),
         scale_notes={SMALL: (SMALL_BACKBONE_NOTE,)},
     )

@@ -16,6 +16,10 @@ With a learnable T, a 3×3 conv keeps its 2D kernel as the frozen buffer ``weigh
 3D kernel as ``weight_2d · T`` on every forward; T is one :class:`FilterTransform` per kernel size
 shared by all convs (``learnable_t="shared"``, tied like shared embeddings) or one per conv
 (``"per_conv"``). 1×1 kernels inflate to themselves and stay plain convs.
+
+Strided shortcuts (1×1 stride-2 convs, CIFAR option-A subsamples) read the finer level as
+``settings.shortcut`` says (:mod:`image2point.inflate.shortcuts`): the child at ``2q`` only, or the sum
+or mean of all children of ``q``.
 """
 
 from __future__ import annotations
@@ -28,26 +32,34 @@ from typing import Callable, Literal, Mapping
 import torch
 from torch import nn
 
+from image2point.inflate.blocks import SparseBasicBlock, SparseBottleneck, SparseCifarBasicBlock
 from image2point.inflate.learnable import LEARNABLE_INITS, FilterTransform
+from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
 from image2point.inflate.transforms import TRANSFORM_NAMES, filter_transform, inflate_weight
 from image2point.models2d.cifar_resnet import CifarBasicBlock, ShortcutA
 from image2point.models2d.resnet import BasicBlock, Bottleneck
+from image2point.sparse.functional import ChildrenReduce
 from image2point.sparse.kernel_map import STRIDE_MODES
 from image2point.sparse.modules import (
     SparseBatchNorm,
+    SparseChildrenConv3d,
     SparseConv3d,
     SparseGlobalAvgPool,
     SparseMaxPool3d,
     SparseReLU,
     SparseSubsampleShortcut,
-    sparse_add,
 )
-from image2point.sparse.tensor import SparseTensor
 
 LearnableT = Literal["none", "shared", "per_conv"]
 LEARNABLE_T_MODES = ("none", "shared", "per_conv")
 # 2D layers that exist only to classify images; a 3D network brings its own head.
 HEAD_ONLY_LAYERS = (nn.Linear, nn.Dropout, nn.Flatten)
+# The sparse reduction behind each strided-shortcut setting (None: the child at 2q only).
+CHILDREN_REDUCTION: dict[StridedShortcut, ChildrenReduce | None] = {
+    StridedShortcut.CENTER: None,
+    StridedShortcut.CHILDREN_SUM: ChildrenReduce.SUM,
+    StridedShortcut.CHILDREN_MEAN: ChildrenReduce.MEAN,
+}
 
 
 class UnsupportedLayerError(TypeError):
@@ -56,15 +68,18 @@ class UnsupportedLayerError(TypeError):
 
 @dataclass(frozen=True)
 class InflationSettings:
-    """How 2D kernels become 3D: the fixed or initial T, and whether T is learned."""
+    """How 2D kernels become 3D: the fixed or initial T, whether T is learned, how strided shortcuts
+    read their children (a :class:`StridedShortcut` or its name)."""
 
     transform: str = "default"
     normalize: bool = False
     learnable_t: LearnableT = "none"
     t_init: str = "default"
     stride_mode: str = "floor"
+    shortcut: StridedShortcut = DEFAULT_STRIDED_SHORTCUT
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "shortcut", StridedShortcut.parse(self.shortcut))
         if self.learnable_t not in LEARNABLE_T_MODES:
             raise ValueError(f"learnable_t must be one of {LEARNABLE_T_MODES}, got {self.learnable_t!r}")
         if self.stride_mode not in STRIDE_MODES:
@@ -94,53 +109,6 @@ class InflatedSparseConv3d(SparseConv3d):
 
     def conv_weight(self) -> torch.Tensor:
         return self.transform(self.weight_2d)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Residual blocks in 3D: same child names as their 2D counterparts, sparse forward.
-
-
-class SparseBasicBlock(nn.Module):
-    def __init__(self, conv1, bn1, conv2, bn2, downsample: nn.Module | None):
-        super().__init__()
-        self.conv1, self.bn1, self.conv2, self.bn2 = conv1, bn1, conv2, bn2
-        self.relu = SparseReLU()
-        self.downsample = downsample
-
-    def forward(self, x: SparseTensor) -> SparseTensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(sparse_add(out, identity))
-
-
-class SparseBottleneck(nn.Module):
-    def __init__(self, conv1, bn1, conv2, bn2, conv3, bn3, downsample: nn.Module | None):
-        super().__init__()
-        self.conv1, self.bn1, self.conv2, self.bn2, self.conv3, self.bn3 = conv1, bn1, conv2, bn2, conv3, bn3
-        self.relu = SparseReLU()
-        self.downsample = downsample
-
-    def forward(self, x: SparseTensor) -> SparseTensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(sparse_add(out, identity))
-
-
-class SparseCifarBasicBlock(nn.Module):
-    def __init__(self, conv1, bn1, conv2, bn2, shortcut: nn.Module | None):
-        super().__init__()
-        self.conv1, self.bn1, self.conv2, self.bn2 = conv1, bn1, conv2, bn2
-        self.relu = SparseReLU()
-        self.shortcut = shortcut
-
-    def forward(self, x: SparseTensor) -> SparseTensor:
-        identity = x if self.shortcut is None else self.shortcut(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(sparse_add(out, identity))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -184,6 +152,9 @@ class _Builder:
             raise UnsupportedLayerError(f"{name}: stride {stride} is not supported (1 or 2)")
         has_bias = conv.bias is not None
         mode = self.settings.stride_mode
+        children = CHILDREN_REDUCTION[self.settings.shortcut]
+        if kernel_size == 1 and stride == 2 and children is not None:
+            return SparseChildrenConv3d(conv.in_channels, conv.out_channels, children, has_bias, mode)
         if self.settings.learnable_t != "none" and kernel_size > 1:
             return InflatedSparseConv3d(conv.in_channels, conv.out_channels, kernel_size, stride,
                                         self.transform_for(kernel_size), has_bias, mode)
@@ -217,7 +188,8 @@ class _Builder:
         if isinstance(module, nn.Identity):
             return nn.Identity()
         if isinstance(module, ShortcutA):
-            return SparseSubsampleShortcut(module.in_channels, module.out_channels, module.stride, mode)
+            return SparseSubsampleShortcut(module.in_channels, module.out_channels, module.stride, mode,
+                                           CHILDREN_REDUCTION[self.settings.shortcut])
         if isinstance(module, HEAD_ONLY_LAYERS):
             return None
         if isinstance(module, BasicBlock):
@@ -301,6 +273,7 @@ class ConversionReport:
 
     transform: str
     learnable_t: str
+    shortcut: StridedShortcut = DEFAULT_STRIDED_SHORTCUT
     inflated: list[InflatedKernel] = field(default_factory=list)
     carried: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
@@ -311,7 +284,8 @@ class ConversionReport:
 
     def summary(self) -> str:
         lines = [
-            f"2D → 3D conversion (T = {self.transform}, learnable T: {self.learnable_t})",
+            f"2D → 3D conversion (T = {self.transform}, learnable T: {self.learnable_t}, "
+            f"strided shortcuts: {self.shortcut.value})",
             f"  inflated conv kernels : {len(self.inflated)}",
             f"  carried over (BN etc.): {len(self.carried)}",
             f"  dropped               : {len(self.dropped)}" + (f" ({', '.join(self.dropped)})" if self.dropped else ""),
@@ -335,7 +309,7 @@ def transfer_2d_weights(
     """
     rename = rename or (lambda key: key)
     targets = model_3d.state_dict(keep_vars=True)
-    report = ConversionReport(settings.transform, settings.learnable_t)
+    report = ConversionReport(settings.transform, settings.learnable_t, settings.shortcut)
     received: set[str] = set()
     transforms: dict[int, torch.Tensor] = {}
     with torch.no_grad():
@@ -389,6 +363,7 @@ def convert_2d_to_3d(
     learnable_t: LearnableT = "none",
     t_init: str = "default",
     stride_mode: str = "floor",
+    shortcut: StridedShortcut | str = DEFAULT_STRIDED_SHORTCUT,
 ) -> Converted:
     """The sparse 3D counterpart of ``model_2d`` with its weights inflated, and the conversion report.
 
@@ -398,7 +373,7 @@ def convert_2d_to_3d(
         print(converted.report.summary())
         features = converted.model.layer1(sparse_tensor)
     """
-    settings = InflationSettings(transform, normalize, learnable_t, t_init, stride_mode)
+    settings = InflationSettings(transform, normalize, learnable_t, t_init, stride_mode, shortcut)
     model_3d = build_3d_like(model_2d, settings)
     report = transfer_2d_weights(model_2d.state_dict(), model_3d, settings)
     return Converted(model_3d, report)

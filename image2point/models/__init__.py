@@ -2,7 +2,9 @@
 segmenter, and the finetuning schemes."""
 
 from image2point.models.finetune import SCHEMES, FinetunePlan, apply_finetune_scheme, optimizer_parameters, reinitialise
-from image2point.models.layers import ClassificationHead, InputLayer, NearestUpsampleHead, UNetDecoder
+from image2point.models.decoder import SEGMENTATION_HEADS, EncoderLevel, LinearDecoder, UNetDecoder
+from image2point.models.heads import CLASSIFICATION_HEADS, ClassificationHead
+from image2point.models.layers import InputLayer
 from image2point.models.pointnet2 import (
     PointNet2Classifier,
     PointNet2Config,
@@ -21,6 +23,7 @@ from image2point.models.networks import (
     TransferredNetwork,
     backbone_spec,
     build_network,
+    encoder_levels,
     inflate_backbone,
     register_backbone_spec,
 )
@@ -32,14 +35,17 @@ __all__ = [
     "RangeImageSegmenter",
     "transfer_pointnet2_weights",
     "BACKBONE_SPECS",
+    "CLASSIFICATION_HEADS",
     "SCHEMES",
+    "SEGMENTATION_HEADS",
     "BackboneSpec",
     "BuiltNetwork",
     "ClassificationHead",
+    "EncoderLevel",
     "FinetunePlan",
     "InflatedBackbone",
     "InputLayer",
-    "NearestUpsampleHead",
+    "LinearDecoder",
     "NetworkConfig",
     "SparseClassifier",
     "SparseSegmenter",
@@ -48,6 +54,7 @@ __all__ = [
     "apply_finetune_scheme",
     "backbone_spec",
     "build_network",
+    "encoder_levels",
     "inflate_backbone",
     "optimizer_parameters",
     "register_backbone_spec",

@@ -24,12 +24,9 @@ from image2point.models2d.vgg import VGG
 from image2point.sparse.kernel_map import DOWNSAMPLE_FACTOR
 from image2point.sparse.modules import SparseBatchNorm, SparseConv3d
 from image2point.sparse.tensor import SparseTensor
-from image2point.models.layers import (
-    ClassificationHead,
-    InputLayer,
-    NearestUpsampleHead,
-    UNetDecoder,
-)
+from image2point.models.decoder import SEGMENTATION_HEADS, EncoderLevel, SkipDecoder
+from image2point.models.heads import HEAD_HIDDEN_CHANNELS, ClassificationHead
+from image2point.models.layers import InputLayer
 
 # ---------------------------------------------------------------------------------------------------
 # Which parts of a 2D model are stem, stages and classifier.
@@ -167,17 +164,17 @@ class TransferredNetwork(nn.Module):
         return self
 
     def encode(self, x: SparseTensor) -> list[SparseTensor]:
-        """Encoder outputs, the last one of each stride, ordered by stride 1, 2, 4, …"""
-        by_stride: dict[int, SparseTensor] = {}
+        """The decoder's skips: the input layer's full-resolution output ``x_i``, then the last output of
+        each coarser stride (Listings 4 and 6: ``x_i, x1, x2, …``). With the linear input layer ``x1``
+        shares ``x_i``'s stride; :func:`encoder_levels` describes the same list."""
         x = self.input_layer.full_resolution(x)
-        by_stride[x.stride] = x
+        skips = [x]
         if self.input_layer.downsample is not None:
             x = self.input_layer.downsample(x)
-            by_stride[x.stride] = x
-        if self.backbone is not None:
-            for out in self.backbone.forward_stages(x):
-                by_stride[out.stride] = out
-        return [by_stride[stride] for stride in sorted(by_stride)]
+            skips.append(x)
+        for out in self.backbone.forward_stages(x) if self.backbone is not None else []:
+            _keep_last_of_stride(skips, out)
+        return skips
 
 
 class SparseClassifier(TransferredNetwork):
@@ -220,8 +217,19 @@ class SparseSegmenter(TransferredNetwork):
         return self.forward_head(self.forward_features(x))
 
 
+def _keep_last_of_stride(skips: list, entry) -> None:
+    """Append ``entry`` to ``skips``, replacing the last entry of the same stride unless that is ``x_i``."""
+    if len(skips) > 1 and skips[-1].stride == entry.stride:
+        skips[-1] = entry
+    else:
+        skips.append(entry)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Builders.
+
+# Listing 1's backbone-free network is as wide as ResNet-18's deepest stage (``layer4_Odim``).
+LINEAR_NETWORK_WIDTH = 512
 
 
 @dataclass(frozen=True)
@@ -235,7 +243,10 @@ class NetworkConfig:
     input_layer: str = "conv3"
     head: str = "mlp"
     inflation: InflationSettings = InflationSettings()
-    linear_width: int = 64
+    # Channels of the network without a backbone (Listing 1).
+    linear_width: int = LINEAR_NETWORK_WIDTH
+    # Hidden width of the ``mlp`` classification head (Listing 3).
+    head_hidden: int = HEAD_HIDDEN_CHANNELS
 
 
 @dataclass
@@ -256,23 +267,15 @@ def build_network(config: NetworkConfig, model_2d: nn.Module | None = None) -> B
         model_2d = model_2d if model_2d is not None else create_model_2d(config.backbone)
         backbone, report = inflate_backbone(model_2d, config.inflation)
         width = backbone.in_channels
-        level_channels = _level_channels(config, backbone) if config.task == "segmentation" else []
-        deepest = backbone.stages[-1].out_channels
     else:
-        width = deepest = config.linear_width
-        level_channels = [width] if config.input_layer == "linear" else [width, width]
+        width = config.linear_width
     input_layer = InputLayer(config.in_features, width, config.input_layer, mode)
     if config.task == "classification":
-        network: TransferredNetwork = SparseClassifier(
-            input_layer, backbone, ClassificationHead(deepest, config.num_classes, config.head))
+        deepest = backbone.stages[-1].out_channels if backbone is not None else width
+        head = ClassificationHead(deepest, config.num_classes, config.head, config.head_hidden)
+        network: TransferredNetwork = SparseClassifier(input_layer, backbone, head)
     elif config.task == "segmentation":
-        if config.head == "unet":
-            head: nn.Module = UNetDecoder(level_channels, config.num_classes, mode)
-        elif config.head == "linear":
-            head = NearestUpsampleHead(deepest, config.num_classes)
-        else:
-            raise ValueError(f"segmentation head must be 'unet' or 'linear', got {config.head!r}")
-        network = SparseSegmenter(input_layer, backbone, head)
+        network = SparseSegmenter(input_layer, backbone, _segmentation_head(config, input_layer, backbone, width))
     else:
         raise ValueError(f"task must be 'classification' or 'segmentation', got {config.task!r}")
     if report is not None:
@@ -281,18 +284,23 @@ def build_network(config: NetworkConfig, model_2d: nn.Module | None = None) -> B
     return BuiltNetwork(network, report)
 
 
-def _level_channels(config: NetworkConfig, backbone: InflatedBackbone) -> list[int]:
-    """Channels of the encoder output at strides 1, 2, 4, … (input layer, then each stage)."""
-    by_level = [backbone.in_channels]
-    if config.input_layer == "conv3":
-        by_level.append(backbone.in_channels)
-    for stage in backbone.stages:
+def _segmentation_head(config: NetworkConfig, input_layer: InputLayer, backbone: InflatedBackbone | None,
+                       width: int) -> SkipDecoder:
+    if config.head not in SEGMENTATION_HEADS:
+        raise ValueError(f"segmentation head must be one of {sorted(SEGMENTATION_HEADS)}, got {config.head!r}")
+    levels = encoder_levels(input_layer, backbone, width)
+    return SEGMENTATION_HEADS[config.head](levels, config.num_classes, config.inflation.stride_mode)
+
+
+def encoder_levels(input_layer: InputLayer, backbone: InflatedBackbone | None, width: int) -> list[EncoderLevel]:
+    """Channels and strides of :meth:`TransferredNetwork.encode`'s outputs (``x_i`` first)."""
+    levels = [EncoderLevel(width, 1)]
+    if input_layer.downsample is not None:
+        levels.append(EncoderLevel(width, input_layer.out_stride))
+    for stage in backbone.stages if backbone is not None else ():
         if stage.num_downsamples > 1:
             raise ValueError(
-                f"segmentation needs one resolution level per stage, but stage {stage.name!r} of "
-                f"{config.backbone} downsamples {stage.num_downsamples} times (use it for classification)")
-        if stage.num_downsamples:
-            by_level.append(stage.out_channels)
-        else:
-            by_level[-1] = stage.out_channels
-    return by_level
+                f"stage {stage.name!r} downsamples {stage.num_downsamples} times, but a decoder needs one "
+                "resolution level per stage (use this backbone for classification)")
+        _keep_last_of_stride(levels, EncoderLevel(stage.out_channels, levels[-1].stride * 2 ** stage.num_downsamples))
+    return levels

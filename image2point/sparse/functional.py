@@ -8,6 +8,9 @@ grid at the output's sites, with ``padding=(K - 1) // 2``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
+
 import torch
 
 from image2point.sparse.backends import get_backend
@@ -135,6 +138,85 @@ def subsample(x: SparseTensor, stride_mode: str = "floor") -> SparseTensor:
     features = x.features.new_zeros((out_coords.shape[0], x.num_channels))
     features = features.index_copy(0, kernel_map.out_index, x.features[kernel_map.in_index])
     return x.coarser(stride_mode, out_coords, features)
+
+
+class ChildrenReduce(Enum):
+    """How a coarse site ``q`` combines its children, the fine sites ``c`` with ``floor(c / 2) = q``."""
+
+    SUM = "sum"
+    MEAN = "mean"
+
+
+@dataclass(frozen=True)
+class ChildrenMap:
+    """Each fine site's parent row on the coarse level, and how many children each coarse site has.
+
+    ``floor(c / 2)`` is a coarse site under both stride conventions, so every fine site has a parent;
+    a ``window`` site whose 2×2×2 block is empty has no children (count 0).
+    """
+
+    parent: torch.Tensor  # [N_fine] int64
+    counts: torch.Tensor  # [N_coarse] int64
+
+
+def children_map(x: SparseTensor, stride_mode: str) -> ChildrenMap:
+    """The child → parent map from ``x``'s sites to the level below, built once per batch and level."""
+    key = ("children", x.level, stride_mode)
+    cache = x.cache.kernel_maps
+    if key not in cache:
+        out_coords = coarser_coords(x, stride_mode)
+        parent_coords = x.coords.clone()
+        parent_coords[:, 1:] = torch.div(x.coords[:, 1:], DOWNSAMPLE_FACTOR, rounding_mode="floor")
+        # One lookup per fine site (a 1×1×1 map from the coarse sites onto the parents' coordinates), not
+        # the eight queries per coarse site of a 2×2×2 map: about half the time on a SemanticKITTI scan.
+        pairs = build_kernel_map(out_coords, parent_coords, 1, 1)
+        if pairs.in_index.numel() != x.num_sites:
+            raise RuntimeError("a fine site's parent is missing from the coarse level")
+        parent = torch.empty(x.num_sites, dtype=torch.int64, device=x.coords.device)
+        parent[pairs.out_index] = pairs.in_index
+        counts = torch.bincount(parent, minlength=out_coords.shape[0])
+        cache[key] = ChildrenMap(parent, counts)
+    return cache[key]
+
+
+def pool_children(x: SparseTensor, stride_mode: str = "floor",
+                  reduce: ChildrenReduce = ChildrenReduce.SUM) -> SparseTensor:
+    """Sum (or mean) of each coarse site's children: a segment sum over the parent index.
+
+    Equals ``conv3d(dense, I, stride=2)`` with a 2×2×2 identity kernel on every tap (``SUM``), divided
+    by the number of occupied children (``MEAN``); a coarse site without children gets zero. Pure
+    torch ops (``index_add_``, differentiable), so the result is the same whichever backend ``x`` uses.
+    """
+    mapping = children_map(x, stride_mode)
+    out_coords = coarser_coords(x, stride_mode)
+    pooled = x.features.new_zeros((out_coords.shape[0], x.num_channels)).index_add_(0, mapping.parent, x.features)
+    if reduce is ChildrenReduce.MEAN:
+        pooled = pooled / mapping.counts.clamp(min=1).to(pooled.dtype)[:, None]
+    return x.coarser(stride_mode, out_coords, pooled)
+
+
+def children_conv3d(
+    x: SparseTensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride_mode: str = "floor",
+    reduce: ChildrenReduce = ChildrenReduce.SUM,
+) -> SparseTensor:
+    """A 1×1×1 kernel applied to every child of each coarse site, summed (or averaged).
+
+    The convolution ``conv3d(dense, weight.expand(..., 2, 2, 2), stride=2)`` (the 1×1 weight on all
+    eight taps of a 2×2×2 stride-2 kernel), computed as what it is: the children pooled by
+    :func:`pool_children`, then one matmul with ``weight`` ``[C_out, C_in, 1, 1, 1]``.
+    """
+    if weight.dim() != 5 or tuple(weight.shape[2:]) != (1, 1, 1):
+        raise ValueError(f"children_conv3d takes a 1×1×1 weight [C_out, C_in, 1, 1, 1], got {tuple(weight.shape)}")
+    if weight.shape[1] != x.num_channels:
+        raise ValueError(f"weight expects {weight.shape[1]} input channels, features have {x.num_channels}")
+    pooled = pool_children(x, stride_mode, reduce)
+    features = pooled.features @ weight.reshape(weight.shape[0], weight.shape[1]).t().to(pooled.features.dtype)
+    if bias is not None:
+        features = features + bias
+    return pooled.replace_features(features)
 
 
 def global_avg_pool(x: SparseTensor) -> torch.Tensor:

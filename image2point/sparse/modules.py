@@ -58,6 +58,26 @@ class SparseConv3d(nn.Module):
                 f"stride_mode={self.stride_mode!r}, bias={self.bias is not None}")
 
 
+class SparseChildrenConv3d(SparseConv3d):
+    """A strided 1×1×1 conv that reads every child of a coarse site, not only the one at ``2q``.
+
+    The 1×1 weight sits on all eight taps of a 2×2×2 stride-2 kernel (``ChildrenReduce.SUM``, how the
+    authors' engine runs a ResNet's 1×1 ``downsample``), optionally divided by the number of occupied
+    children (``MEAN``). Same parameters as a 1×1 :class:`SparseConv3d`, so state dicts are exchangeable.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, reduce: SF.ChildrenReduce, bias: bool = False,
+                 stride_mode: str = "floor"):
+        super().__init__(in_channels, out_channels, 1, stride=2, bias=bias, stride_mode=stride_mode)
+        self.reduce = reduce
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        return SF.children_conv3d(x, self.conv_weight(), self.bias, self.stride_mode, self.reduce)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, children={self.reduce.value}"
+
+
 class SparseInverseConv3d(SparseConv3d):
     """Transposed convolution onto a finer level's sites (decoders): ``forward(x, target)``."""
 
@@ -96,9 +116,14 @@ class SparseMaxPool3d(nn.Module):
 
 
 class SparseSubsampleShortcut(nn.Module):
-    """Option-A residual shortcut of CIFAR ResNets in 3D: subsample by 2, then zero-pad channels."""
+    """Option-A residual shortcut of CIFAR ResNets in 3D: subsample by 2, then zero-pad channels.
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, stride_mode: str = "floor"):
+    ``reduce=None`` reads the child at ``2q`` only (the 2D ``x[:, :, ::2, ::2]``); a
+    :class:`~image2point.sparse.functional.ChildrenReduce` sums or averages all children instead.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, stride_mode: str = "floor",
+                 reduce: SF.ChildrenReduce | None = None):
         super().__init__()
         if out_channels < in_channels:
             raise ValueError(f"option-A shortcut cannot shrink channels ({in_channels} → {out_channels})")
@@ -106,16 +131,23 @@ class SparseSubsampleShortcut(nn.Module):
         self.out_channels = out_channels
         self.stride = stride
         self.stride_mode = stride_mode
+        self.reduce = reduce
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        if self.stride != 1:
+        if self.stride != 1 and self.reduce is None:
             x = SF.subsample(x, self.stride_mode)
+        elif self.stride != 1:
+            x = SF.pool_children(x, self.stride_mode, self.reduce)
         extra = self.out_channels - self.in_channels
         if extra == 0:
             return x
         # Pad equally before and after, as the 2D option-A shortcut does.
         before = extra // 2
         return x.replace_features(nn.functional.pad(x.features, (before, extra - before)))
+
+    def extra_repr(self) -> str:
+        children = "center" if self.reduce is None else self.reduce.value
+        return f"{self.in_channels}, {self.out_channels}, stride={self.stride}, children={children}"
 
 
 class SparseGlobalAvgPool(nn.Module):

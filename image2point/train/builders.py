@@ -151,13 +151,14 @@ def _build_voxel_network(config: RunConfig, in_features: int, num_classes: int, 
         raise ConfigError("finetune.scheme=t needs finetune.learnable_t=shared or per_conv")
     inflation = InflationSettings(transform=model.transform, normalize=model.normalize_t,
                                   learnable_t=finetune.learnable_t,
-                                  t_init=finetune.t_init, stride_mode=model.stride_mode)
+                                  t_init=finetune.t_init, stride_mode=model.stride_mode, shortcut=model.shortcut)
     head = model.head
     if task == "segmentation" and head == "mlp":
         head = "unet"
     network_config = NetworkConfig(task=task, backbone=model.backbone, in_features=in_features,
                                    num_classes=num_classes, input_layer=model.input_layer, head=head,
-                                   inflation=inflation)
+                                   inflation=inflation, linear_width=model.linear_width,
+                                   head_hidden=model.head_hidden)
     model_2d, pretrained = None, None
     if model.backbone != "none":
         model_2d = create_model_2d(model.backbone)

@@ -1,6 +1,7 @@
 """Typed run configurations: nested dataclasses filled from a YAML file and ``key=value`` overrides.
 
 A schema is any dataclass whose fields are plain types (int, float, bool, str, Path), ``Literal``,
+``Enum`` (written as its members' values),
 ``Optional``/unions, ``list``/``tuple``/``dict`` of those, or nested schema dataclasses. A YAML file
 may set any subset of the fields; overrides use dotted keys (``optim.lr=0.01``) and YAML values
 (``model.pretrained=null``; lists and tuples as ``[1,2]``). Every value is checked against the
@@ -12,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import enum
 import types
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePath
@@ -23,6 +25,7 @@ from image2point.checkpoint import atomic_write
 from image2point.data.pipelines import ModelNet40Pipeline, S3DISPipeline, SemanticKITTIPipeline
 from image2point.errors import ConfigError
 from image2point.inflate.transforms import TRANSFORM_NAMES, unknown_transform_message
+from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
 from image2point.sparse.tensor import BACKENDS
 
 SchemaT = TypeVar("SchemaT")
@@ -138,7 +141,16 @@ class ModelConfig:
     normalize_t: bool = False
     input_layer: Literal["conv3", "linear"] = "conv3"
     head: Literal["mlp", "linear", "unet"] = "mlp"
+    # Hidden width of the mlp classification head (Listing 3: 1024; models.heads.HEAD_HIDDEN_CHANNELS).
+    head_hidden: int = 1024
+    # Channels of the network without a backbone, backbone=none (Listing 1: ResNet-18's deepest width,
+    # 512; models.networks.LINEAR_NETWORK_WIDTH).
+    linear_width: int = 512
     stride_mode: Literal["floor", "window"] = "floor"
+    # How strided 1×1 shortcuts (and CIFAR option-A subsamples) read the finer level: "center" (the
+    # child at 2q, as in 2D), "children_sum" (the authors' 2×2×2 kernel), "children_mean" (that sum
+    # over the occupied children). See image2point/inflate/shortcuts.py and docs/fidelity.md.
+    shortcut: StridedShortcut = DEFAULT_STRIDED_SHORTCUT
     # Sparse convolution backend; None picks the best one installed.
     backend: str | None = None
     # family=range: score each point by a kNN vote over its range-image neighbours (RangeNet++)
@@ -151,6 +163,8 @@ class ModelConfig:
         )
         if self.transform not in TRANSFORM_NAMES:
             raise FieldValueError("transform", f"transform: {unknown_transform_message(self.transform)}")
+        _require(self.head_hidden >= 1, "head_hidden", "at least 1", self.head_hidden)
+        _require(self.linear_width >= 1, "linear_width", "at least 1", self.linear_width)
 
 
 @dataclasses.dataclass
@@ -323,7 +337,14 @@ def _to_plain(value: Any) -> Any:
         return {key: _to_plain(item) for key, item in value.items()}
     if isinstance(value, PurePath):
         return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
     return value
+
+
+def read_config_file(path: str | Path) -> Mapping[Any, Any]:
+    """The key mapping of a YAML config file, not yet validated (errors name the file)."""
+    return _read_yaml_mapping(Path(path))
 
 
 def _read_yaml_mapping(path: Path) -> Mapping[Any, Any]:
@@ -400,10 +421,16 @@ def _is_text_hint(hint: Any) -> bool:
         return True
     if get_origin(hint) is Literal:
         return all(isinstance(choice, str) for choice in get_args(hint))
+    if _is_enum(hint):
+        return all(isinstance(member.value, str) for member in hint)
     if _is_union(hint):
         options = [option for option in get_args(hint) if option is not type(None)]
         return all(_is_text_hint(option) for option in options)
     return False
+
+
+def _is_enum(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, enum.Enum)
 
 
 def _parse_override_value(raw_value: str, hint: Any, source: str) -> Any:
@@ -473,6 +500,8 @@ def _describe_value(value: Any) -> str:
 def _describe_hint(hint: Any) -> str:
     if hint is type(None):
         return "null"
+    if _is_enum(hint):
+        return "one of " + ", ".join(repr(member.value) for member in hint)
     if isinstance(hint, type):
         return hint.__name__
     if get_origin(hint) is Literal:
@@ -514,6 +543,13 @@ def _coerce(value: Any, hint: Any, key: str, source: str, current: Any) -> Any:
         if any(value == choice and type(value) is type(choice) for choice in choices):
             return value
         raise ConfigError(f"{source}: key {key!r}: must be {_describe_hint(hint)}, got {value!r}")
+    if _is_enum(hint):
+        if isinstance(value, hint):
+            return value
+        member = next((member for member in hint if member.value == value and type(member.value) is type(value)), None)
+        if member is None:
+            raise ConfigError(f"{source}: key {key!r}: must be {_describe_hint(hint)}, got {value!r}")
+        return member
     if hint is type(None):
         if value is None:
             return None

@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -60,6 +60,13 @@ from image2point.train.distributed import (
 )
 from image2point.train.metrics import ConfusionMatrix, Metrics
 from image2point.train.schedules import build_scheduler
+from image2point.train.stored import (
+    TRAINED_MODEL_KEYS,
+    check_weights,
+    is_legacy_config,
+    stored_run_config,
+    upgrade_stored_config,
+)
 
 LAST_CHECKPOINT = "last.pt"
 METRICS_HISTORY = "metrics.jsonl"
@@ -279,6 +286,8 @@ def _train(config, resume, quiet, context, setup: _RunSetup, run_dir: Path, log:
     if resume and (run_dir / LAST_CHECKPOINT).exists():
         state = load_checkpoint(run_dir / LAST_CHECKPOINT, map_location=device)
         _check_compatible(state, config, run_dir / LAST_CHECKPOINT)
+        if is_legacy_config(state.get("config")):
+            check_weights(network, state["model"], run_dir / LAST_CHECKPOINT, legacy=True)
         network.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -386,6 +395,8 @@ def _state(network, optimizer, scheduler, scaler, epoch, best_score, best_epoch,
 def _check_compatible(state: dict, config: RunConfig, path: Path) -> None:
     """A resumed run must rebuild the same network and the same trainable set."""
     saved, current = state.get("config", {}), config_to_dict(config)
+    # A checkpoint from an older image2point: compare with the behaviour it had (train/stored.py).
+    saved = upgrade_stored_config(saved) if isinstance(saved, dict) else {}
     for section in ("model", "finetune"):
         if saved.get(section) != current[section]:
             raise CheckpointError(f"{path}: was trained with {section} settings {saved.get(section)}, "
@@ -421,15 +432,28 @@ def _write_final_metrics(result: RunResult, config: RunConfig) -> None:
 
 
 def evaluate_checkpoint(config: RunConfig, checkpoint_path: str | Path, out_dir: str | Path | None = None) -> Metrics:
-    """Rebuild the network of ``config``, load its weights from a checkpoint, evaluate it."""
+    """Rebuild the network of ``config``, load its weights from a checkpoint, evaluate it.
+
+    The strided-shortcut setting and the output-layer widths are part of what the weights were trained
+    with, so they come from the checkpoint's stored config (``TRAINED_MODEL_KEYS``; an older checkpoint's
+    are those of the version that made it).
+    """
     device = resolve_device(config.train.device)
     task = task_of(config.data)
-    eval_set = build_dataset(config.data, config.data.eval_split, train=False)
-    class_names = class_names_of(eval_set)
-    network = build_model(config, network_in_features(config, eval_set), len(class_names), task).network.to(device)
     state = load_checkpoint(checkpoint_path, map_location=device)
     if "model" not in state:
         raise CheckpointError(f"{checkpoint_path}: not a training checkpoint (no 'model' entry)")
+    legacy = is_legacy_config(state.get("config"))
+    if "config" in state:
+        trained = stored_run_config(state["config"], checkpoint_path).model
+        config = replace(config, model=replace(config.model, **{key: getattr(trained, key)
+                                                                for key in TRAINED_MODEL_KEYS}))
+    eval_set = build_dataset(config.data, config.data.eval_split, train=False)
+    class_names = class_names_of(eval_set)
+    network = build_model(config, network_in_features(config, eval_set), len(class_names), task).network.to(device)
+    if legacy:
+        # A misfit of an older checkpoint is its older layout: say so in one line.
+        check_weights(network, state["model"], checkpoint_path, legacy=True)
     try:
         network.load_state_dict(state["model"])
     except RuntimeError as error:

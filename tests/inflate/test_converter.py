@@ -29,8 +29,10 @@ from image2point.inflate.converter import (
 )
 from image2point.models2d import KNOWN_WEIGHTS, create_model_2d, load_pretrained_2d
 from image2point.sparse import SparseTensor
+from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT
 from image2point.sparse.modules import (
     SparseBatchNorm,
+    SparseChildrenConv3d,
     SparseConv3d,
     SparseGlobalAvgPool,
     SparseMaxPool3d,
@@ -226,7 +228,10 @@ def test_3d_modules_have_the_names_and_geometry_of_the_2d_modules(architecture):
     assert convs
     for name, conv_2d in convs.items():
         conv_3d = names_3d[name]
-        assert type(conv_3d) is SparseConv3d, name
+        # Strided 1×1 convs read the children of each coarse site under the default setting.
+        strided_1x1 = conv_2d.kernel_size == (1, 1) and conv_2d.stride == (2, 2)
+        expected_type = SparseChildrenConv3d if strided_1x1 and DEFAULT_STRIDED_SHORTCUT.value != "center" else SparseConv3d
+        assert type(conv_3d) is expected_type, name
         assert (conv_3d.in_channels, conv_3d.out_channels) == (conv_2d.in_channels, conv_2d.out_channels), name
         assert (conv_3d.kernel_size,) * 2 == conv_2d.kernel_size, name
         assert (conv_3d.stride,) * 2 == conv_2d.stride, name
@@ -308,7 +313,7 @@ def test_1x1_convs_stay_plain_sparse_convs_under_learnable_t(learnable_t):
     assert names
     for name in names:
         conv_3d = result.model.get_submodule(name)
-        assert type(conv_3d) is SparseConv3d, name
+        assert isinstance(conv_3d, SparseConv3d) and not isinstance(conv_3d, InflatedSparseConv3d), name
         weight_2d = model_2d("resnet18").get_submodule(name).weight
         assert torch.equal(conv_3d.weight, weight_2d[..., None]), name
 

@@ -8,6 +8,9 @@ modules themselves, run densely by torch.
 
 For the default transform (the authors' default, copy_y) the copy axis is y, the 2D rows lie along z and
 the 2D columns along x, so the grid is ``G[c, x, y, z] = I[c, z, x]``.
+
+Whole converted trunks are checked on a one-site-thick plane of real images (MNIST, Tiny-ImageNet),
+for each strided-shortcut setting: exact under "center", and where the children settings can be exact.
 """
 
 from __future__ import annotations
@@ -88,8 +91,11 @@ def cifar_resnet20(weights: str) -> nn.Module:
 
 
 @functools.cache
-def converted_cifar_resnet20(weights: str, transform: str, normalize: bool, stride_mode: str) -> nn.Module:
-    converted = convert_2d_to_3d(cifar_resnet20(weights), transform, normalize=normalize, stride_mode=stride_mode)
+def converted_cifar_resnet20(weights: str, transform: str, normalize: bool, stride_mode: str,
+                             shortcut: str = "center") -> nn.Module:
+    """Converted under ``shortcut`` "center" unless said otherwise: the setting that reads what 2D reads."""
+    converted = convert_2d_to_3d(cifar_resnet20(weights), transform, normalize=normalize, stride_mode=stride_mode,
+                                 shortcut=shortcut)
     return converted.model.eval()
 
 
@@ -204,3 +210,155 @@ def test_converted_strided_cifar_block_with_option_a_shortcut_equals_2d_block(we
     assert out.num_sites == BATCH * torch.Size(coarse_grid()).numel()
     for y in STRIDED_EXACT_SLICES:
         torch.testing.assert_close(y_slice_as_image(out, y, coarse_grid()), expected, atol=ATOL, rtol=RTOL)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Whole networks on a one-site-thick plane of real images.
+#
+# On the plane y = 0 a converted 3×3×3 kernel (default T, not normalised) meets only its y = 0 slice,
+# which is the 2D kernel itself, and the floor convention's coarse sites are exactly the 2D output
+# grid: a whole converted trunk (stem, every stage, global pool) equals its 2D original when strided
+# shortcuts read the child at 2q as 2D does ("center"). The children settings read the other three
+# children of the plane too, so they agree with 2D only where those children hold the same value as
+# 2q: on an image constant over every 2×2 block, "children_mean" is exact and "children_sum" gives 4×.
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+PLANE_IMAGES = 2
+CHILDREN_ON_A_PLANE = 4
+PLANE_ATOL = 1e-4
+PLANE_RTOL = 1e-5
+SHORTCUTS = ["center", "children_sum", "children_mean"]
+FIRST_STRIDED_STAGE = "layer2"
+
+
+@functools.cache
+def real_images(source: str) -> torch.Tensor:
+    """[PLANE_IMAGES, 3, H, W] normalised real images: MNIST test digits or Tiny-ImageNet val images."""
+    from image2point.pretrain2d.image_folders import MNIST, TinyImageNet
+
+    if source == "mnist":
+        root = SHARED_DATA / "mnist"
+        if not root.is_dir():
+            pytest.skip(f"MNIST not found at {root.resolve()}")
+        dataset = MNIST(root, "test")
+    else:
+        root = SHARED_DATA / "tiny-imagenet-200"
+        if not root.is_dir():
+            pytest.skip(f"Tiny-ImageNet not found at {root.resolve()}")
+        dataset = TinyImageNet(root, "val")
+    return torch.stack([dataset[index][0] for index in range(PLANE_IMAGES)])
+
+
+@functools.cache
+def trunk_2d(architecture: str) -> nn.Module:
+    """ResNet-18 (random, trained-looking BN) or the shared CIFAR-10 ResNet-56, in eval mode."""
+    if architecture == "cifar_resnet56":
+        path = next(iter(sorted(SHARED_WEIGHTS.glob("resnet56-*.th"))), None)
+        if path is None:
+            pytest.skip(f"no shared CIFAR-10 ResNet-56 checkpoint in {SHARED_WEIGHTS}")
+        model = create_model_2d("cifar_resnet56")
+        load_pretrained_2d(model, path, weights=KNOWN_WEIGHTS["cifar_resnet56_cifar10"])
+        return model.eval()
+    with torch.random.fork_rng():
+        torch.manual_seed(SEED)
+        model = create_model_2d(architecture)
+    randomize_batchnorm(model, torch.Generator().manual_seed(SEED))
+    return model.eval()
+
+
+def image_on_plane(image: torch.Tensor) -> SparseTensor:
+    """``G[b, c, x, 0, z] = image[b, c, z, x]`` (default T: rows on z, columns on x), one site thick."""
+    batch, channels, rows, cols = image.shape
+    dense = image.transpose(2, 3).unsqueeze(DENSE_Y).contiguous()
+    return SparseTensor.from_dense(dense, torch.ones(batch, cols, 1, rows, dtype=torch.bool))
+
+
+def plane_as_image(x: SparseTensor, rows: int, cols: int) -> torch.Tensor:
+    return x.to_dense((cols, 1, rows)).select(DENSE_Y, 0).transpose(DENSE_X, DENSE_Z - 1)
+
+
+def trunk_names(model_2d: nn.Module) -> tuple[str, ...]:
+    from image2point.models.networks import backbone_spec
+
+    spec = backbone_spec(model_2d)
+    return spec.stem + spec.stages
+
+
+def run_trunks(architecture: str, source: str, shortcut: str):
+    """(2D, 3D-on-the-plane) output of every stem layer and stage, and the globally pooled features."""
+    from image2point.sparse import functional as SF
+
+    model_2d = trunk_2d(architecture)
+    model_3d = convert_2d_to_3d(model_2d, "default", stride_mode="floor", shortcut=shortcut).model.eval()
+    images = real_images(source)
+    x_2d, x_3d, outputs = images, image_on_plane(images), []
+    with torch.no_grad():
+        for name in trunk_names(model_2d):
+            x_2d = getattr(model_2d, name)(x_2d)
+            x_3d = getattr(model_3d, name)(x_3d)
+            # A copy: the 2D ReLU works in place on what the next layer receives.
+            outputs.append((name, x_2d.clone(), plane_as_image(x_3d, *x_2d.shape[2:])))
+        pooled = (x_2d.mean((2, 3)), SF.global_avg_pool(x_3d))
+    return outputs, pooled
+
+
+@pytest.mark.parametrize("source", ["mnist", "tiny_imagenet"])
+@pytest.mark.parametrize("architecture", ["resnet18", "cifar_resnet56"])
+def test_whole_converted_trunk_equals_2d_on_a_plane_with_center_shortcuts(architecture, source):
+    outputs, (pooled_2d, pooled_3d) = run_trunks(architecture, source, "center")
+    for name, out_2d, out_3d in outputs:
+        torch.testing.assert_close(out_3d, out_2d, atol=PLANE_ATOL, rtol=PLANE_RTOL, msg=name)
+    torch.testing.assert_close(pooled_3d, pooled_2d, atol=PLANE_ATOL, rtol=PLANE_RTOL)
+
+
+@pytest.mark.parametrize("shortcut", ["children_sum", "children_mean"])
+@pytest.mark.parametrize("architecture", ["resnet18", "cifar_resnet56"])
+def test_children_shortcuts_part_from_2d_at_the_first_strided_stage(architecture, shortcut):
+    """Same network otherwise: equal up to layer2, whose first block is the first with a strided shortcut
+    in both ResNets (the stem's strides have none), and different from there on."""
+    outputs, (pooled_2d, pooled_3d) = run_trunks(architecture, "tiny_imagenet", shortcut)
+    names = [name for name, _, _ in outputs]
+    for name, out_2d, out_3d in outputs[:names.index(FIRST_STRIDED_STAGE)]:
+        torch.testing.assert_close(out_3d, out_2d, atol=PLANE_ATOL, rtol=PLANE_RTOL, msg=name)
+    _, out_2d, out_3d = outputs[names.index(FIRST_STRIDED_STAGE)]
+    assert not torch.allclose(out_3d, out_2d, atol=PLANE_ATOL, rtol=PLANE_RTOL)
+    assert not torch.allclose(pooled_3d, pooled_2d, atol=PLANE_ATOL, rtol=PLANE_RTOL)
+
+
+def block_constant_input(source: str, channels: int, side: int) -> torch.Tensor:
+    """A block's input made of real images: their pixels mixed into ``channels`` non-negative channels (as
+    after a ReLU), then every pixel repeated over a 2×2 block, so each coarse site's four plane children
+    hold one value."""
+    images = real_images(source)[:, :, :side, :side]
+    mix = torch.randn(channels, images.shape[1], generator=torch.Generator().manual_seed(SEED))
+    features = torch.relu(torch.einsum("oc,bchw->bohw", mix, images))
+    return features.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+
+
+@pytest.mark.parametrize("shortcut", SHORTCUTS)
+@pytest.mark.parametrize("architecture", ["resnet18", "cifar_resnet56"])
+def test_strided_block_on_2x2_constant_real_image_is_exact_under_center_and_children_mean(architecture, shortcut):
+    """layer2.0 (1×1 projection, or option-A subsample): its shortcut reads four equal children."""
+    model_2d = trunk_2d(architecture)
+    block_2d = model_2d.layer2[0]
+    block_3d = convert_2d_to_3d(model_2d, "default", shortcut=shortcut).model.eval().layer2[0]
+    image = block_constant_input("tiny_imagenet", block_2d.conv1.in_channels, side=16)
+    with torch.no_grad():
+        expected = block_2d(image)
+        out = plane_as_image(block_3d(image_on_plane(image)), *expected.shape[2:])
+    if shortcut == "children_sum":
+        assert not torch.allclose(out, expected, atol=PLANE_ATOL, rtol=PLANE_RTOL)
+    else:
+        torch.testing.assert_close(out, expected, atol=PLANE_ATOL, rtol=PLANE_RTOL)
+
+
+@pytest.mark.parametrize("shortcut, factor", [("center", 1), ("children_sum", CHILDREN_ON_A_PLANE),
+                                              ("children_mean", 1)])
+def test_projection_shortcut_on_2x2_constant_image_reads_four_equal_children(shortcut, factor):
+    conv_2d = trunk_2d("resnet18").layer2[0].downsample[0]
+    conv_3d = convert_2d_to_3d(trunk_2d("resnet18"), "default", shortcut=shortcut).model.layer2[0].downsample[0]
+    image = block_constant_input("mnist", conv_2d.in_channels, side=14)
+    with torch.no_grad():
+        expected = factor * conv_2d(image)
+        out = plane_as_image(conv_3d(image_on_plane(image)), *expected.shape[2:])
+    torch.testing.assert_close(out, expected, atol=PLANE_ATOL, rtol=PLANE_RTOL)

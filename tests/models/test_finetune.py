@@ -10,7 +10,7 @@ from image2point.sparse import SparseTensor
 KERNEL_VOLUME = 27  # 3×3×3
 IN_FEATURES = 3
 NUM_CLASSES = 10
-HIDDEN = 256
+HIDDEN = 1024  # Listing 3
 STEM = 16  # CIFAR ResNet: the input layer produces the 16 channels layer1 expects
 
 # Hand counts for NetworkConfig(backbone="cifar_resnet20", num_classes=10) with the conv3 input layer.

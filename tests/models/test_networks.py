@@ -6,10 +6,8 @@ import torch
 from image2point.inflate.converter import InflationSettings
 from image2point.inflate.transforms import filter_transform, inflate_weight
 from image2point.models import NetworkConfig, SparseClassifier, SparseSegmenter, build_network
-from image2point.models.layers import upsample_nearest
 from image2point.models2d import create_model_2d
 from image2point.sparse import SparseTensor
-from image2point.sparse import functional as SF
 
 NUM_CLASSES = 5
 
@@ -82,13 +80,3 @@ def test_forward_features_and_head_compose_to_forward():
     network = build_network(NetworkConfig(backbone="cifar_resnet20", num_classes=NUM_CLASSES)).network.eval()
     x = random_batch()
     torch.testing.assert_close(network.forward_head(network.forward_features(x)), network(x))
-
-
-def test_upsample_nearest_copies_each_parent():
-    x = random_batch(in_features=2)
-    coarse = SF.conv3d(x, torch.randn(2, 2, 2, 2, 2), stride=2)
-    up = upsample_nearest(coarse, x)
-    parents = torch.cat([x.coords[:, :1], x.coords[:, 1:] // 2], 1)
-    for row in range(0, x.num_sites, 37):
-        match = (coarse.coords == parents[row]).all(1).nonzero().item()
-        assert torch.equal(up.features[row], coarse.features[match])

@@ -1,4 +1,4 @@
-"""The wiring from a config to transforms, datasets, collation and the optimizer."""
+"""The wiring from a config to transforms, datasets, collation, the optimizer and the networks' output layers."""
 
 import numpy as np
 import pytest
@@ -10,6 +10,7 @@ from image2point.errors import ConfigError
 from image2point.train.builders import (
     build_collate,
     build_dataset,
+    build_model,
     build_optimizer,
     build_transform,
     step_batch_warning,
@@ -18,6 +19,7 @@ from image2point.train.builders import (
 from image2point.train.config import load_config
 
 NUM_S3DIS_CLASSES = 13
+NUM_CLASSES = 5
 
 
 def _write_room(root, area, room, objects):
@@ -94,3 +96,17 @@ def test_step_batch_warning_compares_world_size_times_batch_with_the_recipe():
     message = step_batch_warning(recipe, world_size=1)
     assert "1 process(es) x data.batch_size 3 = 3" in message and "effective_batch_size is 6" in message
     assert step_batch_warning(load_config(None, ["data.batch_size=3"]).data, world_size=1) is None
+
+
+def test_head_hidden_reaches_the_mlp_head():
+    config = load_config(None, ["model.backbone=cifar_resnet20", "model.head_hidden=48"])
+    head = build_model(config, 3, NUM_CLASSES, "classification").network.head
+    assert head.classifier[0].out_features == head.classifier[3].in_features == 48
+
+
+def test_linear_width_reaches_the_backbone_free_network():
+    config = load_config(None, ["model.backbone=none", "model.input_layer=linear", "model.head=linear",
+                                "model.linear_width=24"])
+    network = build_model(config, 4, NUM_CLASSES, "segmentation").network
+    assert network.input_layer.full_resolution[0].out_channels == 24
+    assert network.head.classifier.in_features == 24

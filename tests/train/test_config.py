@@ -292,3 +292,37 @@ def test_transform_settings_round_trip_and_bad_values_name_their_key(tmp_path):
         load_config(None, ["data.modelnet40.point_sampling=fps"])
     with pytest.raises(ConfigError, match="effective_batch_size must be at least 1 or null"):
         load_config(None, ["data.effective_batch_size=0"])
+def test_enum_fields_take_their_values_and_write_them_back(tmp_path):
+    from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
+
+    assert load_config(None).model.shortcut is DEFAULT_STRIDED_SHORTCUT
+    config = load_config(None, ["model.shortcut=center"])
+    assert config.model.shortcut is StridedShortcut.CENTER
+    assert config_to_dict(config)["model"]["shortcut"] == "center"
+    save_config(config, tmp_path / "saved.yaml")
+    assert yaml.safe_load((tmp_path / "saved.yaml").read_text())["model"]["shortcut"] == "center"
+    assert load_config(tmp_path / "saved.yaml") == config
+    (tmp_path / "file.yaml").write_text("model:\n  shortcut: children_sum\n")
+    assert load_config(tmp_path / "file.yaml").model.shortcut is StridedShortcut.CHILDREN_SUM
+
+
+def test_bad_enum_value_names_the_key_and_lists_the_choices(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape(
+            "key 'model.shortcut': must be one of 'center', 'children_sum', 'children_mean', got 'children'")):
+        load_config(None, ["model.shortcut=children"])
+    (tmp_path / "bad.yaml").write_text("model:\n  shortcut: 2\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: key 'model\.shortcut': must be one of"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_output_layer_widths_are_model_keys_with_the_listings_defaults():
+    from image2point.models.heads import HEAD_HIDDEN_CHANNELS
+    from image2point.models.networks import LINEAR_NETWORK_WIDTH
+
+    model = load_config(None).model
+    assert (model.head_hidden, model.linear_width) == (HEAD_HIDDEN_CHANNELS, LINEAR_NETWORK_WIDTH) == (1024, 512)
+    model = load_config(None, ["model.head_hidden=96", "model.linear_width=32"]).model
+    assert (model.head_hidden, model.linear_width) == (96, 32)
+    for key in ("head_hidden", "linear_width"):
+        with pytest.raises(ConfigError, match=f"{key} must be at least 1"):
+            load_config(None, [f"model.{key}=0"])
