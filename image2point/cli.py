@@ -240,7 +240,7 @@ def _cmd_env(args: argparse.Namespace) -> None:
     import torch
 
     from image2point import __version__
-    from image2point.sparse.backends import default_backend, spconv_available
+    from image2point.sparse.backends import backend_fallbacks, default_backend, spconv_available
 
     lines = {
         "image2point": __version__,
@@ -256,6 +256,8 @@ def _cmd_env(args: argparse.Namespace) -> None:
     }
     if torch.cuda.is_available():
         lines["default sparse backend (cuda)"] = default_backend("cuda")
+    for fallback in backend_fallbacks():
+        lines[f"{fallback.op.value} on {fallback.backend}"] = f"runs on {fallback.runs_on}: {fallback.reason}"
     for name in ("plyfile", "laspy", "h5py", "tensorboard", "torchmetrics", "matplotlib"):
         lines[name] = _version_of(name)
     for key, value in lines.items():

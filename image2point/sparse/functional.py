@@ -204,10 +204,12 @@ def avg_pool3d(
 
     Empty sites are absent, not zeros: the divisor is the number of present sites in the window (an
     output whose window holds none gets zero), or ``divisor_override`` when given (sum / divisor, as in
-    torch). On a fully occupied one-site-thick plane the present sites of a window are its in-bounds
-    cells, so the default equals ``AvgPool2d(K, stride, padding=(K - 1) // 2, count_include_pad=False)``,
-    and ``divisor_override=K * K`` equals ``count_include_pad=True`` (every window divided by K²). The
-    two agree wherever no window reaches past the border (``padding=0``, e.g. ``AvgPool2d(2, 2)``).
+    torch). On a fully occupied one-site-thick plane (``floor`` sites) the present sites of a window are
+    its in-bounds cells, so the default equals ``AvgPool2d(K, 2, padding=(K - 1) // 2,
+    count_include_pad=False)`` and ``divisor_override=K * K`` equals ``count_include_pad=True`` (every
+    window divided by K², padding counted). The two agree where no window reaches past the border:
+    ``AvgPool2d(2, 2)`` on even extents; on odd ones the sparse pool keeps the last, partly filled window,
+    as ``ceil_mode=True`` does. ``window`` sites add windows past even extents, which 2D has no match for.
     """
     out_coords, key = _output_sites(x, kernel_size, stride, stride_mode, "avg pool")
     if divisor_override is not None and divisor_override <= 0:

@@ -26,9 +26,9 @@ FALLBACK_BACKEND = "torch"
 class SparseOp(enum.Enum):
     """Sparse operations whose execution a backend may hand to another one."""
 
-    GROUPED_CONV = "grouped conv (groups > 1, not depthwise)"
-    DEPTHWISE_CONV = "depthwise conv (groups = C_in = C_out)"
-    AVG_POOL = "average pool"
+    GROUPED_CONV = "grouped conv"  # groups > 1, other than depthwise
+    DEPTHWISE_CONV = "depthwise conv"  # groups = C_in = C_out
+    AVG_POOL = "avg pool"
 
 
 @dataclass(frozen=True)
