@@ -190,7 +190,8 @@ def test_fallbacks_name_every_op_spconv_cannot_run():
 def test_conv_module_has_torch_shapes_and_matches_the_functional_form():
     module = SparseConv3d(8, 12, 3, stride=2, bias=True, dilation=2, groups=4)
     reference = torch.nn.Conv3d(8, 12, 3, stride=2, dilation=2, groups=4)
-    assert {k: v.shape for k, v in module.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    shapes = {name: value.shape for name, value in module.state_dict().items()}
+    assert shapes == {name: value.shape for name, value in reference.state_dict().items()}
     assert "dilation=2, groups=4" in repr(module)
     x = random_sparse(8, "torch", seed=14)
     expected = SF.conv3d(x, module.weight, module.bias, 2, "floor", dilation=2, groups=4).features
