@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
-from image2point.sparse.backends import choose_backend
+from image2point.sparse.backends import backend_fallbacks, choose_backend
 
 NOT_INSTALLED = "not installed"
 # Optional packages whose absence changes what works (readers, logging, plots, the spconv backend).
@@ -44,6 +44,16 @@ class BackendReport:
 
 
 @dataclasses.dataclass(frozen=True)
+class FallbackReport:
+    """An op that a backend hands to another one (spconv has no grouped convs, for one)."""
+
+    op: str
+    backend: str
+    runs_on: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
 class EnvironmentReport:
     image2point: str
     python: str
@@ -58,6 +68,7 @@ class EnvironmentReport:
     gpus: list[GpuInfo]
     tf32_matmul: bool
     sparse_backends: list[BackendReport]
+    fallbacks: list[FallbackReport]
     packages: dict[str, str]
 
     def to_json(self) -> dict:
@@ -75,6 +86,8 @@ class EnvironmentReport:
             rows.append(("TF32 matmul", self.tf32_matmul))
         rows += [(f"default sparse backend ({report.device})", f"{report.backend}: {report.reason}")
                  for report in self.sparse_backends]
+        rows += [(f"{fallback.op} on {fallback.backend}", f"runs on {fallback.runs_on}: {fallback.reason}")
+                 for fallback in self.fallbacks]
         rows += list(self.packages.items())
         return [f"{label:{LABEL_WIDTH}s} {value}" for label, value in rows]
 
@@ -142,5 +155,6 @@ def collect_environment() -> EnvironmentReport:
         gpus=_gpus(),
         tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
         sparse_backends=_backends(cuda_available),
+        fallbacks=[FallbackReport(f.op.value, f.backend, f.runs_on, f.reason) for f in backend_fallbacks()],
         packages=packages,
     )

@@ -87,6 +87,7 @@ def test_env_reports_versions(capsys):
     assert main(["env"]) == 0
     out = capsys.readouterr().out
     assert "torch" in out and "default sparse backend (cpu)" in out
+    assert "depthwise conv on spconv       runs on torch: " in out
 
 
 def test_debug_shows_the_traceback():

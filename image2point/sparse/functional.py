@@ -1,9 +1,12 @@
-"""Functional sparse ops on :class:`SparseTensor`: convolution (submanifold, strided, inverse), pooling.
+"""Functional sparse ops on :class:`SparseTensor`: convolution (submanifold, strided, inverse; grouped,
+depthwise, dilated), pooling, per-sample normalisation and channel gating.
 
 Every op looks up (or builds and caches) its kernel map in the tensor's coordinate cache, then hands
-features, weights and the map to the tensor's backend. Weights are torch-style ``[C_out, C_in, K, K, K]``;
-a result equals ``torch.nn.functional.conv3d`` (or ``conv_transpose3d``, ``max_pool3d``) of the dense
-grid at the output's sites, with ``padding=(K - 1) // 2``.
+features, weights and the map to the tensor's backend (or, for an op that backend cannot run, to the
+torch backend: see :func:`image2point.sparse.backends.backend_fallbacks`). Weights are torch-style
+``[C_out, C_in / groups, K, K, K]``; a result equals ``torch.nn.functional.conv3d`` (or
+``conv_transpose3d``, ``max_pool3d``) of the dense grid at the output's sites, with
+``padding=dilation * (K - 1) // 2``.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from enum import Enum
 
 import torch
 
-from image2point.sparse.backends import get_backend
+from image2point.sparse.backends import SparseOp, execution_backend, get_backend
 from image2point.sparse.kernel_map import (
     DOWNSAMPLE_FACTOR,
     STRIDE_MODES,
     build_kernel_map,
+    check_dilation,
     downsample_coords,
 )
 from image2point.sparse.tensor import SparseTensor
@@ -34,22 +38,30 @@ def coarser_coords(x: SparseTensor, stride_mode: str) -> torch.Tensor:
     return cache[key]
 
 
-def _prepared_map(x: SparseTensor, key: tuple, build) -> object:
-    """The backend-ready kernel map for ``key``, built on first use and cached with the batch."""
+def _prepared_map(x: SparseTensor, key: tuple, build, backend: str | None = None) -> object:
+    """The kernel map for ``key`` ready for ``backend`` (default: the tensor's), built on first use and
+    cached with the batch."""
+    backend = backend or x.backend
     cache = x.cache.kernel_maps
-    backend_key = (key, x.backend)
+    backend_key = (key, backend)
     if backend_key not in cache:
         if key not in cache:
             cache[key] = build()
-        cache[backend_key] = get_backend(x.backend).prepare(cache[key])
+        cache[backend_key] = get_backend(backend).prepare(cache[key])
     return cache[backend_key]
 
 
-def _check_weight(x: SparseTensor, weight: torch.Tensor) -> int:
+def _check_weight(x: SparseTensor, weight: torch.Tensor, groups: int = 1) -> int:
     if weight.dim() != 5 or len(set(weight.shape[2:])) != 1:
         raise ValueError(f"weight must be [C_out, C_in, K, K, K], got {tuple(weight.shape)}")
-    if weight.shape[1] != x.num_channels:
-        raise ValueError(f"weight expects {weight.shape[1]} input channels, features have {x.num_channels}")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups must be an integer >= 1, got {groups!r}")
+    if weight.shape[0] % groups:
+        raise ValueError(f"groups={groups} does not divide the weight's {weight.shape[0]} output channels")
+    if weight.shape[1] * groups != x.num_channels:
+        per_group = "" if groups == 1 else f" per group × {groups} groups"
+        raise ValueError(f"weight expects {weight.shape[1]} input channels{per_group}, "
+                         f"features have {x.num_channels}")
     return weight.shape[2]
 
 
@@ -59,23 +71,52 @@ def conv3d(
     bias: torch.Tensor | None = None,
     stride: int = 1,
     stride_mode: str = "floor",
+    dilation: int = 1,
+    groups: int = 1,
 ) -> SparseTensor:
-    """Submanifold convolution (``stride=1``: output sites = input sites) or strided (``stride=2``)."""
-    kernel_size = _check_weight(x, weight)
-    out_coords, key = _output_sites(x, kernel_size, stride, stride_mode, "conv")
-    prepared = _prepared_map(x, key, lambda: build_kernel_map(x.coords, out_coords, kernel_size, stride))
-    features = get_backend(x.backend).conv(x.features, weight, prepared)
+    """Submanifold convolution (``stride=1``: output sites = input sites) or strided (``stride=2``).
+
+    ``dilation`` spaces the taps ``dilation`` sites apart (odd K only) and ``groups`` splits the channels
+    as in torch (``weight`` ``[C_out, C_in / groups, K, K, K]``): the result is ``F.conv3d(stride=stride,
+    padding=dilation * (K - 1) // 2, dilation=dilation, groups=groups)`` of the dense grid at the output
+    sites. Depthwise (``groups = C_in = C_out``) and other grouped convs run on the torch backend when the
+    tensor's backend has no grouped convolution (spconv).
+    """
+    kernel_size = _check_weight(x, weight, groups)
+    out_coords, key = _output_sites(x, kernel_size, stride, stride_mode, "conv", dilation)
+
+    def build():
+        return build_kernel_map(x.coords, out_coords, kernel_size, stride, dilation)
+
+    if groups == 1:
+        features = get_backend(x.backend).conv(x.features, weight, _prepared_map(x, key, build))
+    else:
+        features = _grouped_conv(x, weight, groups, key, build)
     if bias is not None:
         features = features + bias
     return _on_output_level(x, stride, stride_mode, out_coords, features)
 
 
-def _output_sites(x: SparseTensor, kernel_size: int, stride: int, stride_mode: str, what: str):
-    """Output coordinates and the kernel-map cache key of a stride-1 or stride-2 layer."""
+def _grouped_conv(x: SparseTensor, weight: torch.Tensor, groups: int, key: tuple, build) -> torch.Tensor:
+    depthwise = groups == x.num_channels == weight.shape[0]
+    backend = execution_backend(x.backend, SparseOp.DEPTHWISE_CONV if depthwise else SparseOp.GROUPED_CONV)
+    prepared = _prepared_map(x, key, build, backend)
+    if depthwise:
+        return get_backend(backend).depthwise_conv(x.features, weight, prepared)
+    return get_backend(backend).grouped_conv(x.features, weight, prepared, groups)
+
+
+def _output_sites(x: SparseTensor, kernel_size: int, stride: int, stride_mode: str, what: str, dilation: int = 1):
+    """Output coordinates and the kernel-map cache key of a stride-1 or stride-2 layer.
+
+    Keys of undilated maps carry no dilation (code that builds one of those maps itself shares the entry).
+    """
+    check_dilation(kernel_size, dilation)
+    dilated = () if dilation == 1 else (dilation,)
     if stride == 1:
-        return x.coords, ("subm", x.level, kernel_size)
+        return x.coords, ("subm", x.level, kernel_size) + dilated
     if stride == DOWNSAMPLE_FACTOR:
-        return coarser_coords(x, stride_mode), ("down", x.level, stride_mode, kernel_size)
+        return coarser_coords(x, stride_mode), ("down", x.level, stride_mode, kernel_size) + dilated
     raise ValueError(f"sparse {what} stride must be 1 or {DOWNSAMPLE_FACTOR}, got {stride}")
 
 
@@ -238,3 +279,83 @@ def global_max_pool(x: SparseTensor) -> torch.Tensor:
     index = x.coords[:, :1].expand(-1, x.num_channels)
     out = x.features.new_full((x.batch_size, x.num_channels), float("-inf"))
     return out.scatter_reduce(0, index, x.features, reduce="amax", include_self=True)
+
+
+def avg_pool3d(
+    x: SparseTensor,
+    kernel_size: int,
+    stride: int = 2,
+    stride_mode: str = "floor",
+    divisor_override: int | None = None,
+) -> SparseTensor:
+    """Average over each output's window of *present* input sites (window ``stride·q + k - (K - 1) // 2``).
+
+    Empty sites are absent, not zeros: the divisor is the number of present sites in the window (an
+    output whose window holds none gets zero), or ``divisor_override`` when given (sum / divisor, as in
+    torch). On a fully occupied one-site-thick plane (``floor`` sites) the present sites of a window are
+    its in-bounds cells, so the default equals ``AvgPool2d(K, 2, padding=(K - 1) // 2,
+    count_include_pad=False)`` and ``divisor_override=K * K`` equals ``count_include_pad=True`` (every
+    window divided by K², padding counted). The two agree where no window reaches past the border:
+    ``AvgPool2d(2, 2)`` on even extents; on odd ones the sparse pool keeps the last, partly filled window,
+    as ``ceil_mode=True`` does. ``window`` sites add windows past even extents, which 2D has no match for.
+    """
+    out_coords, key = _output_sites(x, kernel_size, stride, stride_mode, "avg pool")
+    if divisor_override is not None and divisor_override <= 0:
+        raise ValueError(f"divisor_override must be positive, got {divisor_override}")
+    backend = execution_backend(x.backend, SparseOp.AVG_POOL)
+    prepared = _prepared_map(x, key, lambda: build_kernel_map(x.coords, out_coords, kernel_size, stride), backend)
+    sums, counts = get_backend(backend).window_sum(x.features, prepared)
+    if divisor_override is None:
+        features = sums / counts.clamp(min=1).to(sums.dtype)[:, None]
+    else:
+        features = sums / divisor_override
+    return _on_output_level(x, stride, stride_mode, out_coords, features)
+
+
+def group_norm(
+    x: SparseTensor,
+    num_groups: int,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+) -> SparseTensor:
+    """``F.group_norm`` restricted to present sites: per sample and group of channels, the mean and
+    (biased) variance run over the sample's present sites and the group's channels; then the per-channel
+    affine ``weight``, ``bias``."""
+    channels = x.num_channels
+    if num_groups < 1 or channels % num_groups:
+        raise ValueError(f"num_groups={num_groups} must divide the {channels} channels")
+    batch = x.coords[:, 0]
+    grouped = x.features.view(x.num_sites, num_groups, channels // num_groups)
+    sites = torch.bincount(batch, minlength=x.batch_size).clamp_(min=1)
+    count = (sites * (channels // num_groups)).to(x.features.dtype)[:, None]
+    zeros = x.features.new_zeros((x.batch_size, num_groups))
+    mean = zeros.index_add(0, batch, grouped.sum(2)) / count
+    centered = grouped - mean[batch].unsqueeze(2)
+    variance = zeros.index_add(0, batch, centered.square().sum(2)) / count
+    normalized = (centered * torch.rsqrt(variance + eps)[batch].unsqueeze(2)).view(x.num_sites, channels)
+    if weight is not None:
+        normalized = normalized * weight
+    if bias is not None:
+        normalized = normalized + bias
+    return x.replace_features(normalized)
+
+
+def _rows_per_site(x: SparseTensor, values: torch.Tensor, what: str) -> torch.Tensor:
+    """``[B, C]`` or ``[B, 1]`` values (trailing size-1 axes allowed, as ``[B, C, 1, 1]``) → one row per site."""
+    if values.dim() > 2 and all(size == 1 for size in values.shape[2:]):
+        values = values.flatten(1)
+    if values.dim() != 2 or values.shape[0] != x.batch_size or values.shape[1] not in (1, x.num_channels):
+        raise ValueError(f"{what} must be [batch_size={x.batch_size}, C={x.num_channels} or 1], "
+                         f"got {tuple(values.shape)}")
+    return values[x.coords[:, 0]]
+
+
+def mul_per_sample(x: SparseTensor, gate: torch.Tensor) -> SparseTensor:
+    """Each site's features times its sample's row of ``gate`` ``[B, C]`` (squeeze-and-excitation)."""
+    return x.replace_features(x.features * _rows_per_site(x, gate, "gate"))
+
+
+def add_per_sample(x: SparseTensor, values: torch.Tensor) -> SparseTensor:
+    """Each site's features plus its sample's row of ``values`` ``[B, C]`` (a per-sample broadcast add)."""
+    return x.replace_features(x.features + _rows_per_site(x, values, "values"))

@@ -13,6 +13,9 @@ Geometry, per spatial axis, with ``pad = (K - 1) // 2`` and kernel index ``k`` i
   stride-2 layer of a level, so the main branch and the shortcut of a residual block line up.
 - inverse (transposed, for decoders): the pairs of the strided map read the other way round, writing
   onto the finer level's known sites.
+- dilated (dilation d, odd K): the offsets are spread d apart, ``in = stride * out + d * (k - pad)``,
+  the geometry of ``F.conv3d(stride, padding=d * (K - 1) // 2, dilation=d)``. Even kernels (the 2×2×2
+  maps of strided layers) take no dilation: their dense padding ``d * (K - 1) // 2`` is not ``d * pad``.
 
 Stride conventions (how the sites of level 2s are chosen from the sites of level s):
 
@@ -57,6 +60,7 @@ class KernelMap:
     kernel_size: int
     # Offset whose pairs are (i, i) for every site: submanifold centre, handled as one plain matmul.
     identity_offset: int | None = None
+    dilation: int = 1
 
     @property
     def starts(self) -> list[int]:
@@ -72,14 +76,22 @@ class KernelMap:
     def transposed(self) -> "KernelMap":
         """The same pairs with inputs and outputs swapped (the map of the transposed convolution)."""
         return KernelMap(self.out_index, self.in_index, self.counts, self.num_out, self.num_in,
-                         self.kernel_size, self.identity_offset)
+                         self.kernel_size, self.identity_offset, self.dilation)
 
 
-def kernel_offsets(kernel_size: int, device: torch.device | None = None) -> torch.Tensor:
-    """``[K³, 3]`` int64 offsets ``k - pad`` in row-major kernel order."""
+def kernel_offsets(kernel_size: int, device: torch.device | None = None, dilation: int = 1) -> torch.Tensor:
+    """``[K³, 3]`` int64 offsets ``dilation * (k - pad)`` in row-major kernel order."""
     pad = (kernel_size - 1) // 2
-    axis = torch.arange(kernel_size, device=device) - pad
+    axis = (torch.arange(kernel_size, device=device) - pad) * dilation
     return torch.cartesian_prod(axis, axis, axis).reshape(-1, 3)
+
+
+def check_dilation(kernel_size: int, dilation: int) -> None:
+    """Dilation is a positive int, and only odd kernels take one above 1 (see the module docstring)."""
+    if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1:
+        raise ValueError(f"dilation must be an integer >= 1, got {dilation!r}")
+    if dilation != 1 and kernel_size % 2 == 0:
+        raise ValueError(f"dilation {dilation} needs an odd kernel size, got {kernel_size}")
 
 
 @dataclass(frozen=True)
@@ -150,23 +162,25 @@ def _row_finder(space: _KeySpace, keys: torch.Tensor):
 
 
 def build_kernel_map(
-    in_coords: torch.Tensor, out_coords: torch.Tensor, kernel_size: int, stride: int
+    in_coords: torch.Tensor, out_coords: torch.Tensor, kernel_size: int, stride: int, dilation: int = 1
 ) -> KernelMap:
-    """Pairs for ``in = stride * out + k - pad``; ``stride`` 1 (submanifold) or 2 (strided)."""
+    """Pairs for ``in = stride * out + dilation * (k - pad)``; ``stride`` 1 (submanifold) or 2 (strided)."""
     if stride not in (1, DOWNSAMPLE_FACTOR):
         raise ValueError(f"stride must be 1 or {DOWNSAMPLE_FACTOR}, got {stride}")
+    check_dilation(kernel_size, dilation)
     device = in_coords.device
     num_offsets = kernel_size**3
     if in_coords.shape[0] == 0 or out_coords.shape[0] == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=device)
-        return KernelMap(empty, empty, (0,) * num_offsets, in_coords.shape[0], out_coords.shape[0], kernel_size)
+        return KernelMap(empty, empty, (0,) * num_offsets, in_coords.shape[0], out_coords.shape[0], kernel_size,
+                         dilation=dilation)
 
     base = out_coords.clone()
     base[:, 1:] *= stride
     # One key space over both extents, with room for every offset, so no query wraps into another row.
-    space = _key_space(torch.cat([in_coords, base]), margin=kernel_size)
+    space = _key_space(torch.cat([in_coords, base]), margin=kernel_size * dilation)
     find_rows = _row_finder(space, space.keys(in_coords))
-    offset_keys = space.offset_keys(kernel_offsets(kernel_size, device))
+    offset_keys = space.offset_keys(kernel_offsets(kernel_size, device, dilation))
 
     # [K³, N_out] so that nonzero() returns pairs grouped by offset, outputs ascending within each.
     queries = offset_keys[:, None] + space.keys(base)[None, :]
@@ -182,6 +196,7 @@ def build_kernel_map(
         num_out=out_coords.shape[0],
         kernel_size=kernel_size,
         identity_offset=identity,
+        dilation=dilation,
     )
 
 

@@ -17,7 +17,8 @@ from image2point.sparse.tensor import SparseTensor
 
 
 class SparseConv3d(nn.Module):
-    """Submanifold (``stride=1``) or strided (``stride=2``) sparse 3D convolution."""
+    """Submanifold (``stride=1``) or strided (``stride=2``) sparse 3D convolution; dilated and grouped as
+    ``nn.Conv3d`` (``weight`` ``[C_out, C_in / groups, K, K, K]``)."""
 
     def __init__(
         self,
@@ -27,14 +28,21 @@ class SparseConv3d(nn.Module):
         stride: int = 1,
         bias: bool = False,
         stride_mode: str = "floor",
+        dilation: int = 1,
+        groups: int = 1,
     ):
         super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
         self.stride = stride
         self.stride_mode = stride_mode
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size, kernel_size))
+        self.dilation = dilation
+        self.groups = groups
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels // groups, kernel_size, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.reset_parameters()
 
@@ -42,7 +50,7 @@ class SparseConv3d(nn.Module):
         # The initialisation of torch.nn.Conv3d.
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
-            fan_in = self.in_channels * self.kernel_size**3
+            fan_in = self.weight.shape[1] * self.kernel_size**3
             bound = 1 / math.sqrt(fan_in)
             nn.init.uniform_(self.bias, -bound, bound)
 
@@ -51,11 +59,13 @@ class SparseConv3d(nn.Module):
         return self.weight
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        return SF.conv3d(x, self.conv_weight(), self.bias, self.stride, self.stride_mode)
+        return SF.conv3d(x, self.conv_weight(), self.bias, self.stride, self.stride_mode, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
+        extra = "".join(f", {name}={value}" for name, value in (("dilation", self.dilation), ("groups", self.groups))
+                        if value != 1)
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"stride_mode={self.stride_mode!r}, bias={self.bias is not None}")
+                f"stride_mode={self.stride_mode!r}, bias={self.bias is not None}{extra}")
 
 
 class SparseChildrenConv3d(SparseConv3d):
@@ -165,3 +175,90 @@ def sparse_add(a: SparseTensor, b: SparseTensor) -> SparseTensor:
             f"{b.num_sites} at stride {b.stride}); strided layers of one block must share a stride mode"
         )
     return a.replace_features(a.features + b.features)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-site layers: the torch module applied to the features ([N, C], channels on dim 1). Each subclasses
+# its torch counterpart, so constructor arguments, parameter names and shapes are torch's.
+
+
+class _OnFeatures:
+    """Mixin: run the torch module's forward on the features of the sites, keep the sites."""
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        return x.replace_features(super().forward(x.features))  # type: ignore[misc]
+
+
+class SparsePReLU(_OnFeatures, nn.PReLU):
+    """``nn.PReLU(num_parameters=1 or C, init=0.25)``; ``weight`` ``[num_parameters]``."""
+
+
+class SparseLeakyReLU(_OnFeatures, nn.LeakyReLU):
+    pass
+
+
+class SparseReLU6(_OnFeatures, nn.ReLU6):
+    pass
+
+
+class SparseSiLU(_OnFeatures, nn.SiLU):
+    pass
+
+
+class SparseGELU(_OnFeatures, nn.GELU):
+    pass
+
+
+class SparseHardswish(_OnFeatures, nn.Hardswish):
+    pass
+
+
+class SparseHardsigmoid(_OnFeatures, nn.Hardsigmoid):
+    pass
+
+
+class SparseSigmoid(_OnFeatures, nn.Sigmoid):
+    pass
+
+
+class SparseTanh(_OnFeatures, nn.Tanh):
+    pass
+
+
+class SparseLayerNorm(_OnFeatures, nn.LayerNorm):
+    """LayerNorm over the channels of each site (ConvNeXt's channels-last LayerNorm); ``normalized_shape``
+    is the channel count (an int or a one-element sequence); ``weight``/``bias`` ``[C]``."""
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
+                 device=None, dtype=None):
+        super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype)
+        if len(self.normalized_shape) != 1:
+            raise ValueError(f"sparse LayerNorm normalises the channels only, got shape {self.normalized_shape}")
+
+
+class SparseGroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm(num_groups, num_channels, eps, affine)`` with statistics per sample over its present
+    sites (see :func:`image2point.sparse.functional.group_norm`); ``weight``/``bias`` ``[C]``."""
+
+    def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
+        return SF.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+
+class SparseAvgPool3d(nn.Module):
+    """Average over present sites of each window (see :func:`image2point.sparse.functional.avg_pool3d`
+    for the divisor and its relation to ``AvgPool2d(count_include_pad=...)``)."""
+
+    def __init__(self, kernel_size: int, stride: int = 2, stride_mode: str = "floor",
+                 divisor_override: int | None = None):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.stride_mode = stride_mode
+        self.divisor_override = divisor_override
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        return SF.avg_pool3d(x, self.kernel_size, self.stride, self.stride_mode, self.divisor_override)
+
+    def extra_repr(self) -> str:
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, stride_mode={self.stride_mode!r}, "
+                f"divisor_override={self.divisor_override}")

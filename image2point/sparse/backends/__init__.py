@@ -1,12 +1,15 @@
 """Execution backends for sparse convolution and pooling; both take the same kernel maps.
 
 A backend is a module with ``prepare(kernel_map)``, ``conv(features, weight, prepared)`` and
-``max_pool(features, prepared)``. ``default_backend(device)`` picks the faster one per device, as measured
-by ``benchmarks/bench_sparse.py`` (see docs/benchmarks.md).
+``max_pool(features, prepared)``, and a ``FALLBACKS`` dict: the :class:`SparseOp` it cannot run, each
+with the reason, which then run on the torch backend (per layer: the rest of the network stays on its
+backend). :func:`backend_fallbacks` lists them (``image2point env`` prints it). ``default_backend(device)``
+picks the faster one per device, as measured by ``benchmarks/bench_sparse.py`` (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import enum
 import os
 from dataclasses import dataclass
 from types import ModuleType
@@ -16,6 +19,26 @@ import torch
 from image2point.sparse.tensor import BACKENDS
 
 BACKEND_ENV_VAR = "IMAGE2POINT_SPARSE_BACKEND"
+# Every backend can run every op on this one.
+FALLBACK_BACKEND = "torch"
+
+
+class SparseOp(enum.Enum):
+    """Sparse operations whose execution a backend may hand to another one."""
+
+    GROUPED_CONV = "grouped conv"  # groups > 1, other than depthwise
+    DEPTHWISE_CONV = "depthwise conv"  # groups = C_in = C_out
+    AVG_POOL = "avg pool"
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """``op`` asked of ``backend`` runs on ``runs_on`` instead, because of ``reason``."""
+
+    op: SparseOp
+    backend: str
+    runs_on: str
+    reason: str
 
 
 def get_backend(name: str) -> ModuleType:
@@ -28,6 +51,17 @@ def get_backend(name: str) -> ModuleType:
 
         return spconv_backend
     raise ValueError(f"unknown sparse backend {name!r}; choose one of {BACKENDS}")
+
+
+def execution_backend(name: str, op: SparseOp) -> str:
+    """The backend that runs ``op`` for a tensor on backend ``name``: itself, or the fallback."""
+    return FALLBACK_BACKEND if op in get_backend(name).FALLBACKS else name
+
+
+def backend_fallbacks() -> list[Fallback]:
+    """Every op that some backend hands to the fallback backend, and why."""
+    return [Fallback(op, name, FALLBACK_BACKEND, reason)
+            for name in BACKENDS for op, reason in get_backend(name).FALLBACKS.items()]
 
 
 def spconv_available() -> bool:

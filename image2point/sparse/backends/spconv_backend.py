@@ -14,9 +14,16 @@ from functools import lru_cache
 
 import torch
 
+from image2point.sparse.backends import SparseOp
 from image2point.sparse.kernel_map import KernelMap
 
 NAME = "spconv"
+# Dilated convolutions need no fallback: dilation lives in the kernel maps, which are ours.
+FALLBACKS = {
+    SparseOp.GROUPED_CONV: "spconv 2.3 has no grouped convolution (its SparseConv asserts groups == 1)",
+    SparseOp.DEPTHWISE_CONV: "spconv 2.3 has no grouped convolution (its SparseConv asserts groups == 1)",
+    SparseOp.AVG_POOL: "spconv 2.3 averages only in its CUDA implicit-GEMM kernel, on its own index layout",
+}
 
 
 @lru_cache(maxsize=None)
