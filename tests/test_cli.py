@@ -72,9 +72,9 @@ def test_inflate_records_the_strided_shortcut_setting_and_t(tmp_path, capsys):
     source = next(SHARED_WEIGHTS.glob("resnet20-*.th"))
     out = tmp_path / "r20_3d.pt"
     assert main(["inflate", "--arch", "cifar_resnet20", "--checkpoint", str(source), "--out", str(out),
-                 "--shortcut", "children_sum", "--transform", "t3", "--normalize"]) == 0
+                 "--shortcut", "children_sum", "--transform", "copy_z", "--normalize"]) == 0
     state = torch.load(out, weights_only=True)
-    assert (state["shortcut"], state["transform"], state["normalize"]) == ("children_sum", "t3", True)
+    assert (state["shortcut"], state["transform"], state["normalize"]) == ("children_sum", "copy_z", True)
     assert "strided shortcuts: children_sum" in out.with_suffix(".report.txt").read_text()
     with pytest.raises(SystemExit) as exit_info:
         main(["inflate", "--arch", "cifar_resnet20", "--checkpoint", str(source), "--out", str(out),

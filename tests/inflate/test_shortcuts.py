@@ -60,9 +60,9 @@ def test_option_a_shortcuts_follow_the_setting(shortcut):
 
 @pytest.mark.parametrize("shortcut", list(StridedShortcut))
 def test_report_and_summary_name_the_setting_and_the_transform(shortcut):
-    report = convert_2d_to_3d(create_model_2d("cifar_resnet20"), "t3", shortcut=shortcut.value).report
+    report = convert_2d_to_3d(create_model_2d("cifar_resnet20"), "copy_z", shortcut=shortcut.value).report
     assert report.shortcut is shortcut
-    assert f"T = t3, learnable T: none, strided shortcuts: {shortcut.value}" in report.summary()
+    assert f"T = copy_z, learnable T: none, strided shortcuts: {shortcut.value}" in report.summary()
 
 
 @pytest.mark.parametrize("shortcut", ["center", "children_sum"])

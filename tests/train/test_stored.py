@@ -58,11 +58,11 @@ def shortcut_reductions(network):
 
 
 def test_checkpoints_record_the_shortcut_setting_and_t(tmp_path):
-    loop.run_training(tiny_config(tmp_path, "model.transform=t3", "model.normalize_t=true"), quiet=True)
+    loop.run_training(tiny_config(tmp_path, "model.transform=copy_z", "model.normalize_t=true"), quiet=True)
     state = load_checkpoint(tmp_path / loop.LAST_CHECKPOINT)
     model = state["config"]["model"]
     assert model["shortcut"] == DEFAULT_STRIDED_SHORTCUT.value
-    assert (model["transform"], model["normalize_t"]) == ("t3", True)
+    assert (model["transform"], model["normalize_t"]) == ("copy_z", True)
     assert state["config"]["finetune"]["learnable_t"] == "none"
     assert not is_legacy_config(state["config"])
     assert f"strided shortcuts: {DEFAULT_STRIDED_SHORTCUT.value}" in (tmp_path / "conversion.txt").read_text()
