@@ -5,17 +5,28 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import sys
+import warnings
 from pathlib import Path
+from typing import NoReturn
 
-from image2point.errors import Image2PointError
+from image2point.errors import Image2PointError, Image2PointWarning, RuntimeFault
 from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
 
 EXIT_BAD_INPUT = 2
+# Runtime faults: disk full, an unwritable directory, out of memory (and bugs).
+EXIT_RUNTIME_FAULT = 1
 EXIT_INTERRUPTED = 130
+# What eval --out-dir writes.
+EVAL_OUTPUTS = ("config.yaml", "metrics.json")
 CONFIG_HELP = "YAML config (see configs/); omit for the defaults"
 FRACTALDB_VAL_FRACTION = 0.2
 OVERRIDES_HELP = "config overrides as dotted key=value, e.g. optim.lr=0.01 train.epochs=5"
+# Longest error line printed; the rest is counted, not shown.
+MAX_ERROR_CHARS = 500
+# How torch reports an allocation failure (CPU and CUDA).
+OUT_OF_MEMORY_TEXT = "out of memory"
 VISUALIZE_PALETTES = ("generic", "semantickitti", "s3dis", "modelnet40", "procedural_scenes", "procedural_shapes")
 
 
@@ -33,12 +44,15 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     from image2point.train.config import load_config
+    from image2point.io import json_out
     from image2point.train.loop import evaluate_checkpoint
 
     config = load_config(args.config, args.overrides)
+    if args.out_dir is not None and not args.force:
+        _refuse_existing(Path(args.out_dir) / name for name in EVAL_OUTPUTS)
     metrics = evaluate_checkpoint(config, args.checkpoint, args.out_dir)
-    print(json.dumps({"overall_accuracy": metrics.overall_accuracy, "mean_class_accuracy": metrics.mean_class_accuracy,
-                      "miou": metrics.miou}, indent=2))
+    print(json_out.dumps({"overall_accuracy": metrics.overall_accuracy,
+                          "mean_class_accuracy": metrics.mean_class_accuracy, "miou": metrics.miou}, indent=2))
     if args.per_class:
         print(metrics.iou_table())
 
@@ -46,23 +60,25 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 def _cmd_inflate(args: argparse.Namespace) -> None:
     import torch
 
-    from image2point.checkpoint import atomic_write, save_checkpoint
+    from image2point.checkpoint import save_checkpoint
     from image2point.errors import ConfigError
     from image2point.inflate.converter import convert_2d_to_3d
+    from image2point.predict import commit_outputs
     from image2point.inflate.transforms import TRANSFORM_NAMES, unknown_transform_message
     from image2point.models2d import create_model_2d, load_pretrained_2d
 
     if args.transform not in TRANSFORM_NAMES:
         raise ConfigError(f"--transform: {unknown_transform_message(args.transform)}")
-    model_2d = create_model_2d(args.arch, **({"num_classes": args.num_classes} if args.num_classes else {}))
+    model_2d = create_model_2d(args.arch, **({"num_classes": args.num_classes} if args.num_classes is not None else {}))
     load_report = load_pretrained_2d(model_2d, args.checkpoint)
     converted = convert_2d_to_3d(model_2d, args.transform, normalize=args.normalize, learnable_t=args.learnable_t,
                                  t_init=args.t_init, stride_mode=args.stride_mode, shortcut=args.shortcut)
     out = Path(args.out)
-    if out.exists() and not args.force:
-        raise Image2PointError(f"{out}: exists; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out, {
+    report_path = out.with_suffix(".report.txt")
+    if not args.force:
+        _refuse_existing((out, report_path))
+    _refuse_non_finite(model_2d.state_dict(), args.checkpoint)
+    checkpoint = {
         "state_dict": {k: v for k, v in converted.model.state_dict().items()},
         "architecture": args.arch,
         "transform": args.transform,
@@ -71,14 +87,32 @@ def _cmd_inflate(args: argparse.Namespace) -> None:
         "normalize": bool(args.normalize),
         "shortcut": converted.report.shortcut.value,
         "torch_version": str(torch.__version__),
-    })
+    }
     report_text = load_report.summary() + "\n" + converted.report.summary() + "\n"
     report_text += "".join(f"  inflated {k.name}: {list(k.shape_2d)} -> {list(k.shape_3d)}\n"
                            for k in converted.report.inflated)
-    with atomic_write(out.with_suffix(".report.txt"), "w") as stream:
-        stream.write(report_text)
+    # Both files or neither: staged side by side, renamed into place once both are complete.
+    commit_outputs({out: lambda staging: save_checkpoint(staging, checkpoint),
+                    report_path: lambda staging: _write_text(staging, report_text)})
     print(report_text, end="")
-    print(f"3D checkpoint: {out}\nreport: {out.with_suffix('.report.txt')}")
+    print(f"3D checkpoint: {out}\nreport: {report_path}")
+
+
+def _write_text(path: Path, text: str) -> None:
+    from image2point.io.output import atomic_output
+
+    with atomic_output(path, "w") as stream:
+        stream.write(text)
+
+
+def _refuse_non_finite(weights, source: str) -> None:
+    """Image2PointError naming the first tensor of ``weights`` holding NaN or Inf."""
+    import torch
+
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise Image2PointError(f"{source}: non-finite weights: {bad} NaN or Inf values in {name!r}")
 
 
 def _cmd_pretrain2d(args: argparse.Namespace) -> None:
@@ -87,6 +121,7 @@ def _cmd_pretrain2d(args: argparse.Namespace) -> None:
     import yaml
 
     from image2point.checkpoint import atomic_write
+    from image2point.io import json_out
     from image2point.pretrain2d.fractaldb import FractalDBConfig
     from image2point.pretrain2d.train2d import Train2DConfig, pretrain_on_fractaldb
 
@@ -112,8 +147,8 @@ def _cmd_pretrain2d(args: argparse.Namespace) -> None:
     result = pretrain_on_fractaldb(fractal_config, factory, config, val_fraction, checkpoint_path=checkpoint,
                                    architecture=args.arch)
     with atomic_write(run_dir / "metrics.json", "w") as stream:
-        json.dump({"val_top1": result.top1, "num_classes": result.num_classes,
-                   "history": [dataclasses.asdict(epoch) for epoch in result.history]}, stream, indent=2)
+        stream.write(json_out.dumps({"val_top1": result.top1, "num_classes": result.num_classes,
+                                     "history": [dataclasses.asdict(epoch) for epoch in result.history]}, indent=2))
     print(f"FractalDB: {args.categories} categories x {args.instances} instances at {args.image_size} px")
     print(f"{args.arch}: validation top-1 {result.top1:.4f}; checkpoint {checkpoint}")
 
@@ -182,11 +217,12 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _cmd_visualize(args: argparse.Namespace) -> None:
+    from image2point.errors import DataError
     from image2point.io import read_labels, read_point_cloud
     from image2point.io.readers import LABEL_FIELD
     from image2point.predict import label_classes, label_scheme
     from image2point.train.config import DataConfig
-    from image2point.viz import generic_palette, render_png
+    from image2point.viz import MAX_GENERIC_CLASSES, generic_palette, render_png
 
     out = Path(args.out) if args.out else Path(args.file).with_suffix(".png")
     if out.exists() and not args.force:
@@ -200,8 +236,13 @@ def _cmd_visualize(args: argparse.Namespace) -> None:
         gt = label_classes(cloud.fields[LABEL_FIELD], scheme, cloud.source)
     else:
         gt = None
-    for what, values in (("--pred", pred), ("ground truth", gt)):
-        if values is not None and len(values) != cloud.num_points:
+    for what, source, values in (("--pred", args.pred, pred), ("ground truth", args.gt or args.file, gt)):
+        if values is None:
+            continue
+        if values.size and int(values.max()) >= MAX_GENERIC_CLASSES:
+            raise DataError(f"label {int(values.max())} is beyond the {MAX_GENERIC_CLASSES} classes a picture can "
+                            "colour", source)
+        if len(values) != cloud.num_points:
             raise Image2PointError(f"{what}: {len(values)} labels for the {cloud.num_points} points of {args.file}")
     shown, name = (pred, "prediction") if pred is not None else (gt, "ground truth")
     render_png(cloud.points - cloud.points.min(axis=0), shown, gt if pred is not None else None,
@@ -226,6 +267,12 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
     run_experiment(ExperimentRequest(args.name, context, parse_seeds(args.seeds), args.dry_run, args.aggregate_only))
 
 
+def _refuse_existing(paths) -> None:
+    for path in paths:
+        if path.exists():
+            raise Image2PointError(f"{path}: exists; pass --force to replace it")
+
+
 def _field_names(text: str | None) -> list[str] | None:
     if text is None:
         return None
@@ -233,6 +280,30 @@ def _field_names(text: str | None) -> list[str] | None:
     if not all(names):
         raise Image2PointError(f"--fields {text!r}: expected comma-separated names such as x,y,z,intensity")
     return names
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed every generator takes (numpy's legacy seeding stops below 2**32)."""
+    from image2point.train.config import MAX_SEED
+
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed must be in [0, {MAX_SEED}], got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_finite(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
 
 
 def _require_positive(option: str, value: float) -> None:
@@ -254,10 +325,17 @@ def _split_config_and_overrides(args: argparse.Namespace) -> None:
         args.config = None
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as the one line every other error is (the usage itself stays in --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {one_line(message)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="image2point", description=__doc__)
+    parser = _OneLineParser(prog="image2point", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     train = commands.add_parser("train", help="finetune a transferred network")
     train.add_argument("config", nargs="?", help=CONFIG_HELP)
@@ -272,13 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     evaluate.add_argument("--out-dir", help="write config.yaml and metrics.json here")
     evaluate.add_argument("--per-class", action="store_true", help="print the per-class IoU table")
+    evaluate.add_argument("--force", action="store_true", help="replace config.yaml and metrics.json in --out-dir")
     evaluate.set_defaults(handler=_cmd_eval)
 
     inflate = commands.add_parser("inflate", help="2D checkpoint -> 3D checkpoint plus a conversion report")
     inflate.add_argument("--arch", required=True, help="2D architecture, e.g. resnet18, cifar_resnet56")
     inflate.add_argument("--checkpoint", required=True, help="2D weights (torchvision/timm or our own)")
     inflate.add_argument("--out", required=True, help="3D checkpoint to write")
-    inflate.add_argument("--num-classes", type=int, help="classifier width of the 2D checkpoint")
+    inflate.add_argument("--num-classes", type=_positive_int, help="classifier width of the 2D checkpoint")
     inflate.add_argument("--transform", default="default",
                          help="filter transform: default (the authors'), copy_x, copy_y, copy_z, copy_x_transposed, "
                               "copy_y_transposed, copy_z_transposed (image2point.inflate.transforms)")
@@ -304,10 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--search-size", type=int, default=128, help="FractalDB category search resolution")
     pretrain.add_argument("--epochs", type=int, default=10)
     pretrain.add_argument("--batch-size", type=int, default=64)
-    pretrain.add_argument("--lr", type=float, default=0.1)
+    pretrain.add_argument("--lr", type=_positive_finite, default=0.1)
     pretrain.add_argument("--val-fraction", type=float, default=None,
                           help="held-out fraction (FractalDB: 0.2; Tiny-ImageNet uses its own val split)")
-    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--seed", type=_seed, default=0)
     pretrain.add_argument("--run-dir", required=True, help="new directory for config.yaml, metrics.json, model.pt")
     pretrain.set_defaults(handler=_cmd_pretrain2d)
 
@@ -366,22 +445,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: object) -> str:
+    """``message`` on one line, at most ``MAX_ERROR_CHARS`` long (a YAML alias bomb can quote megabytes)."""
+    text = " ".join(str(message).split())
+    if len(text) > MAX_ERROR_CHARS:
+        text = f"{text[:MAX_ERROR_CHARS]} ... ({len(text) - MAX_ERROR_CHARS} more characters)"
+    return text
+
+
+def _describe_os_error(error: OSError) -> str:
+    """'path: reason' without Python's '[Errno N]' prefix or the exception's class."""
+    reason = error.strerror or str(error) or "input/output error"
+    names = [name for name in (error.filename, error.filename2) if name is not None]
+    return ": ".join([*map(str, names), reason])
+
+
+def _exit_status_and_message(error: BaseException) -> tuple[int, str]:
+    """The contract: bad input -> 2, a fault of the machine -> 1, a bug -> 1 with a pointer to --debug."""
+    if isinstance(error, (Image2PointError, FloatingPointError, ImportError)):
+        return EXIT_BAD_INPUT, str(error)
+    if isinstance(error, (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError)):
+        return EXIT_BAD_INPUT, _describe_os_error(error)
+    if isinstance(error, RuntimeFault):
+        return EXIT_RUNTIME_FAULT, str(error)
+    if isinstance(error, OSError):
+        return EXIT_RUNTIME_FAULT, _describe_os_error(error)
+    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and OUT_OF_MEMORY_TEXT in str(error)):
+        return EXIT_RUNTIME_FAULT, f"out of memory ({one_line(error) or 'no details'})"
+    return EXIT_RUNTIME_FAULT, f"internal error, please report it (rerun with --debug for the traceback): {error}"
+
+
+def _show_own_warning(command: str):
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"image2point {command}: warning: {one_line(message)}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        print(f"image2point {args.command}: error: unrecognized arguments: {one_line(' '.join(unknown))}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.command == "train":
         _split_config_and_overrides(args)
-    try:
-        args.handler(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except (Image2PointError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
-            FileExistsError, FloatingPointError, ImportError) as error:
-        if args.debug:
-            raise
-        print(f"image2point {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    with warnings.catch_warnings():
+        if not args.debug:
+            # Dependencies' warnings (DataLoader worker counts, scheduler order under a skipped AMP step)
+            # are not the user's to act on; image2point's own are shown, as one line each.
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("default", Image2PointWarning)
+            warnings.showwarning = _show_own_warning(args.command)
+        try:
+            args.handler(args)
+        except KeyboardInterrupt:
+            print(f"image2point {args.command}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except Exception as error:  # noqa: BLE001 - every error ends as the contract's one line
+            if args.debug:
+                raise
+            status, message = _exit_status_and_message(error)
+            print(f"image2point {args.command}: error: {one_line(message)}", file=sys.stderr)
+            return status
     return 0
 
 

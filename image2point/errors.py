@@ -24,3 +24,14 @@ class ConfigError(Image2PointError, ValueError):
 
 class CheckpointError(Image2PointError, ValueError):
     """A checkpoint cannot be read or does not fit the model."""
+
+
+class RuntimeFault(Exception):
+    """The machine, not the input, failed: disk full, an unwritable directory, out of memory.
+
+    The CLI prints it as one line and exits 1 (bad input exits 2). The message names the file and the problem.
+    """
+
+
+class Image2PointWarning(RuntimeWarning):
+    """A warning of image2point's own, which the CLI shows as one line; dependencies' warnings it hides."""

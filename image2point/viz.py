@@ -51,6 +51,9 @@ LEGEND_EDGE_WIDTH = 0.3
 MARKER_AREA_BUDGET = 40_000.0
 MARKER_AREA_RANGE = (0.2, 8.0)
 MAX_LEGEND_ENTRIES = 40
+# Most classes a picture colours: the uint16 range, beyond any dataset's; a label of 10**12 would otherwise
+# ask for a palette of 10**12 colours.
+MAX_GENERIC_CLASSES = 1 << 16
 BACKGROUND = "white"
 IGNORED_RGB = (200, 200, 200)
 CORRECT_RGB = (150, 150, 150)
@@ -92,9 +95,10 @@ PALETTE_NAMES = ("semantickitti", "s3dis", "modelnet40", "generic")
 
 
 def generic_palette(num_classes: int) -> np.ndarray:
-    """uint8 [K, 3]: hues a golden angle apart, alternating saturation and brightness, for any K."""
-    if num_classes < 0:
-        raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+    """uint8 [K, 3]: hues a golden angle apart, alternating saturation and brightness, for K up to
+    ``MAX_GENERIC_CLASSES``."""
+    if not 0 <= num_classes <= MAX_GENERIC_CLASSES:
+        raise ValueError(f"num_classes must be in [0, {MAX_GENERIC_CLASSES}], got {num_classes}")
     colours = []
     for index in range(num_classes):
         hue = (index * GOLDEN_ANGLE_TURNS) % 1.0

@@ -8,6 +8,7 @@ existing file at the target path stays as it was.
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -15,10 +16,12 @@ from typing import IO, Any
 import numpy as np
 
 from image2point.checkpoint import atomic_write
-from image2point.errors import DataError
+from image2point.errors import DataError, RuntimeFault
 from image2point.io.cloud import COORDINATE_NAMES, FLOAT32_COORDINATE_TOLERANCE, float32_rounding_error
 
 RGB_CHANNELS = 3
+# Write errors that say the path itself is wrong (a file where a directory should be, ...).
+PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG})
 
 
 @contextlib.contextmanager
@@ -35,7 +38,16 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         with atomic_write(path, mode) as handle:
             yield handle
     except OSError as error:
-        raise DataError(f"cannot write: {error.strerror or error}", path) from error
+        raise write_error(error, path) from error
+
+
+def write_error(error: OSError, path: str | Path) -> Exception:
+    """A failed write as the CLI's contract sees it: a path that cannot hold a file is the input's fault
+    (DataError, exit 2); a full disk, a read-only or unwritable directory the machine's (RuntimeFault, exit 1)."""
+    reason = error.strerror or str(error)
+    if error.errno in PATH_ERRNOS:
+        return DataError(f"cannot write: {reason}", path)
+    return RuntimeFault(f"{path}: cannot write: {reason}")
 
 
 def require_output_directory(directory: str | Path) -> None:

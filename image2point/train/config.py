@@ -10,10 +10,13 @@ field's type hint, and every error names its source (the file, or the override) 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
 import enum
+import math
+import reprlib
 import types
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePath
@@ -23,7 +26,7 @@ import yaml
 
 from image2point.checkpoint import atomic_write
 from image2point.data.pipelines import ModelNet40Pipeline, S3DISPipeline, SemanticKITTIPipeline
-from image2point.errors import ConfigError
+from image2point.errors import ConfigError, RuntimeFault
 from image2point.inflate.transforms import TRANSFORM_NAMES, unknown_transform_message
 from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
 from image2point.sparse.tensor import BACKENDS
@@ -34,6 +37,18 @@ DatasetName = Literal["procedural_shapes", "procedural_scenes", "modelnet40", "s
 # The three model families of the paper: inflated sparse 3D ConvNets on voxels, PointNet++ on raw
 # points, and a 2D ConvNet (HRNet) on LiDAR range images.
 ModelFamily = Literal["voxel", "pointnet2", "range"]
+
+
+# Seeds reach numpy's legacy seeding (np.random.seed), which takes [0, 2**32 - 1].
+MAX_SEED = 2**32 - 1
+# Below a micrometre the voxel keys of even a one-metre object overflow int64 with their margins; such a
+# value is a typo (1e-300 for 1e-3), refused before a run directory exists.
+MIN_VOXEL_SIZE = 1e-6
+# A YAML file expanding (through aliases) to more values than this is refused: no config comes close,
+# and an alias bomb's 10**9 values would take the memory and fill the error line.
+MAX_YAML_VALUES = 100_000
+# Longest rendering of a bad value quoted in an error.
+MAX_VALUE_REPR_CHARS = 80
 
 
 class FieldValueError(ValueError):
@@ -48,6 +63,30 @@ def _require(condition: bool, field_name: str, requirement: str, value: Any) -> 
     """Range checks for ``__post_init__``; the loader prefixes the section and the source."""
     if not condition:
         raise FieldValueError(field_name, f"{field_name} must be {requirement}, got {value!r}")
+
+
+def _require_seed(seed: int, field_name: str) -> None:
+    _require(0 <= seed <= MAX_SEED, field_name, f"in [0, {MAX_SEED}]", seed)
+
+
+def _eval_splits(name: str) -> tuple[str, ...]:
+    """The splits dataset ``name`` can evaluate on (imported late: the dataset modules are heavy)."""
+    from image2point.data.modelnet40 import SPLITS
+    from image2point.data.procedural import SPLIT_STREAMS
+    from image2point.data.s3dis import SPLIT_AREAS
+    from image2point.data.semantickitti import SPLIT_SEQUENCES
+
+    splits = {"procedural_shapes": SPLIT_STREAMS, "procedural_scenes": SPLIT_STREAMS, "modelnet40": SPLITS,
+              "s3dis": SPLIT_AREAS, "semantickitti": SPLIT_SEQUENCES}
+    return tuple(splits[name])
+
+
+def _require_eval_split(data: "DataConfig") -> None:
+    # Explicit SemanticKITTI scans make the split a label only; S3DIS evaluates on test_area whatever it says.
+    if data.name == "semantickitti" and data.eval_scans is not None:
+        return
+    splits = _eval_splits(data.name)
+    _require(data.eval_split in splits, "eval_split", f"one of {', '.join(splits)} for {data.name}", data.eval_split)
 
 
 @dataclasses.dataclass
@@ -109,7 +148,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         _require(self.train_samples >= 1, "train_samples", "at least 1", self.train_samples)
         _require(self.eval_samples >= 1, "eval_samples", "at least 1", self.eval_samples)
-        _require(self.voxel_size > 0, "voxel_size", "positive", self.voxel_size)
+        _require(self.voxel_size >= MIN_VOXEL_SIZE, "voxel_size", f"at least {MIN_VOXEL_SIZE:g}", self.voxel_size)
+        _require_seed(self.subset_seed, "subset_seed")
+        _require_seed(self.dataset_seed, "dataset_seed")
+        _require_eval_split(self)
         _require(self.num_points is None or self.num_points >= 1, "num_points", "at least 1 or null", self.num_points)
         _require(0 < self.fraction <= 1, "fraction", "in (0, 1]", self.fraction)
         _require(self.per_class is None or self.per_class >= 1, "per_class", "at least 1 or null", self.per_class)
@@ -228,6 +270,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "epochs", "at least 1", self.epochs)
+        _require_seed(self.seed, "seed")
         _require(self.threads is None or self.threads >= 1, "threads", "at least 1 or null", self.threads)
         _require(self.eval_every >= 1, "eval_every", "at least 1", self.eval_every)
         _require(self.log_every >= 1, "log_every", "at least 1", self.log_every)
@@ -325,7 +368,7 @@ def save_config(config: Any, path: str | Path) -> None:
         with atomic_write(path, "w") as handle:
             handle.write(text)
     except OSError as error:
-        raise ConfigError(f"{path}: cannot write config: {error.strerror or error}") from error
+        raise RuntimeFault(f"{path}: cannot write config: {error.strerror or error}") from error
 
 
 def _to_plain(value: Any) -> Any:
@@ -351,16 +394,48 @@ def _read_yaml_mapping(path: Path) -> Mapping[Any, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read config: {error}") from error
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: invalid YAML: {' '.join(str(error).split())}") from error
     if loaded is None:
         return {}
+    if _count_values(loaded, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+        raise ConfigError(f"{path}: expands to more than {MAX_YAML_VALUES} values (YAML aliases nested into "
+                          "each other?); no config is that large")
     if not isinstance(loaded, Mapping):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(loaded).__name__}")
     return loaded
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            with contextlib.suppress(TypeError):  # unhashable keys: left to PyYAML's own error
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first on line {seen[key] + 1}, again on line "
+                        f"{key_node.start_mark.line + 1}); remove one", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _count_values(loaded: Any, limit: int) -> int:
+    """The values (scalars and containers) of a loaded document as if its aliases were copied, up to ``limit + 1``."""
+    count, pending = 0, [loaded]
+    while pending and count <= limit:
+        value = pending.pop()
+        count += 1
+        if isinstance(value, Mapping):
+            pending.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            pending.extend(value)
+    return count
 
 
 def _field_hints(schema: type) -> dict[str, Any]:
@@ -494,7 +569,10 @@ def _section_defaults(schema: type) -> dict[str, Any]:
 
 
 def _describe_value(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"
+    shortened = reprlib.Repr()
+    shortened.maxlevel, shortened.maxlist, shortened.maxdict = 2, 4, 4
+    shortened.maxstring = shortened.maxother = MAX_VALUE_REPR_CHARS
+    return f"{type(value).__name__} {shortened.repr(value)}"
 
 
 def _describe_hint(hint: Any) -> str:
@@ -563,15 +641,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str, current: Any) -> Any:
             return value
         raise mismatch()
     if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            # PyYAML reads exponents without a dot (1e-4) as strings.
-            try:
-                return float(value)
-            except ValueError:
-                raise mismatch() from None
-        raise mismatch()
+        return _finite_float(value, key, source, mismatch)
     if hint is str:
         if isinstance(value, str):
             return value
@@ -600,6 +670,22 @@ def _coerce(value: Any, hint: Any, key: str, source: str, current: Any) -> Any:
             return value
         return _build(hint, value, source, key + ".", current if isinstance(current, hint) else None)
     raise TypeError(f"config key {key!r}: unsupported field type {hint!r}")
+
+
+def _finite_float(value: Any, key: str, source: str, mismatch: Callable[[], ConfigError]) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        # PyYAML reads exponents without a dot (1e-4) as strings.
+        try:
+            number = float(value)
+        except ValueError:
+            raise mismatch() from None
+    else:
+        raise mismatch()
+    if not math.isfinite(number):
+        raise ConfigError(f"{source}: key {key!r}: must be a finite number, got {value!r}")
+    return number
 
 
 def _coerce_tuple(value: Any, hint: Any, key: str, source: str, mismatch: Callable[[], ConfigError]) -> tuple[Any, ...]:
