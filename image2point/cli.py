@@ -5,28 +5,26 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import sys
-import warnings
 from pathlib import Path
-from typing import NoReturn
 
-from image2point.errors import Image2PointError, Image2PointWarning, RuntimeFault
+from image2point.cli_contract import (
+    EXIT_BAD_INPUT,
+    OneLineParser,
+    positive_finite,
+    positive_int,
+    refuse_existing,
+    run_command,
+    seed,
+)
+from image2point.errors import Image2PointError
 from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
 
-EXIT_BAD_INPUT = 2
-# Runtime faults: disk full, an unwritable directory, out of memory (and bugs).
-EXIT_RUNTIME_FAULT = 1
-EXIT_INTERRUPTED = 130
 # What eval --out-dir writes.
 EVAL_OUTPUTS = ("config.yaml", "metrics.json")
 CONFIG_HELP = "YAML config (see configs/); omit for the defaults"
 FRACTALDB_VAL_FRACTION = 0.2
 OVERRIDES_HELP = "config overrides as dotted key=value, e.g. optim.lr=0.01 train.epochs=5"
-# Longest error line printed; the rest is counted, not shown.
-MAX_ERROR_CHARS = 500
-# How torch reports an allocation failure (CPU and CUDA).
-OUT_OF_MEMORY_TEXT = "out of memory"
 VISUALIZE_PALETTES = ("generic", "semantickitti", "s3dis", "modelnet40", "procedural_scenes", "procedural_shapes")
 
 
@@ -49,7 +47,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     config = load_config(args.config, args.overrides)
     if args.out_dir is not None and not args.force:
-        _refuse_existing(Path(args.out_dir) / name for name in EVAL_OUTPUTS)
+        refuse_existing(Path(args.out_dir) / name for name in EVAL_OUTPUTS)
     metrics = evaluate_checkpoint(config, args.checkpoint, args.out_dir)
     print(json_out.dumps({"overall_accuracy": metrics.overall_accuracy,
                           "mean_class_accuracy": metrics.mean_class_accuracy, "miou": metrics.miou}, indent=2))
@@ -76,7 +74,7 @@ def _cmd_inflate(args: argparse.Namespace) -> None:
     out = Path(args.out)
     report_path = out.with_suffix(".report.txt")
     if not args.force:
-        _refuse_existing((out, report_path))
+        refuse_existing((out, report_path))
     _refuse_non_finite(model_2d.state_dict(), args.checkpoint)
     checkpoint = {
         "state_dict": {k: v for k, v in converted.model.state_dict().items()},
@@ -267,12 +265,6 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
     run_experiment(ExperimentRequest(args.name, context, parse_seeds(args.seeds), args.dry_run, args.aggregate_only))
 
 
-def _refuse_existing(paths) -> None:
-    for path in paths:
-        if path.exists():
-            raise Image2PointError(f"{path}: exists; pass --force to replace it")
-
-
 def _field_names(text: str | None) -> list[str] | None:
     if text is None:
         return None
@@ -280,30 +272,6 @@ def _field_names(text: str | None) -> list[str] | None:
     if not all(names):
         raise Image2PointError(f"--fields {text!r}: expected comma-separated names such as x,y,z,intensity")
     return names
-
-
-def _seed(text: str) -> int:
-    """An argparse type: a seed every generator takes (numpy's legacy seeding stops below 2**32)."""
-    from image2point.train.config import MAX_SEED
-
-    value = int(text)
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"seed must be in [0, {MAX_SEED}], got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_finite(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
 
 
 def _require_positive(option: str, value: float) -> None:
@@ -325,17 +293,10 @@ def _split_config_and_overrides(args: argparse.Namespace) -> None:
         args.config = None
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Usage errors as the one line every other error is (the usage itself stays in --help)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {one_line(message)}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="image2point", description=__doc__)
+    parser = OneLineParser(prog="image2point", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     train = commands.add_parser("train", help="finetune a transferred network")
     train.add_argument("config", nargs="?", help=CONFIG_HELP)
@@ -357,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     inflate.add_argument("--arch", required=True, help="2D architecture, e.g. resnet18, cifar_resnet56")
     inflate.add_argument("--checkpoint", required=True, help="2D weights (torchvision/timm or our own)")
     inflate.add_argument("--out", required=True, help="3D checkpoint to write")
-    inflate.add_argument("--num-classes", type=_positive_int, help="classifier width of the 2D checkpoint")
+    inflate.add_argument("--num-classes", type=positive_int, help="classifier width of the 2D checkpoint")
     inflate.add_argument("--transform", default="default",
                          help="filter transform: default (the authors'), copy_x, copy_y, copy_z, copy_x_transposed, "
                               "copy_y_transposed, copy_z_transposed (image2point.inflate.transforms)")
@@ -383,10 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--search-size", type=int, default=128, help="FractalDB category search resolution")
     pretrain.add_argument("--epochs", type=int, default=10)
     pretrain.add_argument("--batch-size", type=int, default=64)
-    pretrain.add_argument("--lr", type=_positive_finite, default=0.1)
+    pretrain.add_argument("--lr", type=positive_finite, default=0.1)
     pretrain.add_argument("--val-fraction", type=float, default=None,
                           help="held-out fraction (FractalDB: 0.2; Tiny-ImageNet uses its own val split)")
-    pretrain.add_argument("--seed", type=_seed, default=0)
+    pretrain.add_argument("--seed", type=seed, default=0)
     pretrain.add_argument("--run-dir", required=True, help="new directory for config.yaml, metrics.json, model.pt")
     pretrain.set_defaults(handler=_cmd_pretrain2d)
 
@@ -445,71 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def one_line(message: object) -> str:
-    """``message`` on one line, at most ``MAX_ERROR_CHARS`` long (a YAML alias bomb can quote megabytes)."""
-    text = " ".join(str(message).split())
-    if len(text) > MAX_ERROR_CHARS:
-        text = f"{text[:MAX_ERROR_CHARS]} ... ({len(text) - MAX_ERROR_CHARS} more characters)"
-    return text
-
-
-def _describe_os_error(error: OSError) -> str:
-    """'path: reason' without Python's '[Errno N]' prefix or the exception's class."""
-    reason = error.strerror or str(error) or "input/output error"
-    names = [name for name in (error.filename, error.filename2) if name is not None]
-    return ": ".join([*map(str, names), reason])
-
-
-def _exit_status_and_message(error: BaseException) -> tuple[int, str]:
-    """The contract: bad input -> 2, a fault of the machine -> 1, a bug -> 1 with a pointer to --debug."""
-    if isinstance(error, (Image2PointError, FloatingPointError, ImportError)):
-        return EXIT_BAD_INPUT, str(error)
-    if isinstance(error, (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError)):
-        return EXIT_BAD_INPUT, _describe_os_error(error)
-    if isinstance(error, RuntimeFault):
-        return EXIT_RUNTIME_FAULT, str(error)
-    if isinstance(error, OSError):
-        return EXIT_RUNTIME_FAULT, _describe_os_error(error)
-    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and OUT_OF_MEMORY_TEXT in str(error)):
-        return EXIT_RUNTIME_FAULT, f"out of memory ({one_line(error) or 'no details'})"
-    return EXIT_RUNTIME_FAULT, f"internal error, please report it (rerun with --debug for the traceback): {error}"
-
-
-def _show_own_warning(command: str):
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        print(f"image2point {command}: warning: {one_line(message)}", file=sys.stderr)
-
-    return show
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        print(f"image2point {args.command}: error: unrecognized arguments: {one_line(' '.join(unknown))}",
-              file=sys.stderr)
+        print(f"image2point {args.command}: error: unrecognized arguments: {' '.join(unknown)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.command == "train":
         _split_config_and_overrides(args)
-    with warnings.catch_warnings():
-        if not args.debug:
-            # Dependencies' warnings (DataLoader worker counts, scheduler order under a skipped AMP step)
-            # are not the user's to act on; image2point's own are shown, as one line each.
-            warnings.simplefilter("ignore")
-            warnings.simplefilter("default", Image2PointWarning)
-            warnings.showwarning = _show_own_warning(args.command)
-        try:
-            args.handler(args)
-        except KeyboardInterrupt:
-            print(f"image2point {args.command}: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        except Exception as error:  # noqa: BLE001 - every error ends as the contract's one line
-            if args.debug:
-                raise
-            status, message = _exit_status_and_message(error)
-            print(f"image2point {args.command}: error: {one_line(message)}", file=sys.stderr)
-            return status
-    return 0
+    return run_command(args.command, lambda: args.handler(args), args.debug)
 
 
 if __name__ == "__main__":

@@ -50,12 +50,6 @@ TABLE_MAX_CELLS = 1 << 24
 # common case (xyz, xyz + intensity); wide features go through one index_add_.
 BINCOUNT_MAX_CHANNELS = 8
 SPATIAL_DIMS = 3
-# The sparse convolutions key every site of a batch by one int64 over the box of its coordinates widened
-# by the kernel's reach on each side, and refuse boxes of 2**62 cells or more (sparse/kernel_map.py,
-# _key_space). Voxels are checked against that bound with a reach no network here exceeds (7-wide
-# kernels dilated up to 4), so out-of-range coordinates are refused with their voxel size, up front.
-NETWORK_KEY_CELLS = 2**62
-NETWORK_KERNEL_REACH = 32
 # numpy dtype kinds accepted on input: bool, signed, unsigned, float (type checks come later).
 NUMERIC_DTYPE_KINDS = "biuf"
 
@@ -164,27 +158,6 @@ def voxelize(
     return Voxels(coords, voxel_features, inverse, counts, origin, voxel_size)
 
 
-def check_key_range(voxels: Voxels, source: str | None = None) -> None:
-    """DataError when a network cannot key ``voxels``' coordinates; ``source`` names the file in the message.
-
-    Voxelizing works at any extent (see the ``"rows"`` method); the sparse convolutions' int64 keys do not.
-    """
-    _check_key_extents(_extents(voxels), 1, voxels.voxel_size, source)
-
-
-def _extents(voxels: Voxels) -> list[int]:
-    return (voxels.coords.max(0).values + 1).tolist() if voxels.num_voxels else [1] * SPATIAL_DIMS
-
-
-def _check_key_extents(extents: Sequence[int], batch_size: int, voxel_size: float, source: str | None) -> None:
-    cells = batch_size * math.prod(extent + 2 * NETWORK_KERNEL_REACH for extent in extents)
-    if cells >= NETWORK_KEY_CELLS:
-        span = " x ".join(str(extent) for extent in extents)
-        raise DataError(f"coordinates out of range for voxel size {voxel_size:g}: the points span {span} "
-                        "voxels, more than the sparse convolutions' int64 keys can hold; use a larger voxel size, "
-                        "or remove far outlying points", source)
-
-
 def collate_voxels(samples: Sequence[Voxels], backend: str = "torch") -> CollatedVoxels:
     """Stack voxelized samples into one :class:`SparseTensor` with batch index in column 0."""
     if len(samples) == 0:
@@ -197,8 +170,6 @@ def collate_voxels(samples: Sequence[Voxels], backend: str = "torch") -> Collate
         raise DataError(
             f"samples were voxelized with different voxel sizes {sorted(voxel_sizes)}; a batch needs one grid"
         )
-    extents = [max(axis) for axis in zip(*(_extents(sample) for sample in samples))]
-    _check_key_extents(extents, len(samples), samples[0].voxel_size, None)
     sites_per_sample = [sample.num_voxels for sample in samples]
     points_per_sample = [sample.num_points for sample in samples]
     device = samples[0].coords.device

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from image2point.data.sample import IGNORE_INDEX, SceneSample, ShapeSample
+from image2point.voxel_range import check_batch_key_range
 from image2point.voxelize import CollatedVoxels, collate_voxels, voxelize
 
 XYZ_CHANNELS = 3
@@ -123,6 +124,7 @@ class VoxelCollator:
     def _voxels(self, samples: Sequence[ShapeSample | SceneSample]) -> CollatedVoxels:
         voxelized = [voxelize(s.points, self.voxel_size, point_features(s.points, s.features, self.xyz_feature_scale))
                      for s in samples]
+        check_batch_key_range(voxelized)
         return collate_voxels(voxelized, self.backend)
 
     def shapes(self, samples: Sequence[ShapeSample]) -> ShapeBatch:

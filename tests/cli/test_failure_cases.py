@@ -34,7 +34,7 @@ from conftest import (
     write_scene,
 )
 
-from image2point.cli import EXIT_BAD_INPUT, EXIT_RUNTIME_FAULT, MAX_ERROR_CHARS
+from image2point.cli_contract import EXIT_BAD_INPUT, EXIT_RUNTIME_FAULT, MAX_ERROR_CHARS
 from image2point.models2d import create_model_2d
 
 HUGE_COUNT = 10**12
