@@ -57,4 +57,4 @@ def test_debug_lets_the_exception_through():
 def test_a_long_or_multi_line_message_becomes_one_capped_line():
     line = one_line("first\nsecond\t" + "x" * 10_000)
     assert "\n" not in line and line.startswith("first second x")
-    assert len(line) <= MAX_ERROR_CHARS + 40 and line.endswith(f"({10_000 + len("first second ") - MAX_ERROR_CHARS} more characters)")
+    assert len(line) <= MAX_ERROR_CHARS + 40 and line.endswith(f"({10_000 + len('first second ') - MAX_ERROR_CHARS} more characters)")

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import (
+from cli_runs import (
     SCENE_POINTS,
     TINY_SCENE_RUN,
     copy_run,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_SCENE_RUN, copy_run, listing, run_cli, the_error_line
+from cli_runs import TINY_SCENE_RUN, copy_run, listing, run_cli, the_error_line
 
 from image2point.cli_contract import EXIT_BAD_INPUT
 
