@@ -59,6 +59,8 @@ NORMAL_FIELDS = ("normal_x", "normal_y", "normal_z")
 ASCII_FORMATS = {"f4": "%.9g", "f8": "%.17g"}
 ASCII_INTEGER_FORMAT = "%d"
 DEFAULT_VIEWPOINT = "0 0 0 1 0 0 0"  # translation (x, y, z) and rotation quaternion (w, x, y, z)
+# The fewest bytes an ascii value takes: one digit and a separator.
+ASCII_MIN_VALUE_BYTES = 2
 _MAX_HEADER_LINES = 64  # a PCD header has at most one line per key, plus comments
 
 
@@ -137,7 +139,10 @@ def read_pcd_header(raw: bytes, path: Path) -> PcdHeader:
         if key in entries:
             raise DataError(f"line {line_number}: {key} appears twice in the header", path)
         entries[key] = values
-    return _parsed_header(entries, min(offset, len(raw)), line_number, path)
+    data_offset = min(offset, len(raw))
+    header = _parsed_header(entries, data_offset, line_number, path)
+    _check_declared_size(header, len(raw) - data_offset, path)
+    return header
 
 
 def _parsed_header(entries: dict[str, list[str]], data_offset: int, data_line: int, path: Path) -> PcdHeader:
@@ -177,6 +182,19 @@ def _parsed_header(entries: dict[str, list[str]], data_offset: int, data_line: i
     if repeated:
         raise DataError(f"FIELDS names {', '.join(repeated)} more than once", path)
     return PcdHeader(names, tuple(types), counts, num_points, data_format, data_offset, data_line)
+
+
+def _check_declared_size(header: PcdHeader, data_bytes: int, path: Path) -> None:
+    """Refuse a COUNT the data cannot hold before a record type is built for it (numpy cannot make one of
+    10**12 values); too many POINTS are caught by the exact size checks, which allocate nothing first."""
+    binary = header.data_format == "binary"
+    # Binary values take their SIZE; ascii ones at least a digit and a separator.
+    point_bytes = sum(count * (dtype.itemsize if binary else ASCII_MIN_VALUE_BYTES)
+                      for dtype, count in zip(header.types, header.counts, strict=True))
+    if header.num_points > 0 and point_bytes > data_bytes:
+        widest = max(range(len(header.fields)), key=lambda index: header.counts[index])
+        raise DataError(f"data size mismatch: COUNT {header.counts[widest]} for field {header.fields[widest]!r} makes "
+                        f"one point at least {point_bytes} bytes, but only {data_bytes} bytes of data follow", path)
 
 
 def _single_integer(entries: dict[str, list[str]], key: str, path: Path) -> int:

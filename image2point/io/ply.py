@@ -27,6 +27,13 @@ PLY_INSTALL_HINT = "reading .ply files needs plyfile: pip install plyfile"
 VERTEX_ELEMENT = "vertex"
 # How write_ply splits [N, 3] fields into PLY's scalar properties.
 PLY_TRIPLETS = {"rgb": ("red", "green", "blue"), "normals": ("nx", "ny", "nz")}
+HEADER_END = b"end_header"
+# Header bytes read to check the declared counts; real headers are a few hundred bytes.
+MAX_HEADER_BYTES = 1 << 16
+# The fewest bytes an ascii value takes: one digit and a separator.
+ASCII_MIN_VALUE_BYTES = 2
+PLY_TYPE_BYTES = {"char": 1, "int8": 1, "uchar": 1, "uint8": 1, "short": 2, "int16": 2, "ushort": 2, "uint16": 2,
+                  "int": 4, "int32": 4, "uint": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
 PLY_TYPE_NAMES = {
     np.dtype(np.int8): "char",
     np.dtype(np.uint8): "uchar",
@@ -52,6 +59,7 @@ def read_ply(path: str | Path, fields: Sequence[str] | None = None) -> PointClou
     except ImportError as error:
         raise ImportError(PLY_INSTALL_HINT) from error
     path = Path(path)
+    _check_declared_counts(path)
     try:
         ply = plyfile.PlyData.read(str(path), mmap=False)
     except (plyfile.PlyParseError, ValueError, EOFError, UnicodeDecodeError, IndexError) as error:
@@ -69,6 +77,33 @@ def read_ply(path: str | Path, fields: Sequence[str] | None = None) -> PointClou
         values = vertex.data[prop.name]
         columns[prop.name] = values.astype(values.dtype.newbyteorder("="))
     return cloud_from_columns(columns, path, fields, column_kind="vertex property")
+
+
+def _check_declared_counts(path: Path) -> None:
+    """Refuse element counts the file is too small to hold, before plyfile allocates for them (a header
+    declaring 10**12 vertices over a few bytes would ask for terabytes). Headers it cannot parse are left
+    to plyfile's own errors."""
+    with open(path, "rb") as handle:
+        head = handle.read(MAX_HEADER_BYTES)
+    end = head.find(HEADER_END)
+    body_start = head.find(b"\n", end) + 1
+    if end < 0 or body_start == 0:
+        return
+    binary, elements = True, []  # elements: [name, count, fewest bytes per entry]
+    for words in (line.decode("ascii", "replace").split() for line in head[:end].splitlines()):
+        if words[:1] == ["format"]:
+            binary = words[1:2] != ["ascii"]
+        elif words[:1] == ["element"] and len(words) == 3 and words[2].isdigit():
+            elements.append([words[1], int(words[2]), 0])
+        elif words[:1] == ["property"] and elements and len(words) >= 3:
+            # A list's entries start with their length; the list may be empty.
+            type_name = words[2] if words[1] == "list" else words[1]
+            elements[-1][2] += PLY_TYPE_BYTES.get(type_name, 1) if binary else ASCII_MIN_VALUE_BYTES
+    body_bytes = path.stat().st_size - body_start
+    if sum(count * entry_bytes for _, count, entry_bytes in elements) > body_bytes:
+        name, count, entry_bytes = max(elements, key=lambda element: element[1] * element[2])
+        raise DataError(f"not a readable PLY file: the header declares {count} {name} entries (at least "
+                        f"{count * entry_bytes} bytes) but only {body_bytes} bytes follow it", path)
 
 
 def write_ply(

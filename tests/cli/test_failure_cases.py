@@ -128,12 +128,13 @@ def full_disk() -> Iterator[None]:
 # 1-4: inputs that exhausted memory or crashed.
 
 
-@case("01-ply-declaring-1e12-vertices", waits_for="a bounded PLY reader")
+@case("01-ply-declaring-1e12-vertices")
 def _(inputs: Inputs) -> Expected:
     path = inputs.path("huge.ply")
     path.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex %d\nproperty float x\nproperty float y\n"
                      b"property float z\nend_header\n" % HUGE_COUNT + bytes(24))
-    return Expected(inputs.predict(path), str(path), f"declares {HUGE_COUNT} vertices")
+    return Expected(inputs.predict(path), str(path), f"declares {HUGE_COUNT} vertex entries .at least "
+                    f"{HUGE_COUNT * 12} bytes. but only 24 bytes follow")
 
 
 @case("02-pcd-declaring-huge-counts")
@@ -144,7 +145,7 @@ def _(inputs: Inputs) -> Expected:
     return Expected(inputs.predict(path), str(path), f"declares {HUGE_COUNT} points")
 
 
-@case("02-pcd-declaring-a-huge-field-count", waits_for="a bounded PCD reader")
+@case("02-pcd-declaring-a-huge-field-count")
 def _(inputs: Inputs) -> Expected:
     path = inputs.path("wide.pcd")
     path.write_bytes(b"VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 %d\nWIDTH 2\nHEIGHT 1\n"
