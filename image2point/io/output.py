@@ -14,11 +14,10 @@ from typing import IO, Any
 
 import numpy as np
 
+from image2point.channels import RGB_CHANNELS
 from image2point.checkpoint import atomic_write
 from image2point.errors import DataError
 from image2point.io.cloud import COORDINATE_NAMES, FLOAT32_COORDINATE_TOLERANCE, float32_rounding_error
-
-RGB_CHANNELS = 3
 
 
 @contextlib.contextmanager
