@@ -25,7 +25,7 @@ from test_predict import SCENE_POINTS, SCENE_RUN, small_scene, train
 
 from image2point.checkpoint import load_checkpoint, save_checkpoint
 from image2point.cli import EXIT_BAD_INPUT, main
-from image2point.export import export_checkpoint
+from image2point.inference.export import export_checkpoint
 from image2point.io import write_ply
 from image2point.models2d import create_model_2d
 from image2point.train.builders import build_model

@@ -1,5 +1,8 @@
 """The weights file of an export: safetensors tensors plus a typed, versioned header.
 
+An export is two files: ``NAME.safetensors`` (read and written here) and ``NAME.config.yaml``, the run's
+config as a plain config file (:func:`export_paths`).
+
 safetensors holds only tensors and a string header, so reading an export can never run code. The
 header's metadata records the task, the class names, the input width, the dataset ids of the classes
 (SemanticKITTI) and which tensors are tied: weights shared between modules (a shared learnable filter
@@ -20,9 +23,18 @@ from image2point.errors import CheckpointError
 from image2point.tasks import Task
 
 SAFETENSORS_INSTALL_HINT = 'exporting needs safetensors: pip install "image2point[io]"'
+WEIGHTS_SUFFIX = ".safetensors"
+CONFIG_SUFFIX = ".config.yaml"
 EXPORT_FORMAT = "image2point"
 EXPORT_FORMAT_VERSION = "1"
 METADATA_KEYS = ("format", "format_version", "task", "class_names", "in_features", "original_ids", "tied")
+
+
+def export_paths(out: str | Path) -> tuple[Path, Path]:
+    """(NAME.safetensors, NAME.config.yaml) of the export ``out``, given as NAME or NAME.safetensors."""
+    out = Path(out)
+    base = out.with_suffix("") if out.suffix == WEIGHTS_SUFFIX else out
+    return base.with_name(base.name + WEIGHTS_SUFFIX), base.with_name(base.name + CONFIG_SUFFIX)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""A trained network, rebuilt from a training checkpoint (or an export's config and weights), in eval mode.
+"""A trained network, rebuilt from a training checkpoint or an export, in eval mode.
 
 :func:`load_trained` reads ``last.pt`` / ``best.pt`` through the one safe loader
-(:func:`image2point.checkpoint.load_training_checkpoint`), rebuilds the network from the config stored in
-it and refuses weights that do not fit that network.
+(:func:`image2point.checkpoint.load_training_checkpoint`), :func:`load_exported` an export's
+``NAME.safetensors`` and ``NAME.config.yaml`` (:mod:`image2point.checkpoint.exported`); both rebuild the
+network from the stored config and refuse weights that do not fit it. :func:`load_model` picks one by
+the file's extension.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import torch
 
 from image2point.checkpoint import load_training_checkpoint
+from image2point.checkpoint.exported import CONFIG_SUFFIX, WEIGHTS_SUFFIX, export_paths, read_exported_weights
 from image2point.data.registry import InputFields, LabelScheme, dataset_entry
 from image2point.errors import CheckpointError
 from image2point.inference.labels import label_scheme
@@ -21,9 +24,9 @@ from image2point.models import TransferredNetwork
 from image2point.sparse.backends import default_backend
 from image2point.tasks import Task
 from image2point.train.builders import build_model, task_of
-from image2point.train.config import RunConfig
+from image2point.train.config import RunConfig, config_from_mapping, read_config_file
 from image2point.train.distributed import resolve_device
-from image2point.train.stored import check_weights, is_legacy_config, stored_run_config
+from image2point.train.stored import check_weights, is_legacy_config, stored_run_config, upgrade_stored_config
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -116,3 +119,34 @@ def assemble_model(config: RunConfig, weights: Mapping[str, torch.Tensor], sourc
     resolved = resolve_device(str(device))
     network.to(resolved).eval()
     return TrainedModel(network, config, task, scheme, features, source, resolved)
+
+
+def load_exported(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """The network of an export (``NAME.safetensors`` next to ``NAME.config.yaml``) in eval mode.
+
+    Raises CheckpointError for a missing, corrupt or foreign weights file or weights that do not
+    fit the config's network, ConfigError (naming the file) for an invalid config file.
+    """
+    weights_path, config_path = export_paths(path)
+    if not weights_path.is_file():
+        raise CheckpointError(f"{weights_path}: no such export file")
+    if not config_path.is_file():
+        raise CheckpointError(f"{config_path}: missing; an export is NAME{WEIGHTS_SUFFIX} plus NAME{CONFIG_SUFFIX}")
+    exported = read_exported_weights(weights_path)
+    header = exported.metadata
+    # An export made by an older image2point reads with that version's behaviour (train/stored.py).
+    stored = read_config_file(config_path)
+    config = config_from_mapping(upgrade_stored_config(stored), str(config_path))
+    model = assemble_model(config, exported.tensors, weights_path, class_names=header.class_names,
+                           in_features=header.in_features, original_ids=header.original_ids, device=device,
+                           legacy=is_legacy_config(stored))
+    if model.task is not header.task:
+        raise CheckpointError(f"{weights_path}: exported as {header.task}, but {config_path} builds {model.task}")
+    return model
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """A training checkpoint (.pt) or an export (.safetensors), by extension."""
+    if Path(path).suffix == WEIGHTS_SUFFIX:
+        return load_exported(path, device)
+    return load_trained(path, device)
