@@ -158,7 +158,7 @@ def _format_version(state: Mapping[str, Any], kind: str, current: int, source: s
 def _refuse_unknown(state: Mapping[str, Any], known: Sequence[str], kind: str, source: str | Path) -> None:
     unknown = [key for key in state if key != FORMAT_VERSION_KEY and key not in known]
     if unknown:
-        raise CheckpointError(f"{source}: unknown entry {unknown[0]!r} in a {kind} (known: {', '.join(known)})")
+        raise CheckpointError(f"{source}: {kind} has an unknown entry {unknown[0]!r} (known: {', '.join(known)})")
 
 
 def _typed_entry(state: Mapping[str, Any], key: str, expected: type | tuple[type, ...], kind: str,
@@ -169,7 +169,7 @@ def _typed_entry(state: Mapping[str, Any], key: str, expected: type | tuple[type
     # bool is an int to Python, but never a valid epoch or count.
     if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
         names = " or ".join(kind.__name__ for kind in (expected if isinstance(expected, tuple) else (expected,)))
-        raise CheckpointError(f"{source}: its {key!r} entry is a {type(value).__name__}, not a {names}")
+        raise CheckpointError(f"{source}: its {key!r} entry is of type {type(value).__name__}, expected {names}")
     return value
 
 
