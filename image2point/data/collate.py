@@ -21,11 +21,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from image2point.channels import XYZ_CHANNELS
 from image2point.data.sample import IGNORE_INDEX, SceneSample, ShapeSample
 from image2point.voxel_range import check_batch_key_range
 from image2point.voxelize import CollatedVoxels, collate_voxels, voxelize
-
-XYZ_CHANNELS = 3
 
 
 @dataclass
