@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from image2point.errors import DataError
 
 if TYPE_CHECKING:
@@ -34,6 +36,16 @@ def check_batch_key_range(samples: Sequence[Voxels]) -> None:
     if samples:
         extents = [max(axis) for axis in zip(*(_extents(sample) for sample in samples))]
         _check_extents(extents, len(samples), samples[0].voxel_size, None)
+
+
+def check_point_range(points: np.ndarray, voxel_size: float, source: str | Path | None = None) -> None:
+    """The same for ``points`` ([N, 3], finite) before they are voxelized at ``voxel_size``."""
+    # A voxel size that is not a positive number is voxelize's to refuse, with its own message.
+    if len(points) and voxel_size > 0 and np.isfinite(voxel_size):
+        cells = np.floor(np.asarray(points, dtype=np.float64) / voxel_size)
+        extents = (cells.max(axis=0) - cells.min(axis=0) + 1).tolist()
+        # Floats: an extent beyond int64 still compares (and prints) correctly.
+        _check_extents([int(extent) for extent in extents], 1, voxel_size, source)
 
 
 def _extents(voxels: Voxels) -> list[int]:

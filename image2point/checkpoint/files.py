@@ -9,6 +9,7 @@ Everything image2point writes therefore sticks to those types.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
 import secrets
@@ -18,7 +19,8 @@ from typing import IO, Any
 
 import torch
 
-from image2point.errors import CheckpointError
+from image2point.checkpoint.integrity import verified, with_content_hash
+from image2point.errors import CheckpointError, RuntimeFault
 
 # Lines of torch's weights-only refusal message that are advice rather than the reason.
 _UNSAFE_LOAD_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
@@ -27,6 +29,8 @@ _NEW_FILE_MODE = 0o666
 # How torch's zip format and a pickle (its PROTO opcode, protocol 2 and later) begin.
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = b"\x80"
+# Write errors that say the path is wrong (a directory there, a file where a directory should be).
+PATH_ERRORS = (IsADirectoryError, NotADirectoryError, FileExistsError, FileNotFoundError)
 
 
 @contextlib.contextmanager
@@ -72,16 +76,25 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> None:
-    """Write ``obj`` with ``torch.save`` atomically (see :func:`atomic_write`).
+    """Write ``obj`` with ``torch.save`` atomically (see :func:`atomic_write`), with its content hash
+    (:mod:`image2point.checkpoint.integrity`), which :func:`load_checkpoint` checks.
 
-    Errors from serialising ``obj`` propagate unchanged (they are bugs in the caller); a path that
-    cannot be written raises :class:`CheckpointError`.
+    Errors from serialising ``obj`` propagate unchanged (they are bugs in the caller). A write that fails
+    (a full disk, an unwritable directory) raises :class:`RuntimeFault` naming ``path``; a path that is a
+    directory or lies below a file raises :class:`CheckpointError`.
     """
+    # Serialised in memory first: torch's zip writer reports a failed file write as an opaque RuntimeError,
+    # a plain write reports it as the OSError it is.
+    buffer = io.BytesIO()
+    torch.save(with_content_hash(obj), buffer)
     try:
         with atomic_write(path, "wb") as handle:
-            torch.save(obj, handle)
+            handle.write(buffer.getbuffer())
     except OSError as error:
-        raise CheckpointError(f"{path}: cannot write checkpoint: {error.strerror or error}") from error
+        reason = error.strerror or str(error)
+        if isinstance(error, PATH_ERRORS):
+            raise CheckpointError(f"{path}: cannot write checkpoint: {reason}") from error
+        raise RuntimeFault(f"{path}: cannot write checkpoint: {reason}") from error
 
 
 def read_torch_file(path: str | Path, map_location: str | torch.device = "cpu") -> object:
@@ -111,13 +124,13 @@ def read_torch_file(path: str | Path, map_location: str | torch.device = "cpu") 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The dict in a checkpoint written by :func:`save_checkpoint` (or any ``torch.save`` of plain data).
 
-    Raises :class:`CheckpointError` as :func:`read_torch_file` does, and when the file does not hold a
-    dict at the top level.
+    Raises :class:`CheckpointError` as :func:`read_torch_file` does, when the file does not hold a dict at
+    the top level, and when its content hash (written by :func:`save_checkpoint`) does not match.
     """
     obj = read_torch_file(path, map_location)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict at the top level, got {type(obj).__name__}")
-    return obj
+    return verified(obj, path)
 
 
 def looks_like_torch_file(path: str | Path) -> bool:

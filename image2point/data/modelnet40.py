@@ -303,7 +303,7 @@ def _modelnet40_pipeline(settings: PipelineSettings) -> DatasetPipeline:
 
 
 @register_dataset("modelnet40", Task.CLASSIFICATION, MODELNET40_CLASS_NAMES, pipeline=_modelnet40_pipeline,
-                  palette=modelnet40_palette(), needs_root=True, read_labels=read_modelnet40_labels)
+                  palette=modelnet40_palette(), needs_root=True, read_labels=read_modelnet40_labels, splits=SPLITS)
 def open_modelnet40_split(request: DatasetRequest) -> ModelNet40 | ModelNet40H5:
     data = request.data
     return open_modelnet40(request.root, request.split, data.num_points, request.transform, data.dataset_seed,

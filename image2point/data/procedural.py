@@ -403,13 +403,14 @@ def _scene_pipeline(settings: PipelineSettings) -> DatasetPipeline:
 
 
 @register_dataset("procedural_shapes", Task.CLASSIFICATION, SHAPE_CLASS_NAMES, pipeline=_shape_pipeline,
-                  palette=modelnet40_palette())
+                  palette=modelnet40_palette(), splits=tuple(SPLIT_STREAMS))
 def open_procedural_shapes(request: DatasetRequest) -> ProceduralShapes:
     data = request.data
     return ProceduralShapes(request.num_samples, request.split, data.dataset_seed,
                             data.num_points or DEFAULT_SHAPE_POINTS, request.transform)
 
 
-@register_dataset("procedural_scenes", Task.SEGMENTATION, SCENE_CLASS_NAMES, inputs=COLOURS, pipeline=_scene_pipeline)
+@register_dataset("procedural_scenes", Task.SEGMENTATION, SCENE_CLASS_NAMES, inputs=COLOURS, pipeline=_scene_pipeline,
+                  splits=tuple(SPLIT_STREAMS))
 def open_procedural_scenes(request: DatasetRequest) -> ProceduralScenes:
     return ProceduralScenes(request.num_samples, request.split, request.data.dataset_seed, request.transform)

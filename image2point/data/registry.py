@@ -163,6 +163,8 @@ class DatasetEntry:
     palette: np.ndarray = field(default_factory=lambda: NO_PALETTE)
     needs_root: bool = False
     read_labels: LabelsReader | None = None
+    # The split names it opens; None: any name (the split is a label, e.g. when areas or scans choose the data).
+    splits: tuple[str, ...] | None = None
 
     def labels(self, root: Path | None) -> DatasetLabels:
         """Its classes as the files under ``root`` name them (when it reads them), else its own list."""
@@ -176,7 +178,8 @@ DATASETS: dict[str, DatasetEntry] = {}
 
 def register_dataset(name: str, task: Task, class_names: Sequence[str], *, inputs: InputFields = XYZ_ONLY,
                      pipeline: PipelineFactory = plain_pipeline, palette: np.ndarray | None = None,
-                     needs_root: bool = False, read_labels: LabelsReader | None = None) -> Callable[[Opener], Opener]:
+                     needs_root: bool = False, read_labels: LabelsReader | None = None,
+                     splits: Sequence[str] | None = None) -> Callable[[Opener], Opener]:
     """Decorator: register the function that opens a split of dataset ``name`` (see :class:`DatasetEntry`)."""
 
     def register(opener: Opener) -> Opener:
@@ -184,7 +187,7 @@ def register_dataset(name: str, task: Task, class_names: Sequence[str], *, input
             raise ValueError(f"dataset {name!r} is registered twice")
         DATASETS[name] = DatasetEntry(name, Task(task), opener, tuple(class_names), inputs, pipeline,
                                       NO_PALETTE if palette is None else np.asarray(palette, dtype=np.uint8),
-                                      needs_root, read_labels)
+                                      needs_root, read_labels, None if splits is None else tuple(splits))
         return opener
 
     return register

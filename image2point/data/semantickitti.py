@@ -230,7 +230,7 @@ def _semantickitti_pipeline(settings: PipelineSettings) -> DatasetPipeline:
 
 @register_dataset("semantickitti", Task.SEGMENTATION, KittiLabelTables.official().class_names(), inputs=INTENSITY,
                   pipeline=_semantickitti_pipeline, palette=semantickitti_palette(), needs_root=True,
-                  read_labels=read_semantickitti_labels)
+                  read_labels=read_semantickitti_labels, splits=tuple(SPLIT_SEQUENCES))
 def open_semantickitti_split(request: DatasetRequest) -> SemanticKITTI:
     """The split's sequences, or data.train_scans / data.eval_scans when set."""
     scans = request.data.train_scans if request.train else request.data.eval_scans

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from image2point.errors import DataError
 from image2point.inference.discovery import InputFile, discover_inputs
 from image2point.inference.labels import ground_truth
 from image2point.inference.model import TrainedModel, load_trained
@@ -31,6 +32,7 @@ from image2point.io import read_point_cloud
 from image2point.io.output import require_output_directory
 from image2point.tasks import IGNORE_INDEX
 from image2point.train.metrics import ConfusionMatrix, Metrics
+from image2point.voxel_range import check_point_range
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -96,12 +98,18 @@ def predict_files(
     require_output_directory(out_dir)
     for file in files:
         check_free(output_paths(model, file.path, out_dir, save_probabilities), force)
-    checked = [check_input(model, file, fields) for file in files]
+    voxel_size = model.config.data.voxel_size if settings.voxel_size is None else settings.voxel_size
+    checked = [check_input(model, file, fields, voxel_size) for file in files]
     total = ConfusionMatrix(model.num_classes, IGNORE_INDEX, model.class_names)
     scored = False
     results = []
     for item in checked:
-        prediction = predict_prepared(model, item.prepared, settings)
+        try:
+            prediction = predict_prepared(model, item.prepared, settings)
+        except DataError as error:
+            if error.path is not None:
+                raise
+            raise DataError(error.problem, item.source) from None
         outputs = write_outputs(model, item.source, item.points, prediction, item.truth, out_dir, save_probabilities)
         metrics = None
         if item.truth is not None:
@@ -116,11 +124,13 @@ def predict_files(
     return PredictionRun(tuple(results), total.compute() if scored else None)
 
 
-def check_input(model: TrainedModel, file: InputFile, fields: Sequence[str] | None) -> CheckedInput:
+def check_input(model: TrainedModel, file: InputFile, fields: Sequence[str] | None,
+                voxel_size: float | None = None) -> CheckedInput:
     """Read ``file`` once, prepare it for the network and read its ground truth; DataError naming the
-    file for anything wrong with it."""
+    file for anything wrong with it, its coordinates' range at ``voxel_size`` (default: the model's) included."""
     cloud = read_point_cloud(file.path, fields)
     prepared = model_input(model, cloud, named_feature_fields(cloud, fields))
+    check_point_range(prepared.points, model.config.data.voxel_size if voxel_size is None else voxel_size, file.path)
     truth = ground_truth(model.labels, model.task, cloud, file.labels)
     return CheckedInput(file.path, cloud.points, prepared, truth)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from image2point.checkpoint import load_training_checkpoint
+from image2point.checkpoint.integrity import require_finite_weights
 from image2point.checkpoint.exported import CONFIG_SUFFIX, WEIGHTS_SUFFIX, export_paths, read_exported_weights
 from image2point.data.registry import InputFields, LabelScheme, dataset_entry
 from image2point.errors import CheckpointError
@@ -98,6 +99,7 @@ def assemble_model(config: RunConfig, weights: Mapping[str, torch.Tensor], sourc
     source = Path(source)
     if not isinstance(weights, Mapping):
         raise CheckpointError(f"{source}: weights are a {type(weights).__name__}, not a mapping of tensors")
+    require_finite_weights(weights, source)
     if config.model.family != "voxel":
         # Tiling, recentring and the voxel -> point map are written for voxel networks.
         raise CheckpointError(f"{source}: predict runs voxel models; this is a model.family={config.model.family} "

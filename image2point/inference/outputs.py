@@ -17,7 +17,7 @@ The outputs of one input are staged next to their targets and moved into place t
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from image2point.errors import DataError
+from image2point.errors import DataError, RuntimeFault
 from image2point.inference.model import TrainedModel
 from image2point.inference.predict import Prediction, ScenePrediction, ShapePrediction
-from image2point.io import write_kitti_label, write_ply
+from image2point.io import json_out, write_kitti_label, write_ply
 from image2point.io.output import atomic_output
 from image2point.tasks import Task
 from image2point.viz import render_png
@@ -112,7 +112,8 @@ def write_outputs(model: TrainedModel, source: Path, points: np.ndarray, predict
 def _top_k_document(source: Path, prediction: ShapePrediction, names: tuple[str, ...]) -> str:
     ranking = [{"class": index, "name": names[index], "probability": probability}
                for index, probability in prediction.top_k]
-    return json.dumps({"source": str(source), "prediction": names[prediction.best], "top_k": ranking}, indent=2) + "\n"
+    return json_out.dumps({"source": str(source), "prediction": names[prediction.best], "top_k": ranking},
+                          indent=2) + "\n"
 
 
 def commit_outputs(writers: Mapping[Path, Writer]) -> None:
@@ -125,18 +126,36 @@ def commit_outputs(writers: Mapping[Path, Writer]) -> None:
         if target.is_dir():
             raise DataError(DIRECTORY_IN_THE_WAY, target)
     staged: list[tuple[Path, Path]] = []
+    # Directories this commit creates, deepest first: removed again (when empty) if it fails.
+    created = sorted({folder for target in writers for folder in (target.parent, *target.parent.parents)
+                      if not folder.exists()}, key=lambda folder: len(folder.parts), reverse=True)
     try:
         for target, write in writers.items():
             target.parent.mkdir(parents=True, exist_ok=True)
             staging = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}{STAGING_SUFFIX}")
             staged.append((staging, target))
-            write(staging)
+            try:
+                write(staging)
+            except (DataError, RuntimeFault, OSError) as error:
+                raise _naming_target(error, staging, target) from error
         for staging, target in staged:
             os.replace(staging, target)
     except BaseException:
         for staging, _ in staged:
             staging.unlink(missing_ok=True)
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
+
+
+def _naming_target(error: Exception, staging: Path, target: Path) -> Exception:
+    """A write error about a staging file, told about the output it stood for (the name the user knows)."""
+    if isinstance(error, DataError):
+        return DataError(error.problem.replace(str(staging), str(target)), target)
+    if isinstance(error, OSError):
+        return type(error)(error.errno, error.strerror or str(error), str(target))
+    return type(error)(str(error).replace(str(staging), str(target)))
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

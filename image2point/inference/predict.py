@@ -22,6 +22,7 @@ from image2point.io import PointCloud
 from image2point.sparse.tensor import SparseTensor
 from image2point.tasks import Task
 from image2point.train.builders import xyz_feature_scale
+from image2point.voxel_range import check_key_range
 from image2point.voxelize import Voxels, collate_voxels, voxelize
 
 DEFAULT_TOP_K = 5
@@ -101,6 +102,7 @@ def predict_prepared(model: TrainedModel, prepared: ModelInput, settings: Predic
     # The xyz features as the network was trained on them (in training voxels for the authors' S3DIS).
     features = point_features(prepared.points, prepared.features, xyz_feature_scale(model.config.data))
     voxels = voxelize(prepared.points, size, features)
+    check_key_range(voxels)
     if model.task is Task.CLASSIFICATION:
         return classify(model, voxels, prepared.offset, settings.top_k)
     return segment(model, voxels, prepared.offset, settings)

@@ -26,7 +26,7 @@ import yaml
 
 from image2point.checkpoint import atomic_write
 from image2point.data.pipelines import ModelNet40Pipeline, S3DISPipeline, SemanticKITTIPipeline
-from image2point.data.registry import dataset_names
+from image2point.data.registry import dataset_entry, dataset_names
 from image2point.errors import ConfigError, RuntimeFault
 from image2point.inflate.transforms import TRANSFORM_NAMES, unknown_transform_message
 from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
@@ -69,24 +69,12 @@ def _require_seed(seed: int, field_name: str) -> None:
     _require(0 <= seed <= MAX_SEED, field_name, f"in [0, {MAX_SEED}]", seed)
 
 
-def _eval_splits(name: str) -> tuple[str, ...]:
-    """The splits dataset ``name`` can evaluate on (imported late: the dataset modules are heavy)."""
-    from image2point.data.modelnet40 import SPLITS
-    from image2point.data.procedural import SPLIT_STREAMS
-    from image2point.data.s3dis import SPLIT_AREAS
-    from image2point.data.semantickitti import SPLIT_SEQUENCES
-
-    splits = {"procedural_shapes": SPLIT_STREAMS, "procedural_scenes": SPLIT_STREAMS, "modelnet40": SPLITS,
-              "s3dis": SPLIT_AREAS, "semantickitti": SPLIT_SEQUENCES}
-    return tuple(splits[name])
-
-
 def _require_eval_split(data: "DataConfig") -> None:
-    # Explicit SemanticKITTI scans make the split a label only; S3DIS evaluates on test_area whatever it says.
-    if data.name == "semantickitti" and data.eval_scans is not None:
-        return
-    splits = _eval_splits(data.name)
-    _require(data.eval_split in splits, "eval_split", f"one of {', '.join(splits)} for {data.name}", data.eval_split)
+    """data.eval_split must be a split the dataset opens (explicit eval_scans make it a label only)."""
+    splits = dataset_entry(data.name).splits
+    if splits is not None and data.eval_scans is None:
+        _require(data.eval_split in splits, "eval_split", f"one of {', '.join(splits)} for {data.name}",
+                 data.eval_split)
 
 
 @dataclasses.dataclass
