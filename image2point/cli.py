@@ -61,6 +61,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 def _cmd_inflate(args: argparse.Namespace) -> None:
     from image2point.checkpoint import InflatedCheckpoint, save_inflated_checkpoint
+    from image2point.checkpoint.integrity import require_finite_weights
     from image2point.errors import ConfigError
     from image2point.inflate.converter import convert_2d_to_3d
     from image2point.inference.outputs import commit_outputs
@@ -77,7 +78,7 @@ def _cmd_inflate(args: argparse.Namespace) -> None:
     report_path = out.with_suffix(".report.txt")
     if not args.force:
         refuse_existing((out, report_path))
-    _refuse_non_finite(model_2d.state_dict(), args.checkpoint)
+    require_finite_weights(model_2d.state_dict(), args.checkpoint)
     inflated = InflatedCheckpoint(
         state_dict=dict(converted.model.state_dict()), architecture=args.arch, transform=args.transform,
         learnable_t=args.learnable_t, stride_mode=args.stride_mode, normalize=bool(args.normalize),
@@ -97,16 +98,6 @@ def _write_text(path: Path, text: str) -> None:
 
     with atomic_output(path, "w") as stream:
         stream.write(text)
-
-
-def _refuse_non_finite(weights, source: str) -> None:
-    """Image2PointError naming the first tensor of ``weights`` holding NaN or Inf."""
-    import torch
-
-    for name, tensor in weights.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
-            raise Image2PointError(f"{source}: non-finite weights: {bad} NaN or Inf values in {name!r}")
 
 
 def _cmd_pretrain2d(args: argparse.Namespace) -> None:
