@@ -32,7 +32,10 @@ from image2point.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
+from image2point.checkpoint.integrity import require_finite_weights
+from image2point.checkpoint.records import TrainingCheckpoint
 from image2point.data.sample import IGNORE_INDEX
+from image2point.io import json_out
 from image2point.errors import CheckpointError, ConfigError
 from image2point.models import FinetunePlan, apply_finetune_scheme, optimizer_parameters
 from image2point.sparse.backends import default_backend
@@ -428,7 +431,7 @@ def _write_final_metrics(result: RunResult, config: RunConfig) -> None:
         "epoch_losses": result.epoch_losses,
     }
     with atomic_write(result.run_dir / "metrics.json", "w") as stream:
-        json.dump(payload, stream, indent=2)
+        stream.write(json_out.dumps(payload, indent=2))
 
 
 def evaluate_checkpoint(config: RunConfig, checkpoint_path: str | Path, out_dir: str | Path | None = None) -> Metrics:
@@ -441,8 +444,8 @@ def evaluate_checkpoint(config: RunConfig, checkpoint_path: str | Path, out_dir:
     device = resolve_device(config.train.device)
     task = task_of(config.data)
     state = load_checkpoint(checkpoint_path, map_location=device)
-    if "model" not in state:
-        raise CheckpointError(f"{checkpoint_path}: not a training checkpoint (no 'model' entry)")
+    # The typed record checks every entry (a 'model' that is not a mapping of tensors is one line).
+    require_finite_weights(TrainingCheckpoint.from_mapping(state, checkpoint_path).model, checkpoint_path)
     legacy = is_legacy_config(state.get("config"))
     if "config" in state:
         trained = stored_run_config(state["config"], checkpoint_path).model
@@ -473,5 +476,6 @@ def evaluate_checkpoint(config: RunConfig, checkpoint_path: str | Path, out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, out_dir / "config.yaml")
         with atomic_write(out_dir / "metrics.json", "w") as stream:
-            json.dump({"checkpoint": str(checkpoint_path), "task": task, "final": metrics.as_dict()}, stream, indent=2)
+            stream.write(json_out.dumps({"checkpoint": str(checkpoint_path), "task": task, "final": metrics.as_dict()},
+                                        indent=2))
     return metrics
