@@ -8,15 +8,9 @@ import json
 import sys
 from pathlib import Path
 
-from image2point.cli_contract import (
-    EXIT_BAD_INPUT,
-    OneLineParser,
-    positive_finite,
-    positive_int,
-    refuse_existing,
-    run_command,
-    seed,
-)
+from image2point.cli_contract import EXIT_BAD_INPUT  # noqa: F401  (re-exported: the status callers compare with)
+from image2point.cli_contract import (OneLineParser, parse_command_line, positive_finite, positive_int,
+                                      refuse_existing, run_command, seed)
 from image2point.errors import Image2PointError
 from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
 
@@ -88,16 +82,9 @@ def _cmd_inflate(args: argparse.Namespace) -> None:
                            for k in converted.report.inflated)
     # Both files or neither: staged side by side, renamed into place once both are complete.
     commit_outputs({out: lambda staging: save_inflated_checkpoint(staging, inflated),
-                    report_path: lambda staging: _write_text(staging, report_text)})
+                    report_path: lambda staging: staging.write_text(report_text, encoding="utf-8")})
     print(report_text, end="")
     print(f"3D checkpoint: {out}\nreport: {report_path}")
-
-
-def _write_text(path: Path, text: str) -> None:
-    from image2point.io.output import atomic_output
-
-    with atomic_output(path, "w") as stream:
-        stream.write(text)
 
 
 def _cmd_pretrain2d(args: argparse.Namespace) -> None:
@@ -400,11 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        print(f"image2point {args.command}: error: unrecognized arguments: {' '.join(unknown)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    args = parse_command_line(build_parser(), argv)
     if args.command == "train":
         _split_config_and_overrides(args)
     return run_command(args.command, lambda: args.handler(args), args.debug)

@@ -39,6 +39,15 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {one_line(message)}\n")
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser``'s arguments; words it does not know are a usage error naming the command they were given to."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.exit(EXIT_BAD_INPUT, f"image2point {args.command}: error: unrecognized arguments: "
+                                    f"{one_line(' '.join(unknown))}\n")
+    return args
+
+
 def one_line(message: object) -> str:
     """``message`` on one line, at most ``MAX_ERROR_CHARS`` long."""
     text = " ".join(str(message).split())
