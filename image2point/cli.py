@@ -31,7 +31,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from image2point.train.loop import run_training
 
     config = load_config(args.config, args.overrides)
-    result = run_training(config, resume=args.resume, quiet=args.quiet)
+    result = run_training(config, resume=args.resume or args.resume_with_changes, quiet=args.quiet,
+                          resume_with_changes=args.resume_with_changes)
     final = result.final
     print(f"run directory: {result.run_dir}")
     print(f"overall accuracy {final.overall_accuracy:.4f}  mean class accuracy {final.mean_class_accuracy:.4f}  "
@@ -280,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", nargs="?", help=CONFIG_HELP)
     train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     train.add_argument("--resume", action="store_true", help="continue the run in train.run_dir from last.pt")
+    train.add_argument("--resume-with-changes", action="store_true",
+                       help="resume although the config differs from the run's; the new config is recorded as "
+                            "config.resumed-at-epoch-N.yaml")
     train.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
     train.set_defaults(handler=_cmd_train)
 

@@ -101,13 +101,14 @@ def read_torch_file(path: str | Path, map_location: str | torch.device = "cpu") 
     """The object in a torch file, loaded with ``weights_only=True``.
 
     Raises :class:`CheckpointError` naming the file and the reason when it is missing, truncated or
-    corrupt, or holds objects that weights-only loading refuses (a pickled module, code).
+    corrupt, holds objects that weights-only loading refuses (a pickled module, code), or does not match
+    the content hash :func:`save_checkpoint` wrote into it.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         if not looks_like_torch_file(path):
             raise CheckpointError(f"{path}: unreadable (truncated or corrupt): neither torch's zip format "
@@ -119,6 +120,8 @@ def read_torch_file(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as error:  # torch reports damaged files with several exception types
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: unreadable (truncated or corrupt): {first_line}") from error
+    # Written by save_checkpoint: checked against its content hash (which is not part of the content).
+    return verified(obj, path) if isinstance(obj, dict) else obj
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -130,7 +133,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     obj = read_torch_file(path, map_location)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict at the top level, got {type(obj).__name__}")
-    return verified(obj, path)
+    return obj
 
 
 def looks_like_torch_file(path: str | Path) -> bool:

@@ -33,10 +33,10 @@ from image2point.checkpoint import (
     seed_everything,
 )
 from image2point.checkpoint.integrity import require_finite_weights
-from image2point.checkpoint.records import TrainingCheckpoint
+from image2point.checkpoint.records import TrainingCheckpoint, TrainingProgress
 from image2point.data.sample import IGNORE_INDEX
 from image2point.io import json_out
-from image2point.errors import CheckpointError, ConfigError
+from image2point.errors import CheckpointError, Image2PointWarning
 from image2point.models import FinetunePlan, apply_finetune_scheme, optimizer_parameters
 from image2point.sparse.backends import default_backend
 from image2point.train.builders import (
@@ -62,6 +62,8 @@ from image2point.train.distributed import (
     resolve_device,
 )
 from image2point.train.metrics import ConfusionMatrix, Metrics
+from image2point.train.resume import check_resume, continue_optimization, record_changes
+from image2point.train.run_lock import claimed_run_directory
 from image2point.train.schedules import build_scheduler
 from image2point.train.stored import (
     TRAINED_MODEL_KEYS,
@@ -201,20 +203,13 @@ def _epoch_loader(loader: DataLoader, sampler, dataset: Dataset, seed: int, epoc
     return loader
 
 
-def prepare_run_dir(config: RunConfig, resume: bool) -> Path:
-    run_dir = Path(config.train.run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        raise ConfigError(f"run directory {run_dir} is not empty; pass --resume to continue it or choose "
-                          "another train.run_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-def run_training(config: RunConfig, resume: bool = False, quiet: bool | None = None) -> RunResult:
+def run_training(config: RunConfig, resume: bool = False, quiet: bool | None = None,
+                 resume_with_changes: bool = False) -> RunResult:
     """Train and evaluate as ``config`` says; writes the run directory (see the module docstring).
 
     Data, pretrained weights and network are built before the run directory is created, so a run that
-    fails on bad input leaves nothing behind.
+    fails on bad input leaves nothing behind. The run holds the directory's lock (train/run_lock.py) while
+    it writes. resume_with_changes: resume even where the config differs from the run's (train/resume.py).
     """
     context = init_distributed(config.train.device)
     threads = torch.get_num_threads()
@@ -222,12 +217,16 @@ def run_training(config: RunConfig, resume: bool = False, quiet: bool | None = N
     try:
         seed_everything(config.train.seed)
         setup = _build_run(config, context)
-        run_dir = prepare_run_dir(config, resume) if context.is_main else Path(config.train.run_dir)
-        log = _RunLog(run_dir, context.is_main)
-        try:
-            return _train(config, resume, quiet, context, setup, run_dir, log)
-        finally:
-            log.close()
+        run_dir = Path(config.train.run_dir)
+        claim = claimed_run_directory(run_dir, resume) if context.is_main else contextlib.nullcontext()
+        with claim:
+            # Checked before the log opens, so a refused resume writes nothing.
+            point = _resume_point(config, run_dir, resume, resume_with_changes, context.device, setup.built.network)
+            log = _RunLog(run_dir, context.is_main)
+            try:
+                return _train(config, point, quiet, context, setup, run_dir, log)
+            finally:
+                log.close()
     finally:
         torch.set_num_threads(threads)
 
@@ -267,7 +266,36 @@ def _build_run(config: RunConfig, context: DistributedContext) -> _RunSetup:
     return _RunSetup(task, train_set, eval_set, class_names, built, plan, backend, collate, in_features)
 
 
-def _train(config, resume, quiet, context, setup: _RunSetup, run_dir: Path, log: _RunLog) -> RunResult:
+@dataclass
+class _ResumePoint:
+    """A checked last.pt to continue from, and the config keys changed since the run started."""
+
+    path: Path
+    state: dict
+    progress: TrainingProgress
+    changed: list[str]
+
+
+def _resume_point(config: RunConfig, run_dir: Path, resume: bool, with_changes: bool, device: torch.device,
+                  network: torch.nn.Module) -> _ResumePoint | None:
+    """The checkpoint a resume continues from (None: the run starts fresh); one-line errors for a checkpoint
+    that lacks an entry or a config that differs from the run's (train/resume.py)."""
+    path = run_dir / LAST_CHECKPOINT
+    if not (resume and path.exists()):
+        return None
+    state = load_checkpoint(path, map_location=device)
+    # The typed record names a missing or mistyped entry (scheduler, epoch, ...).
+    progress = TrainingCheckpoint.from_mapping(state, path).resumable(path)
+    _check_compatible(state, config, path)
+    stored = upgrade_stored_config(state["config"]) if isinstance(state.get("config"), dict) else {}
+    changed = check_resume(stored, config, path, with_changes, progress.epoch + 1)
+    if is_legacy_config(state.get("config")):
+        check_weights(network, state["model"], path, legacy=True)
+    return _ResumePoint(path, state, progress, changed)
+
+
+def _train(config, point: _ResumePoint | None, quiet, context, setup: _RunSetup, run_dir: Path,
+           log: _RunLog) -> RunResult:
     device = context.device
     task, train_set, eval_set, class_names = setup.task, setup.train_set, setup.eval_set, setup.class_names
     built, plan, backend, collate = setup.built, setup.plan, setup.backend, setup.collate
@@ -286,22 +314,23 @@ def _train(config, resume, quiet, context, setup: _RunSetup, run_dir: Path, log:
     trained = DistributedDataParallel(network) if context.world_size > 1 else network
 
     start_epoch, best_score, best_epoch, losses, history = 0, -math.inf, -1, [], []
-    if resume and (run_dir / LAST_CHECKPOINT).exists():
-        state = load_checkpoint(run_dir / LAST_CHECKPOINT, map_location=device)
-        _check_compatible(state, config, run_dir / LAST_CHECKPOINT)
-        if is_legacy_config(state.get("config")):
-            check_weights(network, state["model"], run_dir / LAST_CHECKPOINT, legacy=True)
-        network.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"])
-        start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
-        losses = list(state["epoch_losses"])
-        history = list(state["history"])
+    if point is not None:
+        path, progress, changed = point.path, point.progress, point.changed
+        network.load_state_dict(point.state["model"])
+        continue_optimization(optimizer, scheduler, progress, changed)
+        scaler.load_state_dict(progress.scaler)
+        restore_rng_state(progress.rng)
+        start_epoch, best_score, best_epoch = progress.epoch + 1, progress.best_score, progress.best_epoch
+        losses = list(progress.epoch_losses)
+        history = list(progress.history)
         log.restart_history(history)
-        log.info(f"resumed from {run_dir / LAST_CHECKPOINT} at epoch {start_epoch}")
+        log.info(f"resumed from {path} at epoch {start_epoch}")
+        if changed and context.is_main:
+            log.info(f"changed since the run started: {', '.join(changed)}; the config from epoch {start_epoch} on: "
+                     f"{record_changes(run_dir, config, start_epoch)}")
     elif context.is_main:
+        # A fresh start, also of a run killed before its first last.pt: no epoch is recorded yet.
+        log.restart_history([])
         save_config(config, run_dir / "config.yaml")
         with atomic_write(run_dir / "conversion.txt", "w") as stream:
             stream.write(_conversion_text(built, plan))
@@ -311,7 +340,7 @@ def _train(config, resume, quiet, context, setup: _RunSetup, run_dir: Path, log:
     batch_warning = step_batch_warning(config.data, context.world_size)
     if batch_warning is not None and context.is_main:
         log.info(f"warning: {batch_warning}")
-        warnings.warn(batch_warning, RuntimeWarning, stacklevel=2)
+        warnings.warn(batch_warning, Image2PointWarning, stacklevel=2)
 
     show_progress = not (quiet if quiet is not None else not sys.stderr.isatty()) and context.is_main
     final = None

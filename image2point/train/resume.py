@@ -11,10 +11,14 @@ says what ran when. (The model and the trainable set cannot change at all: the w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from image2point.checkpoint.records import TrainingProgress
 from image2point.errors import ConfigError
 from image2point.train.config import RunConfig, config_to_dict, save_config
 
@@ -74,6 +78,27 @@ def record_changes(run_dir: Path, config: RunConfig, next_epoch: int) -> Path:
     path = run_dir / RESUMED_CONFIG.format(epoch=next_epoch)
     save_config(config, path)
     return path
+
+
+def continue_optimization(optimizer: torch.optim.Optimizer, scheduler: LambdaLR, progress: TrainingProgress,
+                          changed: Sequence[str]) -> None:
+    """Load the optimizer and scheduler states of ``progress`` into the ones built from the config resumed with.
+
+    Unchanged, they continue exactly. With changed optim or schedule keys, the new hyperparameters (learning
+    rate, momentum, ...) replace the stored ones from the current step on; an optimizer of another kind
+    (optim.name) starts with fresh state, since Adam cannot read SGD's.
+    """
+    fresh_groups = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
+    fresh_base_lrs = list(scheduler.base_lrs)
+    if "optim.name" not in changed:
+        optimizer.load_state_dict(progress.optimizer)
+    scheduler.load_state_dict(progress.scheduler)
+    if any(key.startswith(("optim.", "schedule.")) for key in changed):
+        for group, fresh in zip(optimizer.param_groups, fresh_groups, strict=True):
+            group.update(fresh)
+        scheduler.base_lrs = fresh_base_lrs
+        for group, base_lr, factor in zip(optimizer.param_groups, fresh_base_lrs, scheduler.lr_lambdas, strict=True):
+            group["lr"] = base_lr * factor(scheduler.last_epoch)
 
 
 def _plain(value: Any) -> Any:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from image2point.errors import Image2PointError, Image2PointWarning
+from image2point.errors import ConfigError, Image2PointError, Image2PointWarning
 
 LOCK_NAME = ".lock"
 # How atomic_write and the prediction writers name their staging files: .NAME.PID.HEX.tmp
@@ -27,6 +27,34 @@ STAGING_FILE = re.compile(r"^\..+\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$")
 
 class RunDirectoryInUse(Image2PointError):
     """Another live process holds the run directory's lock."""
+
+
+@contextlib.contextmanager
+def claimed_run_directory(run_dir: str | Path, resume: bool) -> Iterator[HeldLock]:
+    """``run_dir``, created if missing and locked for the ``with`` body (see :func:`run_directory_lock`).
+
+    A directory with files in it is refused (ConfigError) unless ``resume`` continues it; a refusal, or a
+    failure before anything was written, leaves no directory behind that was not there before.
+    """
+    run_dir = Path(run_dir)
+    _refuse_used(run_dir, resume)
+    missing = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with run_directory_lock(run_dir) as lock:
+            _refuse_used(run_dir, resume)  # again, now that no other run can be filling it
+            yield lock
+    except BaseException:
+        for folder in missing:  # deepest first; a directory the run wrote into stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _refuse_used(run_dir: Path, resume: bool) -> None:
+    if not resume and run_dir.exists() and any(path.name != LOCK_NAME for path in run_dir.iterdir()):
+        raise ConfigError(f"run directory {run_dir} is not empty; pass --resume to continue it or choose another "
+                          "train.run_dir")
 
 
 @dataclass(frozen=True)

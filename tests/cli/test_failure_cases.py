@@ -378,18 +378,18 @@ def _(inputs: Inputs) -> Expected:
 # 15-18: resumes and a second training.
 
 
-@case("15-resume-with-another-lr", waits_for="resume comparing configs")
+@case("15-resume-with-another-lr")
 def _(inputs: Inputs) -> Expected:
     return Expected(inputs.resume("optim.lr=0.5"), "optim.lr", "--resume-with-changes")
 
 
-@case("15-resume-with-other-data-and-seed", waits_for="resume comparing configs")
+@case("15-resume-with-other-data-and-seed")
 def _(inputs: Inputs) -> Expected:
     return Expected(inputs.resume("data.train_samples=3", "train.seed=7"), "data.train_samples, train.seed",
                     "--resume-with-changes")
 
 
-@case("16-resume-with-another-optimizer", waits_for="resume comparing configs")
+@case("16-resume-with-another-optimizer")
 def _(inputs: Inputs) -> Expected:
     return Expected(inputs.resume("optim.name=adam"), "optim.name", "--resume-with-changes")
 
@@ -403,12 +403,12 @@ def _resume_from(inputs: Inputs, change: Callable[[dict], None]) -> list[str]:
     return argv
 
 
-@case("17-resume-without-scheduler-state", waits_for="the typed checkpoint loader")
+@case("17-resume-without-scheduler-state")
 def _(inputs: Inputs) -> Expected:
     return Expected(_resume_from(inputs, lambda state: state.pop("scheduler")), "last.pt", "'scheduler'")
 
 
-@case("17-resume-with-a-bad-epoch", waits_for="the typed checkpoint loader")
+@case("17-resume-with-a-bad-epoch")
 def _(inputs: Inputs) -> Expected:
     return Expected(_resume_from(inputs, lambda state: state.update(epoch="two")), "last.pt", "'epoch'")
 
