@@ -1,10 +1,11 @@
 """A training killed with SIGKILL at random moments, checkpoint writes included, and resumed after each
 kill, ends with the weights and the metrics.jsonl of a run that was never interrupted.
 
-The killed process is the real command line. To let kills land inside checkpoint writes, its torch.save
-pauses halfway through each checkpoint (the staging file then holds half a checkpoint); a kill aimed at a
-write waits for a staging file to appear and strikes during the pause, a kill aimed at a random moment
-strikes after a random delay. The slow variant makes 20 kills (the audit's figure), the default one 2.
+The killed process is the real command line. So that kills can land inside checkpoint writes, each
+checkpoint write pauses halfway (its staging file then holds half the checkpoint). Every other kill is
+aimed into a write: it waits for the k-th staging file of the attempt to appear (k random, 1-3) and
+strikes during the pause. The others strike at a random moment: after k completed writes (k random, 0-2),
+a random delay later (during start-up when k is 0). The slow variant makes 20 kills, the default one 2.
 """
 
 from __future__ import annotations
@@ -22,19 +23,25 @@ from pathlib import Path
 import pytest
 import torch
 
+from image2point.cli import main
 from image2point.train import loop
 
 RUN = ["data.name=procedural_scenes", "data.voxel_size=0.25", "model.head=unet", "data.num_workers=0",
-       "data.train_samples=2", "data.eval_samples=1", "data.batch_size=1", "train.epochs=5", "train.threads=1",
+       "data.train_samples=2", "data.eval_samples=1", "data.batch_size=1", "train.threads=1",
        "model.backbone=none", "model.linear_width=64", "train.device=cpu"]
-# Seconds torch.save pauses halfway through a checkpoint, so a kill can land inside the write.
+# Enough epochs that the run outlasts its kills (an attempt advances by about one epoch on average).
+EPOCHS_FAST = 4
+EPOCHS_SLOW = 40
+KILLS_FAST = 2
+KILLS_SLOW = 20
+# Seconds each checkpoint write pauses halfway, so a kill can land inside it.
 WRITE_PAUSE_SECONDS = 0.3
 POLL_SECONDS = 0.005
 ATTEMPT_TIMEOUT_SECONDS = 300
-KILLS_SLOW = 20
-KILLS_FAST = 2
-# Random kills strike within this many seconds of a start (a start imports torch, builds, then trains).
-RANDOM_KILL_WINDOW_SECONDS = (2.0, 12.0)
+# A random kill after k completed writes strikes within this delay; with k = 0, within the start-up.
+RANDOM_DELAY_SECONDS = 0.5
+STARTUP_WINDOW_SECONDS = 8.0
+
 # The command line, with every checkpoint write pausing halfway (the staging file then holds half of it).
 TRAINER = textwrap.dedent(f"""
     import contextlib, sys, time
@@ -64,51 +71,81 @@ TRAINER = textwrap.dedent(f"""
 """)
 
 
-def _start(run_dir: Path, resume: bool) -> subprocess.Popen:
-    argv = ["train", *RUN, f"train.run_dir={run_dir}", "--quiet", *(["--resume"] if resume else [])]
+def _start(run_dir: Path, epochs: int, resume: bool) -> subprocess.Popen:
+    argv = ["train", *RUN, f"train.epochs={epochs}", f"train.run_dir={run_dir}", "--quiet",
+            *(["--resume"] if resume else [])]
     return subprocess.Popen([sys.executable, "-c", TRAINER, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
 
 
-def _writing(run_dir: Path) -> bool:
-    return run_dir.is_dir() and any(path.name.endswith(".tmp") and ".pt." in path.name for path in run_dir.iterdir())
+def _staging_files(run_dir: Path) -> set[str]:
+    if not run_dir.is_dir():
+        return set()
+    return {path.name for path in run_dir.iterdir() if path.name.endswith(".tmp") and ".pt." in path.name}
 
 
-def _kill_when(process: subprocess.Popen, ready, deadline: float) -> bool:
-    """SIGKILL ``process`` once ``ready()``; False when it finished first."""
-    while not ready():
-        if process.poll() is not None:
-            return False
-        assert time.monotonic() < deadline, "the training made no progress"
-        time.sleep(POLL_SECONDS)
+class _Watch:
+    """Follows one attempt's checkpoint writes by their staging files (each pauses, so none is missed)."""
+
+    def __init__(self, process: subprocess.Popen, run_dir: Path):
+        self.process, self.run_dir = process, run_dir
+        # Staging files of the attempt killed before (the resume removes them) are not this attempt's writes.
+        self.leftovers = _staging_files(run_dir)
+        self.seen: set[str] = set()
+        self.deadline = time.monotonic() + ATTEMPT_TIMEOUT_SECONDS
+
+    def until(self, condition) -> bool:
+        """Poll until ``condition()``; False when the process ended first."""
+        while not condition():
+            if self.process.poll() is not None:
+                return False
+            assert time.monotonic() < self.deadline, "the training made no progress"
+            time.sleep(POLL_SECONDS)
+        return True
+
+    def started_writes(self) -> int:
+        self.seen |= _staging_files(self.run_dir) - self.leftovers
+        return len(self.seen)
+
+    def completed_writes(self) -> int:
+        return len(self.seen - _staging_files(self.run_dir)) if self.started_writes() else 0
+
+
+def _kill(process: subprocess.Popen) -> None:
     process.kill()
     process.wait()
+
+
+def _one_attempt(run_dir: Path, epochs: int, resume: bool, aim_at_write: bool, rng: random.Random) -> bool:
+    """Start the training and kill it as planned; False when it finished before the kill."""
+    process = _start(run_dir, epochs, resume)
+    watch = _Watch(process, run_dir)
+    if aim_at_write:
+        target = rng.randint(1, 3)
+        landed = watch.until(lambda: watch.started_writes() >= target)
+    else:
+        target = rng.randint(0, 2)
+        delay = rng.uniform(0, STARTUP_WINDOW_SECONDS if target == 0 else RANDOM_DELAY_SECONDS)
+        landed = watch.until(lambda: watch.completed_writes() >= target)
+        strike = time.monotonic() + delay
+        landed = landed and watch.until(lambda: time.monotonic() >= strike)
+    if not landed:
+        assert process.wait() == 0, process.stderr.read()
+        return False
+    _kill(process)
     return True
 
 
-def _run_with_kills(run_dir: Path, kills: int, rng: random.Random) -> tuple[int, int]:
-    """Train into ``run_dir`` to the end, killing it ``kills`` times; (kills, kills inside a checkpoint write)."""
-    done = in_writes = 0
-    resume = False
-    while True:
-        process = _start(run_dir, resume)
-        resume = True
-        deadline = time.monotonic() + ATTEMPT_TIMEOUT_SECONDS
-        if done == kills:
-            assert process.wait(ATTEMPT_TIMEOUT_SECONDS) == 0, process.stderr.read()
-            return done, in_writes
-        aim_at_write = done % 2 == 0
-        if aim_at_write:
-            killed = _kill_when(process, lambda: _writing(run_dir), deadline)
-        else:
-            strike = time.monotonic() + rng.uniform(*RANDOM_KILL_WINDOW_SECONDS)
-            killed = _kill_when(process, lambda: time.monotonic() >= strike, deadline)
-        if not killed:
-            assert process.returncode == 0, process.stderr.read()
-            # It finished before the kill: start over in a fresh directory so every kill lands.
-            return _run_with_kills(run_dir.with_name(run_dir.name + "-again"), kills - done, rng)
+def _run_with_kills(run_dir: Path, epochs: int, kills: int, rng: random.Random) -> int:
+    """Train into ``run_dir`` to the end, killed up to ``kills`` times and resumed; the kills made."""
+    done = 0
+    while done < kills:
+        if not _one_attempt(run_dir, epochs, resume=done > 0, aim_at_write=done % 2 == 0, rng=rng):
+            return done
         done += 1
-        in_writes += aim_at_write
+    final = _start(run_dir, epochs, resume=True)
+    assert final.wait(ATTEMPT_TIMEOUT_SECONDS) == 0, final.stderr.read()
+    return done
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -119,27 +156,25 @@ def _history(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / loop.METRICS_HISTORY).read_text().splitlines()]
 
 
-def _check_kills(tmp_path: Path, kills: int, seed: int) -> None:
+def _check_kills(tmp_path: Path, epochs: int, kills: int, seed: int) -> None:
+    # The uninterrupted run in this process (the same command line, one thread: the same numbers).
     straight = tmp_path / "straight"
-    reference = _start(straight, resume=False)
-    assert reference.wait(ATTEMPT_TIMEOUT_SECONDS) == 0, reference.stderr.read()
+    assert main(["train", *RUN, f"train.epochs={epochs}", f"train.run_dir={straight}", "--quiet"]) == 0
     victim = tmp_path / "victim"
-    done, in_writes = _run_with_kills(victim, kills, random.Random(seed))
-    finished = victim if (victim / "metrics.json").exists() else victim.with_name("victim-again")
-    assert done == kills and in_writes == (kills + 1) // 2
-    assert _history(finished) == _history(straight)
-    expected, actual = _weights(straight), _weights(finished)
+    assert _run_with_kills(victim, epochs, kills, random.Random(seed)) == kills, "the run ended before every kill"
+    assert _history(victim) == _history(straight)
+    expected, actual = _weights(straight), _weights(victim)
     assert expected.keys() == actual.keys()
     assert all(torch.equal(expected[name], actual[name]) for name in expected)
-    assert not [path.name for path in finished.iterdir() if path.name.endswith(".tmp")]
+    assert not [path.name for path in victim.iterdir() if path.name.endswith(".tmp")]
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
 def test_two_kills_one_inside_a_checkpoint_write_then_resumes_equal_an_uninterrupted_run(tmp_path):
-    _check_kills(tmp_path, KILLS_FAST, seed=0)
+    _check_kills(tmp_path, EPOCHS_FAST, KILLS_FAST, seed=0)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
-def test_twenty_random_kills_then_resumes_equal_an_uninterrupted_run(tmp_path):
-    _check_kills(tmp_path, KILLS_SLOW, seed=1)
+def test_twenty_kills_half_inside_checkpoint_writes_then_resumes_equal_an_uninterrupted_run(tmp_path):
+    _check_kills(tmp_path, EPOCHS_SLOW, KILLS_SLOW, seed=1)
