@@ -10,7 +10,7 @@ import torch
 
 from image2point.checkpoint import atomic_write
 from image2point.experiments.aggregate import OK, CellResult, collect_cells
-from image2point.experiments.runner import ExperimentContext, PlannedRun
+from image2point.experiments.plan import ExperimentContext, PlannedRun
 from image2point.experiments.scales import METRIC_NAMES
 from image2point.experiments.specs import TableSpec
 from image2point.inflate.transforms import filter_transform
