@@ -27,13 +27,11 @@ from image2point.errors import ConfigError
 from image2point.inflate.transforms import TRANSFORM_NAMES, unknown_transform_message
 from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
 from image2point.sparse.tensor import BACKENDS
+from image2point.train.families import MODEL_FAMILIES
 
 SchemaT = TypeVar("SchemaT")
 
 DatasetName = Literal["procedural_shapes", "procedural_scenes", "modelnet40", "s3dis", "semantickitti"]
-# The three model families of the paper: inflated sparse 3D ConvNets on voxels, PointNet++ on raw
-# points, and a 2D ConvNet (HRNet) on LiDAR range images.
-ModelFamily = Literal["voxel", "pointnet2", "range"]
 
 
 class FieldValueError(ValueError):
@@ -127,10 +125,11 @@ class DataConfig:
 
 @dataclasses.dataclass
 class ModelConfig:
-    # voxel: ``backbone`` is a 2D ConvNet inflated to 3D; pointnet2: ``backbone`` is pointnet2_ssg and
-    # ``pretrained`` a PointNet++ checkpoint (e.g. pretrained on images, each pixel a point); range:
-    # ``backbone`` is an HRNet (hrnet_w18, hrnet_w48) run on range images.
-    family: ModelFamily = "voxel"
+    # A registered model family (image2point.train.families): the paper's three are voxel (``backbone``
+    # a 2D ConvNet inflated to 3D), pointnet2 (``backbone`` pointnet2_ssg, ``pretrained`` a PointNet++
+    # checkpoint, e.g. pretrained on images, each pixel a point) and range (``backbone`` an HRNet,
+    # hrnet_w18 or hrnet_w48, run on range images).
+    family: str = "voxel"
     backbone: str = "resnet18"
     # A checkpoint path or a registered weight name; None starts from random weights.
     pretrained: str | None = None
@@ -140,7 +139,9 @@ class ModelConfig:
     # Divide T by the kernel size, so a field constant along the copy axis gives the 2D response.
     normalize_t: bool = False
     input_layer: Literal["conv3", "linear"] = "conv3"
-    head: Literal["mlp", "linear", "unet"] = "mlp"
+    # Output layer: mlp or linear (classification), unet or linear (segmentation); null: the task's
+    # default, mlp for classification and unet for segmentation.
+    head: Literal["mlp", "linear", "unet"] | None = None
     # Hidden width of the mlp classification head (Listing 3: 1024; models.heads.HEAD_HIDDEN_CHANNELS).
     head_hidden: int = 1024
     # Channels of the network without a backbone, backbone=none (Listing 1: ResNet-18's deepest width,
@@ -158,6 +159,7 @@ class ModelConfig:
     knn_refine: bool = False
 
     def __post_init__(self) -> None:
+        _require(self.family in MODEL_FAMILIES, "family", f"one of {', '.join(MODEL_FAMILIES)}", self.family)
         _require(
             self.backend is None or self.backend in BACKENDS, "backend", f"one of {BACKENDS} or null", self.backend
         )

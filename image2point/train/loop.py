@@ -18,7 +18,7 @@ import sys
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -32,12 +32,12 @@ from image2point.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
+from image2point.data.batch import Batch, Collate
 from image2point.data.sample import IGNORE_INDEX
 from image2point.errors import CheckpointError, ConfigError
 from image2point.models import FinetunePlan, apply_finetune_scheme, optimizer_parameters
 from image2point.sparse.backends import default_backend
 from image2point.train.builders import (
-    Batch,
     BuiltModel,
     build_collate,
     build_dataset,
@@ -246,7 +246,7 @@ class _RunSetup:
     built: BuiltModel
     plan: FinetunePlan
     backend: str
-    collate: Callable[[list], Batch]
+    collate: Collate
     in_features: int
 
 
