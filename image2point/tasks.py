@@ -1,4 +1,4 @@
-"""What a network is trained to say about a cloud, and the label that means "no class".
+"""What a network is trained to say about a cloud.
 
 Every floor may import this module: it imports nothing from image2point.
 """
@@ -8,15 +8,16 @@ from __future__ import annotations
 import enum
 
 
-class Task(enum.StrEnum):
+class Task(str, enum.Enum):
     """Classification: one class per cloud (a shape). Segmentation: one class per point (a scene).
 
-    A ``StrEnum``, so configs, logs and metrics.json spell a task as before ("classification").
+    A ``str`` whose text is its value, so logs, metrics.json and exports spell a task as before
+    ("classification").
     """
 
     CLASSIFICATION = "classification"
     SEGMENTATION = "segmentation"
 
+    def __str__(self) -> str:
+        return self.value
 
-IGNORE_INDEX = -100
-"""Label of points that carry no class; losses and metrics skip them (PyTorch's default ignore_index)."""

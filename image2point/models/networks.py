@@ -25,6 +25,7 @@ from image2point.models2d.vgg import VGG
 from image2point.sparse.kernel_map import DOWNSAMPLE_FACTOR
 from image2point.sparse.modules import SparseBatchNorm, SparseConv3d
 from image2point.sparse.tensor import SparseTensor
+from image2point.tasks import Task
 from image2point.models.base import TransferredNetwork
 from image2point.models.decoder import SEGMENTATION_HEADS, EncoderLevel, SkipDecoder
 from image2point.models.heads import HEAD_HIDDEN_CHANNELS, ClassificationHead
@@ -226,7 +227,7 @@ LINEAR_NETWORK_WIDTH = 512
 class NetworkConfig:
     """What to build. ``backbone`` is a registered 2D model name, or ``"none"`` (Listing 1)."""
 
-    task: str = "classification"
+    task: Task = Task.CLASSIFICATION
     backbone: str = "resnet18"
     in_features: int = 3
     num_classes: int = 40
@@ -260,14 +261,13 @@ def build_network(config: NetworkConfig, model_2d: nn.Module | None = None) -> B
     else:
         width = config.linear_width
     input_layer = InputLayer(config.in_features, width, config.input_layer, mode)
-    if config.task == "classification":
+    task = Task(config.task)
+    if task == Task.CLASSIFICATION:
         deepest = backbone.stages[-1].out_channels if backbone is not None else width
         head = ClassificationHead(deepest, config.num_classes, config.head, config.head_hidden)
         network: SparseNetwork = SparseClassifier(input_layer, backbone, head)
-    elif config.task == "segmentation":
-        network = SparseSegmenter(input_layer, backbone, _segmentation_head(config, input_layer, backbone, width))
     else:
-        raise ValueError(f"task must be 'classification' or 'segmentation', got {config.task!r}")
+        network = SparseSegmenter(input_layer, backbone, _segmentation_head(config, input_layer, backbone, width))
     if report is not None:
         report.initialised = [f"backbone.{key}" for key in report.initialised]
         report.initialised += [name for name, _ in network.named_parameters() if not name.startswith("backbone.")]

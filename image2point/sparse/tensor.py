@@ -19,7 +19,10 @@ from typing import Any, Hashable
 
 import torch
 
-BACKENDS = ("torch", "spconv")
+from image2point.sparse.backends.protocol import SPARSE_BACKENDS, backend_names
+
+# The backends registered in image2point.sparse.backends (torch, spconv); a tensor checks the live registry.
+BACKENDS = backend_names()
 
 
 @dataclass
@@ -50,8 +53,8 @@ class SparseTensor:
         # Native kernels (spconv's among them) read raw memory: keep rows contiguous.
         self.coords = self.coords.contiguous()
         self.features = self.features.contiguous()
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown sparse backend {self.backend!r}; choose one of {BACKENDS}")
+        if self.backend not in SPARSE_BACKENDS:
+            raise ValueError(f"unknown sparse backend {self.backend!r}; choose one of {backend_names()}")
 
     @property
     def stride(self) -> int:

@@ -17,17 +17,17 @@ from image2point.data.subsets import DatasetSubset, subset_indices
 from image2point.data.pipelines import DatasetPipeline, PipelineSettings, compose_pipeline, pipeline_for
 from image2point.data.transforms import Compose
 from image2point.errors import ConfigError
-from image2point.train.config import DataConfig, RunConfig
+from image2point.tasks import Task
+from image2point.train.config import DataConfig, RunConfig, dataset_task
 from image2point.train.families import BatchSettings, BuiltModel, get_family
 
-CLASSIFICATION_DATASETS = ("procedural_shapes", "modelnet40")
 S3DIS_AREAS = (1, 2, 3, 4, 5, 6)
 # Data-efficiency subsets are drawn on the training split only.
 SUBSET_SPLIT = "train"
 
 
-def task_of(data: DataConfig) -> str:
-    return "classification" if data.name in CLASSIFICATION_DATASETS else "segmentation"
+def task_of(data: DataConfig) -> Task:
+    return dataset_task(data.name)
 
 
 def _needs_root(data: DataConfig) -> Path:
@@ -96,12 +96,12 @@ def num_input_features(dataset: Dataset) -> int:
     return input_channels(dataset[0])
 
 
-def build_model(config: RunConfig, in_features: int, num_classes: int, task: str) -> BuiltModel:
+def build_model(config: RunConfig, in_features: int, num_classes: int, task: Task) -> BuiltModel:
     """The network of ``model.family`` (its registry entry); pretrained weights come from ``model.pretrained``.
 
     ``in_features``: channels per point of the data, xyz included (range images always have 5).
     """
-    family = get_family(config.model.family)
+    family, task = get_family(config.model.family), Task(task)
     family.check(config, task)
     return family.build(config, in_features, num_classes, task)
 
@@ -111,9 +111,9 @@ def network_in_features(config: RunConfig, dataset: Dataset) -> int:
     return get_family(config.model.family).network_in_features(lambda: num_input_features(dataset))
 
 
-def build_collate(config: RunConfig, task: str, num_classes: int, backend: str) -> Collate:
+def build_collate(config: RunConfig, task: Task, num_classes: int, backend: str) -> Collate:
     """The DataLoader collate function of ``model.family`` (voxels, point sets, range images, ...)."""
-    settings = BatchSettings(task, num_classes, backend, xyz_feature_scale(config.data))
+    settings = BatchSettings(Task(task), num_classes, backend, xyz_feature_scale(config.data))
     return get_family(config.model.family).collate(config, settings)
 
 
