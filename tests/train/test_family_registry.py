@@ -18,7 +18,7 @@ from image2point.errors import ConfigError
 from image2point.models.base import TransferredNetwork
 from image2point.tasks import Task
 from image2point.train.builders import build_collate, build_dataset, build_model
-from image2point.train.config import load_config
+from image2point.train.config import dataset_task, load_config
 from image2point.train.families import MODEL_FAMILIES, BuiltModel, ModelFamily, get_family, register_family
 
 TOY_FAMILY = "toy_point_mlp"
@@ -88,13 +88,9 @@ def test_a_collated_batch_satisfies_the_protocol(dataset, family, batch_type):
                                 f"model.family={family}", "data.range_image.height=16",
                                 "data.range_image.width=64"])
     data = build_dataset(config.data, "test", train=False)
-    batch = build_collate(config, _task(dataset), len(data.class_names), "torch")([data[0], data[1]])
+    batch = build_collate(config, dataset_task(dataset), len(data.class_names), "torch")([data[0], data[1]])
     assert isinstance(batch, batch_type) and isinstance(batch, Batch)
     assert batch.to(torch.device("cpu")).loss_targets.dtype == torch.int64
-
-
-def _task(dataset: str) -> Task:
-    return Task.CLASSIFICATION if dataset == "procedural_shapes" else Task.SEGMENTATION
 
 
 def test_an_unknown_family_is_one_config_error_naming_the_choices():
