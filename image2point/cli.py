@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from image2point.cli_contract import EXIT_BAD_INPUT  # noqa: F401  (re-exported: the status callers compare with)
-from image2point.cli_contract import (OneLineParser, parse_command_line, positive_finite, positive_int,
-                                      refuse_existing, run_command, seed)
+from image2point.cli_contract import OneLineParser, parse_command_line, positive_finite, positive_int, refuse_existing
+from image2point.cli_contract import run_command, seed
 from image2point.errors import Image2PointError
 from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
 
@@ -281,9 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", nargs="?", help=CONFIG_HELP)
     train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     train.add_argument("--resume", action="store_true", help="continue the run in train.run_dir from last.pt")
-    train.add_argument("--resume-with-changes", action="store_true",
-                       help="resume although the config differs from the run's; the new config is recorded as "
-                            "config.resumed-at-epoch-N.yaml")
+    train.add_argument("--resume-with-changes", action="store_true", help="resume with a changed config, recorded "
+                       "as config.resumed-at-epoch-N.yaml")
     train.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
     train.set_defaults(handler=_cmd_train)
 

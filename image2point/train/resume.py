@@ -11,16 +11,18 @@ says what ran when. (The model and the trainable set cannot change at all: the w
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from image2point.checkpoint.records import TrainingProgress
+from image2point.checkpoint import TrainingCheckpoint, TrainingProgress, load_training_checkpoint
 from image2point.errors import ConfigError
-from image2point.train.config import RunConfig, config_to_dict, save_config
+from image2point.train.config import RunConfig, config_to_dict, save_config, upgrade_stored_head
+from image2point.train.stored import upgrade_stored_config
 
 # Keys that do not change what a run computes.
 NEUTRAL_KEYS = frozenset({"train.device", "train.threads", "train.log_every", "train.run_dir", "data.num_workers",
@@ -30,6 +32,27 @@ EXTENDING_KEYS = frozenset({"train.epochs"})
 RESUMED_CONFIG = "config.resumed-at-epoch-{epoch}.yaml"
 # Longest rendering of an old or new value in the refusal.
 MAX_VALUE_CHARS = 40
+
+
+@dataclass(frozen=True, eq=False)
+class ResumePoint:
+    """The last.pt a resume continues from, and the config keys changed since the run started."""
+
+    path: Path
+    checkpoint: TrainingCheckpoint
+    changed: list[str]
+
+
+def read_resume_point(path: Path, config: RunConfig, with_changes: bool, device: torch.device,
+                      check_structure: Callable[[TrainingCheckpoint, RunConfig, Path], None]) -> ResumePoint:
+    """Read ``path`` through the typed record (a missing or mistyped entry, such as the scheduler state or
+    the epoch, is one line naming it), let ``check_structure`` refuse another network, then compare the
+    rest of its config with ``config`` (:func:`check_resume`)."""
+    checkpoint = load_training_checkpoint(path, map_location=device)
+    progress = checkpoint.resumable(path)
+    check_structure(checkpoint, config, path)
+    stored = dict(upgrade_stored_head(upgrade_stored_config(dict(checkpoint.config)))) if checkpoint.config else {}
+    return ResumePoint(path, checkpoint, check_resume(stored, config, path, with_changes, progress.epoch + 1))
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
