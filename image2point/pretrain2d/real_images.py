@@ -14,7 +14,6 @@ Every file is written atomically.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch.utils.data import Dataset
 
 from image2point.checkpoint import atomic_write, seed_everything
 from image2point.errors import ConfigError, DataError
+from image2point.io import json_out
 from image2point.io.output import check_new_run_directory, make_run_directory
 from image2point.models2d import create_model_2d, list_models_2d
 from image2point.pretrain2d.image_folders import MNIST, ImageFolder, TinyImageNet
@@ -167,5 +167,5 @@ def pretrain_on_images(
         "history": [dataclasses.asdict(epoch) for epoch in result.history],
     }
     with atomic_write(run_dir / METRICS_FILE, "w") as stream:
-        json.dump(metrics, stream, indent=2)
+        stream.write(json_out.dumps(metrics, indent=2))
     return result

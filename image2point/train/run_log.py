@@ -4,11 +4,11 @@ TensorBoard events, by rank 0 only."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from pathlib import Path
 
 from image2point.checkpoint import atomic_write
+from image2point.io import json_out
 
 METRICS_HISTORY = "metrics.jsonl"
 logger = logging.getLogger("image2point.train")
@@ -41,13 +41,13 @@ class RunLog:
         """After a resume: metrics.jsonl holds exactly the epochs of the checkpoint being continued."""
         if self.enabled:
             with atomic_write(self.run_dir / METRICS_HISTORY, "w") as stream:
-                stream.writelines(json.dumps(record) + "\n" for record in history)
+                stream.writelines(json_out.dumps(record) + "\n" for record in history)
 
     def epoch(self, record: dict) -> None:
         if not self.enabled:
             return
         with open(self.run_dir / METRICS_HISTORY, "a") as stream:
-            stream.write(json.dumps(record) + "\n")
+            stream.write(json_out.dumps(record) + "\n")
         if self.writer is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "epoch" and value is not None:
