@@ -53,7 +53,11 @@ def cut_graph(graph: fx.Graph, outputs: str | Sequence[str]) -> None:
     output = next(node for node in graph.nodes if node.op == "output")
     graph.erase_node(output)
     graph.output(nodes[0] if single else list(nodes))
-    graph.eliminate_dead_code()
+    # Not graph.eliminate_dead_code(): that needs the owning module, and every unused value goes here, the
+    # running statistics a cut-off BatchNorm would update in training included.
+    for node in reversed(list(graph.nodes)):
+        if node.op not in ("placeholder", "output") and not node.users:
+            graph.erase_node(node)
 
 
 def trace_2d(module: nn.Module, outputs: Outputs = None) -> fx.GraphModule:
@@ -119,8 +123,11 @@ def head_keys(keys: Sequence[str], head: set[str]) -> list[str]:
 def convert_graph(module_2d: nn.Module, settings: InflationSettings = InflationSettings(),
                   outputs: Outputs = None) -> tuple[nn.Module, ConversionReport]:
     """The 3D module running ``module_2d``'s forward (up to ``outputs``) on sparse maps, its weights
-    inflated or carried over by name, and the report (the classifier's keys under ``classifier``)."""
+    inflated or carried over by name, in ``module_2d``'s mode (train or eval), and the report (the
+    classifier's keys under ``classifier``)."""
     model_3d, plan = build_sparse_module(module_2d, settings, outputs)
+    # In the 2D model's mode, so that it computes what the 2D model computes (BatchNorm statistics).
+    model_3d.train(module_2d.training)
     report = transfer_2d_weights(module_2d.state_dict(), model_3d, settings)
     report.classifier = head_keys(report.carried, plan.head)
     report.carried = [key for key in report.carried if key not in set(report.classifier)]
