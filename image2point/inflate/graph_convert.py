@@ -50,9 +50,14 @@ def cut_graph(graph: fx.Graph, outputs: str | Sequence[str]) -> None:
     """Make ``graph`` return the named values (one value, or a list) and drop what they do not need."""
     single = isinstance(outputs, str)
     nodes = [resolve_output(graph, name) for name in ([outputs] if single else outputs)]
+    set_outputs(graph, nodes[0] if single else list(nodes))
+
+
+def set_outputs(graph: fx.Graph, result: fx.Node | list[fx.Node]) -> None:
+    """Make ``graph`` return ``result`` (a node or a list of nodes) and drop what it does not need."""
     output = next(node for node in graph.nodes if node.op == "output")
     graph.erase_node(output)
-    graph.output(nodes[0] if single else list(nodes))
+    graph.output(result)
     # Not graph.eliminate_dead_code(): that needs the owning module, and every unused value goes here, the
     # running statistics a cut-off BatchNorm would update in training included.
     for node in reversed(list(graph.nodes)):
@@ -106,11 +111,20 @@ def build_sparse_module(
     graph = trace_for_conversion(module_2d)
     if outputs is not None:
         cut_graph(graph, outputs)
+    return build_from_graph(module_2d, graph, settings, transforms, prefer_tree and outputs is None)
+
+
+def build_from_graph(module_2d: nn.Module, graph: fx.Graph, settings: InflationSettings = InflationSettings(),
+                     transforms: TransformBank | None = None,
+                     prefer_tree: bool = False) -> tuple[nn.Module, SparseGraphPlan]:
+    """:func:`build_sparse_module` for a graph traced from ``module_2d`` (:func:`trace_for_conversion`) and
+    possibly edited since (cut, or fed from elsewhere); the graph is rewritten in place."""
+    transforms = transforms or TransformBank(settings)
     plan = plan_sparse_graph(graph, module_2d, settings)
     tree = ModuleMirror(settings, plan.usage, transforms, plan.attributes).build("", module_2d)
     if tree is None:
         raise UnsupportedLayerError(f"model: the forward of {type(module_2d).__name__} calls no module to convert")
-    if prefer_tree and outputs is None and runnable(tree):
+    if prefer_tree and runnable(tree):
         return tree, plan
     return wrap_graph(tree, graph, f"Sparse{type(module_2d).__name__}"), plan
 
@@ -126,13 +140,19 @@ def convert_graph(module_2d: nn.Module, settings: InflationSettings = InflationS
     inflated or carried over by name, in ``module_2d``'s mode (train or eval), and the report (the
     classifier's keys under ``classifier``)."""
     model_3d, plan = build_sparse_module(module_2d, settings, outputs)
-    # In the 2D model's mode, so that it computes what the 2D model computes (BatchNorm statistics).
+    return model_3d, transfer_with_report(module_2d, model_3d, plan, settings)
+
+
+def transfer_with_report(module_2d: nn.Module, model_3d: nn.Module, plan: SparseGraphPlan,
+                         settings: InflationSettings = InflationSettings()) -> ConversionReport:
+    """``module_2d``'s weights into its converted ``model_3d``, which takes ``module_2d``'s mode (train or
+    eval, so that it computes what the 2D model computes); the report names the classifier's keys."""
     model_3d.train(module_2d.training)
     report = transfer_2d_weights(module_2d.state_dict(), model_3d, settings)
     report.classifier = head_keys(report.carried, plan.head)
     report.carried = [key for key in report.carried if key not in set(report.classifier)]
-    return model_3d, report
+    return report
 
 
-__all__ = ["build_sparse_module", "convert_graph", "cut_graph", "head_keys", "module_path", "resolve_output",
-           "runnable", "trace_2d", "wrap_graph"]
+__all__ = ["build_from_graph", "build_sparse_module", "convert_graph", "cut_graph", "head_keys", "module_path",
+           "resolve_output", "runnable", "set_outputs", "trace_2d", "transfer_with_report", "wrap_graph"]

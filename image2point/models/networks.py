@@ -129,10 +129,23 @@ class InflatedBackbone(nn.Module):
         return self.forward_stages(x)[-1]
 
 
+def has_backbone_spec(model_2d: nn.Module) -> bool:
+    return any(isinstance(model_2d, model_type) for model_type in BACKBONE_SPECS)
+
+
 def inflate_backbone(
     model_2d: nn.Module, settings: InflationSettings = InflationSettings()
 ) -> tuple[InflatedBackbone, ConversionReport]:
-    """Convert ``model_2d`` and keep its stages; the report lists stem and classifier as dropped."""
+    """Convert ``model_2d`` and keep its stages; the report lists stem and classifier as dropped.
+
+    Families without a :class:`BackboneSpec` (MobileNets, EfficientNets, ConvNeXts, RegNets, DenseNets,
+    ESPNets, ...) are converted through their traced forward (:mod:`image2point.models.graph_backbone`).
+    """
+    if not has_backbone_spec(model_2d):
+        # Imported here: graph_backbone builds on this module's StageInfo.
+        from image2point.models.graph_backbone import inflate_graph_backbone
+
+        return inflate_graph_backbone(model_2d, settings)
     spec = backbone_spec(model_2d)
     converted = build_3d_like(model_2d, settings)
     backbone = InflatedBackbone(converted, spec)
