@@ -168,3 +168,16 @@ def test_report_of_a_built_network_names_backbone_tensors_with_their_prefix():
     assert "backbone.adapter.weight" in report.initialised
     assert any(name.startswith("input_layer.") for name in report.initialised)
     assert not any(name.startswith("backbone.encoder.") for name in report.initialised)
+
+
+def test_scheme_t_trains_the_shared_transforms_of_depthwise_and_pointwise_free_convs():
+    config = NetworkConfig(backbone="mobilenet_v1_x0_25", in_features=4, num_classes=NUM_CLASSES,
+                           inflation=InflationSettings(learnable_t="shared"))
+    network = build_network(config).network
+    plan = apply_finetune_scheme(network, "t")
+    backbone_trainable = [name for name in plan.trainable if name.startswith("backbone.")]
+    # One shared T for the 3×3 kernels (depthwise ones included); 1×1 convs have none.
+    assert len(backbone_trainable) == 1 and backbone_trainable[0].endswith(".transform.transform")
+    network(random_batch()).sum().backward()
+    transform = network.get_parameter(backbone_trainable[0])
+    assert transform.grad is not None and transform.grad.abs().sum() > 0
