@@ -52,7 +52,7 @@ class PipelineResult:
 def _dataset():
     from image2point.data.modelnet40 import ModelNet40
     from image2point.data.procedural import ProceduralShapes
-    from image2point.data.pipelines import default_transforms
+    from image2point.data.registry import default_transforms
 
     if MODELNET_DIR.exists():
         return ModelNet40(MODELNET_DIR, "train", NUM_POINTS, default_transforms("modelnet40", True)), "ModelNet40 sample"

@@ -168,7 +168,7 @@ def pole_surfaces(rng: np.random.Generator, count: int) -> np.ndarray:
 def write_checkpoint(path: Path) -> None:
     """A training checkpoint of the benchmark's model with its initial weights."""
     from image2point.checkpoint import save_checkpoint
-    from image2point.predict import label_scheme
+    from image2point.inference.labels import label_scheme
     from image2point.train.builders import build_model, task_of
     from image2point.train.config import config_to_dict, load_config
 
@@ -181,9 +181,10 @@ def write_checkpoint(path: Path) -> None:
 
 def probe(work_dir: Path, chunk_points: int, threads: int) -> dict[str, int | float]:
     """In this (fresh) process: load the model and the scene, predict once, save the labels."""
-    from image2point.export import load_model
+    from image2point.inference.model import load_model
     from image2point.io import read_point_cloud
-    from image2point.predict import model_input, predict_cloud
+    from image2point.inference.predict import predict_cloud
+    from image2point.inference.prepare import model_input
     from image2point.voxelize import voxelize
 
     torch.set_num_threads(threads)

@@ -16,7 +16,11 @@ EXIT_INTERRUPTED = 130
 CONFIG_HELP = "YAML config (see configs/); omit for the defaults"
 FRACTALDB_VAL_FRACTION = 0.2
 OVERRIDES_HELP = "config overrides as dotted key=value, e.g. optim.lr=0.01 train.epochs=5"
-VISUALIZE_PALETTES = ("generic", "semantickitti", "s3dis", "modelnet40", "procedural_scenes", "procedural_shapes")
+GENERIC_PALETTE = "generic"
+# Defaults of --chunk-points and --overlap-voxels as the help states them (importing them from
+# image2point.inference.tiling would load numpy for every command); tests/test_cli.py checks they agree.
+CHUNK_POINTS_DEFAULT_TEXT = "1000000"
+OVERLAP_VOXELS_DEFAULT_TEXT = "32"
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -44,9 +48,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_inflate(args: argparse.Namespace) -> None:
-    import torch
-
-    from image2point.checkpoint import atomic_write, save_checkpoint
+    from image2point.checkpoint import InflatedCheckpoint, atomic_write, save_inflated_checkpoint
     from image2point.errors import ConfigError
     from image2point.inflate.converter import convert_2d_to_3d
     from image2point.inflate.transforms import TRANSFORM_NAMES, unknown_transform_message
@@ -62,16 +64,10 @@ def _cmd_inflate(args: argparse.Namespace) -> None:
     if out.exists() and not args.force:
         raise Image2PointError(f"{out}: exists; pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out, {
-        "state_dict": {k: v for k, v in converted.model.state_dict().items()},
-        "architecture": args.arch,
-        "transform": args.transform,
-        "learnable_t": args.learnable_t,
-        "stride_mode": args.stride_mode,
-        "normalize": bool(args.normalize),
-        "shortcut": converted.report.shortcut.value,
-        "torch_version": str(torch.__version__),
-    })
+    save_inflated_checkpoint(out, InflatedCheckpoint(
+        state_dict=dict(converted.model.state_dict()), architecture=args.arch, transform=args.transform,
+        learnable_t=args.learnable_t, stride_mode=args.stride_mode, normalize=bool(args.normalize),
+        shortcut=converted.report.shortcut.value))
     report_text = load_report.summary() + "\n" + converted.report.summary() + "\n"
     report_text += "".join(f"  inflated {k.name}: {list(k.shape_2d)} -> {list(k.shape_3d)}\n"
                            for k in converted.report.inflated)
@@ -87,6 +83,7 @@ def _cmd_pretrain2d(args: argparse.Namespace) -> None:
     import yaml
 
     from image2point.checkpoint import atomic_write
+    from image2point.io.output import make_run_directory
     from image2point.pretrain2d.fractaldb import FractalDBConfig
     from image2point.pretrain2d.train2d import Train2DConfig, pretrain_on_fractaldb
 
@@ -101,10 +98,7 @@ def _cmd_pretrain2d(args: argparse.Namespace) -> None:
     if not 0 < val_fraction < 1:
         raise Image2PointError(f"--val-fraction must be in (0, 1), got {val_fraction}")
     factory = _pretraining_model_factory(args.arch)
-    run_dir = Path(args.run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise Image2PointError(f"{run_dir}: run directory is not empty; choose another --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_run_directory(args.run_dir, "--run-dir")
     settings = {key: value for key, value in vars(args).items() if key not in ("handler", "debug")}
     with atomic_write(run_dir / "config.yaml", "w") as stream:
         yaml.safe_dump(settings, stream, sort_keys=False)
@@ -149,8 +143,9 @@ def _pretrain_on_image_files(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from image2point.export import load_model
-    from image2point.predict import DEFAULT_CHUNK_POINTS, DEFAULT_OVERLAP_VOXELS, predict_files
+    from image2point.inference.files import predict_files
+    from image2point.inference.model import load_model
+    from image2point.inference.tiling import DEFAULT_CHUNK_POINTS, DEFAULT_OVERLAP_VOXELS
 
     chunk_points = DEFAULT_CHUNK_POINTS if args.chunk_points is None else args.chunk_points
     overlap = DEFAULT_OVERLAP_VOXELS if args.overlap_voxels is None else args.overlap_voxels
@@ -184,15 +179,20 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 def _cmd_visualize(args: argparse.Namespace) -> None:
     from image2point.io import read_labels, read_point_cloud
     from image2point.io.readers import LABEL_FIELD
-    from image2point.predict import label_classes, label_scheme
-    from image2point.train.config import DataConfig
+    from image2point.data.registry import dataset_entry
+    from image2point.inference.labels import label_classes
     from image2point.viz import generic_palette, render_png
 
+    scheme = None
+    if args.palette != GENERIC_PALETTE:
+        try:
+            scheme = dataset_entry(args.palette).labels(None).scheme()
+        except Image2PointError as error:
+            raise Image2PointError(f"--palette: {error}") from None
     out = Path(args.out) if args.out else Path(args.file).with_suffix(".png")
     if out.exists() and not args.force:
         raise Image2PointError(f"{out}: exists; pass --force to replace it")
     cloud = read_point_cloud(args.file, _field_names(args.fields))
-    scheme = None if args.palette == "generic" else label_scheme(DataConfig(name=args.palette))
     pred = label_classes(read_labels(args.pred), scheme, args.pred) if args.pred else None
     if args.gt:
         gt = label_classes(read_labels(args.gt), scheme, args.gt)
@@ -212,7 +212,7 @@ def _cmd_visualize(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from image2point.export import export_checkpoint
+    from image2point.inference.export import export_checkpoint
 
     files = export_checkpoint(args.checkpoint, args.out, force=args.force)
     tied = f" ({len(files.tied)} tied names stored once)" if files.tied else ""
@@ -321,9 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--probabilities", action="store_true", help="also write NAME.probs.npy")
     predict.add_argument("--labels", help="ground truth: a labels file (one input) or a directory of NAME.label etc.")
     predict.add_argument("--chunk-points", type=int,
-                         help="most points per tile (default 500000); larger scenes are predicted tile by tile")
+                         help=f"most points per tile (default {CHUNK_POINTS_DEFAULT_TEXT}); larger scenes are predicted "
+                              "tile by tile")
     predict.add_argument("--overlap-voxels", type=int,
-                         help="voxels each tile reads beyond its own part on every side (default 32)")
+                         help="voxels each tile reads beyond its own part on every side (default "
+                              f"{OVERLAP_VOXELS_DEFAULT_TEXT})")
     predict.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     predict.add_argument("--force", action="store_true", help="replace existing outputs")
     predict.set_defaults(handler=_cmd_predict)
@@ -333,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     visualize.add_argument("--pred", help="predicted labels (NAME.labels.npy, a .label file, text)")
     visualize.add_argument("--gt", help="ground-truth labels; default: the file's labels field, if any")
     visualize.add_argument("--fields", help="column names of a file without them, e.g. x,y,z,intensity")
-    visualize.add_argument("--palette", default="generic", choices=VISUALIZE_PALETTES,
-                           help="class colours and names of a dataset")
+    visualize.add_argument("--palette", default=GENERIC_PALETTE,
+                           help="class colours and names: generic, or those of a registered dataset (a data.name)")
     visualize.add_argument("--out", help="PNG to write; default: FILE with the suffix .png")
     visualize.add_argument("--force", action="store_true", help="replace an existing PNG")
     visualize.set_defaults(handler=_cmd_visualize)

@@ -6,10 +6,11 @@ truth three rows: ground truth, prediction, and an error map (correct points gre
 points without a ground-truth class pale). Large clouds are drawn from a random subset of
 ``max_points`` points drawn with a fixed seed, so the same cloud always gives the same picture.
 
-Palettes are fixed per dataset (:func:`palette_for`): SemanticKITTI's official ``color_map`` (stored
-as BGR in semantic-kitti.yaml, converted here) indexed through ``learning_map_inv``, PointNet's S3DIS
-colours, a fixed 40-colour palette for ModelNet40 and the procedural shapes, and a generic
-golden-angle palette otherwise. A legend names the classes present.
+The palettes here are the datasets' fixed colours, which each dataset names in its registration
+(:mod:`image2point.data.registry`): SemanticKITTI's official ``color_map`` (stored as BGR in
+semantic-kitti.yaml, converted here) indexed through ``learning_map_inv``, PointNet's S3DIS colours, a
+fixed 40-colour palette for ModelNet40 and the procedural shapes, and a generic golden-angle palette
+for any other class list. A legend names the classes present.
 
 This module needs only numpy and, inside the rendering functions, matplotlib (``pip install
 "image2point[viz]"``).
@@ -27,6 +28,7 @@ import numpy as np
 
 from image2point.checkpoint import atomic_write
 from image2point.errors import DataError
+from image2point.io.kitti import OFFICIAL_COLOR_MAP_BGR, OFFICIAL_LEARNING_MAP_INV
 
 MATPLOTLIB_INSTALL_HINT = 'rendering PNG files needs matplotlib: pip install "image2point[viz]"'
 DEFAULT_MAX_POINTS = 60_000
@@ -74,21 +76,6 @@ S3DIS_PALETTE_RGB = (
     (0, 255, 0), (0, 0, 255), (0, 255, 255), (255, 255, 0), (255, 0, 255), (100, 100, 255), (200, 200, 100),
     (170, 120, 200), (255, 0, 0), (200, 100, 100), (10, 200, 100), (200, 200, 200), (50, 50, 50),
 )
-# semantic-kitti.yaml: color_map (raw id -> BGR) and learning_map_inv (class -> raw id, class 0 unlabelled).
-SEMANTIC_KITTI_COLOR_MAP_BGR: Mapping[int, tuple[int, int, int]] = {
-    0: (0, 0, 0), 1: (0, 0, 255), 10: (245, 150, 100), 11: (245, 230, 100), 13: (250, 80, 100),
-    15: (150, 60, 30), 16: (255, 0, 0), 18: (180, 30, 80), 20: (255, 0, 0), 30: (30, 30, 255),
-    31: (200, 40, 255), 32: (90, 30, 150), 40: (255, 0, 255), 44: (255, 150, 255), 48: (75, 0, 75),
-    49: (75, 0, 175), 50: (0, 200, 255), 51: (50, 120, 255), 52: (0, 150, 255), 60: (170, 255, 150),
-    70: (0, 175, 0), 71: (0, 60, 135), 72: (80, 240, 150), 80: (150, 240, 255), 81: (0, 0, 255),
-    99: (255, 255, 50), 252: (245, 150, 100), 253: (200, 40, 255), 254: (30, 30, 255), 255: (90, 30, 150),
-    256: (255, 0, 0), 257: (250, 80, 100), 258: (180, 30, 80), 259: (255, 0, 0),
-}
-SEMANTIC_KITTI_LEARNING_MAP_INV: Mapping[int, int] = {
-    0: 0, 1: 10, 2: 11, 3: 15, 4: 18, 5: 20, 6: 30, 7: 31, 8: 32, 9: 40, 10: 44, 11: 48, 12: 49, 13: 50,
-    14: 51, 15: 70, 16: 71, 17: 72, 18: 80, 19: 81,
-}
-PALETTE_NAMES = ("semantickitti", "s3dis", "modelnet40", "generic")
 
 
 def generic_palette(num_classes: int) -> np.ndarray:
@@ -105,8 +92,8 @@ def generic_palette(num_classes: int) -> np.ndarray:
 
 
 def semantickitti_palette(
-    color_map_bgr: Mapping[int, Sequence[int]] = SEMANTIC_KITTI_COLOR_MAP_BGR,
-    learning_map_inv: Mapping[int, int] = SEMANTIC_KITTI_LEARNING_MAP_INV,
+    color_map_bgr: Mapping[int, Sequence[int]] = OFFICIAL_COLOR_MAP_BGR,
+    learning_map_inv: Mapping[int, int] = OFFICIAL_LEARNING_MAP_INV,
 ) -> np.ndarray:
     """uint8 [K, 3] RGB of the training classes 0..K-1 (the yaml's learned classes 1..K).
 
@@ -124,24 +111,14 @@ def semantickitti_palette(
     return np.asarray(colours, dtype=np.uint8).reshape(-1, 3)
 
 
-def palette_for(dataset: str, num_classes: int, color_map_bgr: Mapping[int, Sequence[int]] | None = None,
-                learning_map_inv: Mapping[int, int] | None = None) -> np.ndarray:
-    """uint8 [num_classes, 3]: the fixed palette of ``dataset``, extended generically if it is short.
+def modelnet40_palette() -> np.ndarray:
+    """uint8 [40, 3]: the 40 colours of tab20 and tab20b."""
+    return np.asarray([[int(code[i:i + 2], 16) for i in (0, 2, 4)] for code in MODELNET40_PALETTE_HEX], dtype=np.uint8)
 
-    ``color_map_bgr`` and ``learning_map_inv`` replace SemanticKITTI's official tables (a dataset's
-    own semantic-kitti.yaml); other datasets ignore them.
-    """
-    if dataset == "semantickitti":
-        base = semantickitti_palette(color_map_bgr or SEMANTIC_KITTI_COLOR_MAP_BGR,
-                                     learning_map_inv or SEMANTIC_KITTI_LEARNING_MAP_INV)
-    elif dataset == "s3dis":
-        base = np.asarray(S3DIS_PALETTE_RGB, dtype=np.uint8)
-    elif dataset in ("modelnet40", "procedural_shapes"):
-        base = np.asarray([[int(code[i:i + 2], 16) for i in (0, 2, 4)] for code in MODELNET40_PALETTE_HEX],
-                          dtype=np.uint8)
-    else:
-        base = generic_palette(num_classes)
-    return extend_palette(base, num_classes)
+
+def s3dis_palette() -> np.ndarray:
+    """uint8 [13, 3]: PointNet's S3DIS colours, ceiling .. clutter."""
+    return np.asarray(S3DIS_PALETTE_RGB, dtype=np.uint8)
 
 
 def extend_palette(palette: np.ndarray, num_classes: int) -> np.ndarray:

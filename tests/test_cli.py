@@ -5,7 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from image2point import cli
+from image2point.checkpoint import load_inflated_checkpoint
 from image2point.cli import EXIT_BAD_INPUT, main
+from image2point.inference.tiling import DEFAULT_CHUNK_POINTS, DEFAULT_OVERLAP_VOXELS
 
 SHARED_WEIGHTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "weights"
 COMMANDS = ("train", "eval", "inflate", "pretrain2d", "env", "predict", "visualize", "export")
@@ -38,6 +41,7 @@ def _one_line_error(capsys) -> str:
      "--transform: 't1' is a retired filter transform name: it meant copy_x"),
     (["pretrain2d", "--arch", "no_such_net", "--run-dir", "run"], "no_such_net"),
     (["pretrain2d", "--val-fraction", "1.5", "--run-dir", "run"], "--val-fraction"),
+    (["visualize", "cloud.ply", "--palette", "shapenet"], "--palette: unknown dataset 'shapenet'; known: modelnet40"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(argv, expected, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -76,11 +80,22 @@ def test_inflate_records_the_strided_shortcut_setting_and_t(tmp_path, capsys):
     state = torch.load(out, weights_only=True)
     assert (state["shortcut"], state["transform"], state["normalize"]) == ("children_sum", "copy_z", True)
     assert "strided shortcuts: children_sum" in out.with_suffix(".report.txt").read_text()
+    inflated = load_inflated_checkpoint(out)
+    assert (inflated.architecture, inflated.shortcut, inflated.learnable_t) == ("cifar_resnet20", "children_sum", "none")
     with pytest.raises(SystemExit) as exit_info:
         main(["inflate", "--arch", "cifar_resnet20", "--checkpoint", str(source), "--out", str(out),
               "--force", "--shortcut", "middle"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'middle'" in capsys.readouterr().err
+
+
+def test_predict_help_states_the_tiling_defaults(capsys):
+    assert int(cli.CHUNK_POINTS_DEFAULT_TEXT) == DEFAULT_CHUNK_POINTS
+    assert int(cli.OVERLAP_VOXELS_DEFAULT_TEXT) == DEFAULT_OVERLAP_VOXELS
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {DEFAULT_CHUNK_POINTS})" in help_text and f"(default {DEFAULT_OVERLAP_VOXELS})" in help_text
 
 
 def test_env_reports_versions(capsys):

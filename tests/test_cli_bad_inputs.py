@@ -25,7 +25,7 @@ from test_predict import SCENE_POINTS, SCENE_RUN, small_scene, train
 
 from image2point.checkpoint import load_checkpoint, save_checkpoint
 from image2point.cli import EXIT_BAD_INPUT, main
-from image2point.export import export_checkpoint
+from image2point.inference.export import export_checkpoint
 from image2point.io import write_ply
 from image2point.models2d import create_model_2d
 from image2point.train.builders import build_model
@@ -656,7 +656,7 @@ def _(inputs: Inputs) -> Expected:
 def _(inputs: Inputs) -> Expected:
     path = inputs.path("random.th")
     path.write_bytes(np.random.default_rng(1).integers(0, 256, 2048, dtype=np.uint8).tobytes())
-    return Expected(_inflate(inputs, path), str(path), "cannot read checkpoint .*truncated or corrupt")
+    return Expected(_inflate(inputs, path), str(path), r"unreadable \(truncated or corrupt\)")
 
 
 @case("inflate-wrong-class-count")

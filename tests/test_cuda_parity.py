@@ -31,8 +31,13 @@ CPU = torch.device("cpu")
 # a wrong pair or a missed site does not.
 VALUE_RTOL = 1e-4
 GRADIENT_RTOL = 1e-3
-# After a few optimizer steps the weights have been through several reordered reductions.
-TRAINED_RTOL = 1e-3
+# In train mode a parameter gradient can be a sum whose terms nearly cancel (what flows back through a
+# train-mode BatchNorm sums to zero over the sites), so its rounding error is relative to the terms, not
+# to the result: measured up to 1.6e-3 of max |cpu| (a U-Net BatchNorm bias on an H200).
+TRAIN_MODE_GRADIENT_RTOL = 5e-3
+# After a few optimizer steps the weights have been through several reordered reductions: measured up
+# to 4.8e-3 after three steps on an H200 (the resume test allows the same).
+TRAINED_RTOL = 1e-2
 MIN_SCALE = 1e-3
 FP16_INIT_SCALE = 2.0**10
 # bf16 keeps 8 bits of mantissa, fp16 11: the first loss stays within these of float32, and the first
@@ -197,8 +202,9 @@ def test_networks_give_the_same_logits_and_gradients(cuda_device, name, mode):
     cuda_logits, cuda_grads = _forward_backward(on_cuda, random_tensor(7, config.in_features, cuda_device))
     assert_parity(cuda_logits, cpu_logits, what="logits")
     assert cpu_grads.keys() == cuda_grads.keys() and cpu_grads
+    gradient_rtol = TRAIN_MODE_GRADIENT_RTOL if mode == "train" else GRADIENT_RTOL
     for key in cpu_grads:
-        assert_parity(cuda_grads[key], cpu_grads[key], GRADIENT_RTOL, key)
+        assert_parity(cuda_grads[key], cpu_grads[key], gradient_rtol, key)
     if mode == "train":
         for (key, cpu_buffer), cuda_buffer in zip(on_cpu.state_dict().items(), on_cuda.state_dict().values()):
             if cpu_buffer.is_floating_point():

@@ -12,9 +12,11 @@ from image2point.checkpoint import save_checkpoint
 from image2point.cli import EXIT_BAD_INPUT, main
 from image2point.data.procedural import ProceduralScenes
 from image2point.errors import CheckpointError, ConfigError, DataError
-from image2point.export import export_checkpoint, export_paths, load_exported, load_model, untie
+from image2point.checkpoint.exported import export_paths, untie
+from image2point.inference.export import export_checkpoint
 from image2point.io import PointCloud, write_ply
-from image2point.predict import load_trained, predict_cloud
+from image2point.inference.model import load_exported, load_model, load_trained
+from image2point.inference.predict import predict_cloud
 from image2point.train.builders import build_model
 from image2point.train.config import config_to_dict, load_config
 from image2point.train.loop import run_training

@@ -23,16 +23,12 @@ from image2point.io import (
     write_npy,
     write_ply,
 )
-from image2point.predict import (
-    Tile,
-    label_classes,
-    load_trained,
-    model_input,
-    plan_tiles,
-    predict_cloud,
-    predict_files,
-    tile_owners,
-)
+from image2point.inference.files import predict_files
+from image2point.inference.labels import label_classes
+from image2point.inference.model import load_trained
+from image2point.inference.predict import predict_cloud
+from image2point.inference.prepare import model_input
+from image2point.inference.tiling import Tile, plan_tiles, tile_owners
 from image2point.train.config import apply_override, load_config
 from image2point.train.loop import run_training
 

@@ -16,9 +16,10 @@ from image2point.viz import (
     extend_palette,
     generic_palette,
     label_colours,
-    palette_for,
+    modelnet40_palette,
     perspective_projection,
     render_png,
+    s3dis_palette,
     semantickitti_palette,
     subsample_indices,
 )
@@ -53,14 +54,13 @@ def test_semantickitti_colours_come_from_the_bgr_color_map_through_learning_map_
         semantickitti_palette({7: (1, 2, 3)}, {0: 0, 1: 9})
 
 
-def test_dataset_palettes_are_fixed_and_distinct():
-    modelnet = palette_for("modelnet40", 40)
+def test_fixed_palettes_are_distinct_and_a_missing_one_is_generic():
+    modelnet = modelnet40_palette()
     assert modelnet.shape == (40, 3) and len({tuple(colour) for colour in modelnet}) == 40
-    np.testing.assert_array_equal(palette_for("procedural_shapes", 12), modelnet[:12])
-    assert palette_for("s3dis", 13)[0].tolist() == [0, 255, 0]
+    assert s3dis_palette()[0].tolist() == [0, 255, 0]
     generic = generic_palette(60)
     assert len({tuple(colour) for colour in generic}) == 60
-    np.testing.assert_array_equal(palette_for("anything", 7), generic[:7])
+    np.testing.assert_array_equal(extend_palette(np.zeros((0, 3), np.uint8), 7), generic[:7])
 
 
 def test_short_palettes_are_extended_and_long_ones_cut():
@@ -99,7 +99,7 @@ def test_perspective_projection_puts_the_centre_in_the_middle_and_far_points_dee
 
 def test_prediction_only_gives_one_row_of_top_and_perspective_views(tmp_path):
     points, labels = cloud()
-    data = render_png(points, labels, palette=palette_for("s3dis", NUM_CLASSES), class_names=list("abcd"),
+    data = render_png(points, labels, palette=s3dis_palette()[:NUM_CLASSES], class_names=list("abcd"),
                       out=tmp_path / "deep" / "picture.png")
     assert (tmp_path / "deep" / "picture.png").read_bytes() == data
     width, height = image_size(data)

@@ -21,10 +21,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from image2point.channels import XYZ_CHANNELS
 from image2point.data.sample import IGNORE_INDEX, SceneSample, ShapeSample
 from image2point.voxelize import CollatedVoxels, collate_voxels, voxelize
-
-XYZ_CHANNELS = 3
 
 
 @dataclass

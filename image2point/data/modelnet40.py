@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 
-from image2point.data.sample import (
-    PointCloudDataset,
-    ShapeSample,
-    Transform,
-    normalize_to_unit_sphere,
-    read_numeric_table,
-)
+from image2point.data.pipelines import POINT_SAMPLINGS, DatasetPipeline, PipelineSettings, PointSampling
+from image2point.data.registry import DatasetLabels, DatasetRequest, register_dataset
+from image2point.data.sample import PointCloudDataset, ShapeSample, Transform, normalize_to_unit_sphere
 from image2point.errors import DataError
+from image2point.io.text import read_numeric_table
+from image2point.tasks import Task
+from image2point.viz import modelnet40_palette
 
 SPLITS = ("train", "test")
 RESAMPLED_SHAPE_NAMES_FILE = "modelnet40_shape_names.txt"
@@ -34,11 +32,16 @@ RESAMPLED_COLUMNS = 6  # x, y, z, nx, ny, nz
 H5_SHAPE_NAMES_FILE = "shape_names.txt"
 H5_SPLIT_PATTERNS = {"train": "ply_data_train*.h5", "test": "ply_data_test*.h5"}
 XYZ = slice(0, 3)
+# The official class list (modelnet40_shape_names.txt), for machines without the dataset.
+MODELNET40_CLASS_NAMES = (
+    "airplane", "bathtub", "bed", "bench", "bookshelf", "bottle", "bowl", "car", "chair", "cone", "cup",
+    "curtain", "desk", "door", "dresser", "flower_pot", "glass_box", "guitar", "keyboard", "lamp", "laptop",
+    "mantel", "monitor", "night_stand", "person", "piano", "plant", "radio", "range_hood", "sink", "sofa",
+    "stairs", "stool", "table", "tent", "toilet", "tv_stand", "vase", "wardrobe", "xbox",
+)
 
 # Keeps the per-shape point subsets apart from the augmentation stream of the same seed.
 POINT_SUBSET_STREAM = 0x2048
-PointSampling = Literal["first", "random"]
-POINT_SAMPLINGS: tuple[str, ...] = get_args(PointSampling)
 
 _SHAPE_ID = re.compile(r"^(?P<class_name>.+)_(?P<number>\d+)$")
 _TRAILING_NUMBER = re.compile(r"(\d+)\.h5$")
@@ -285,3 +288,23 @@ def _check_h5_contents(points: np.ndarray, labels: np.ndarray, num_classes: int,
     non_finite = np.flatnonzero(~np.isfinite(points).all(axis=(1, 2)))
     if len(non_finite):
         raise DataError(f"sample {int(non_finite[0])} has NaN or infinite coordinates", path)
+
+
+def read_modelnet40_labels(root: Path | None) -> DatasetLabels:
+    """The shape names of the ModelNet40 directory ``root`` (either layout), else the official list."""
+    for filename in (RESAMPLED_SHAPE_NAMES_FILE, H5_SHAPE_NAMES_FILE):
+        if root is not None and (root / filename).is_file():
+            return DatasetLabels(read_shape_names(root / filename), modelnet40_palette())
+    return DatasetLabels(MODELNET40_CLASS_NAMES, modelnet40_palette())
+
+
+def _modelnet40_pipeline(settings: PipelineSettings) -> DatasetPipeline:
+    return settings.modelnet40
+
+
+@register_dataset("modelnet40", Task.CLASSIFICATION, MODELNET40_CLASS_NAMES, pipeline=_modelnet40_pipeline,
+                  palette=modelnet40_palette(), needs_root=True, read_labels=read_modelnet40_labels)
+def open_modelnet40_split(request: DatasetRequest) -> ModelNet40 | ModelNet40H5:
+    data = request.data
+    return open_modelnet40(request.root, request.split, data.num_points, request.transform, data.dataset_seed,
+                           data.modelnet40.point_sampling)

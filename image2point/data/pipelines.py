@@ -9,18 +9,17 @@ parts, applied in this order:
 - training_only: steps of the training split whatever ``data.augment`` says (the voxel cap).
 
 Procedural shapes use the ModelNet40 pipeline and procedural scenes the S3DIS augmentation with the
-colour normalisation only (they are generated centred, and have no rooms to normalise).
+colour normalisation only (they are generated centred, and have no rooms to normalise). Which
+pipeline a dataset uses is part of its registration (:mod:`image2point.data.registry`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
-from image2point.data.modelnet40 import PointSampling
 from image2point.data.sample import Transform
 from image2point.data.transforms import (
     CenterPoints,
@@ -36,10 +35,12 @@ from image2point.data.transforms import (
     RandomVoxelSubset,
     RandomZRotation,
 )
-from image2point.errors import ConfigError
 
 # Paper Appendix 6.1: voxel size 0.05 on all three datasets.
 PAPER_VOXEL_SIZE = 0.05
+# Which num_points points of a modelnet40_normal_resampled file are read (see ModelNet40Pipeline).
+PointSampling = Literal["first", "random"]
+POINT_SAMPLINGS: tuple[str, ...] = get_args(PointSampling)
 
 
 class DatasetPipeline(Protocol):
@@ -159,27 +160,29 @@ class SemanticKITTIPipeline:
 
 
 @dataclass(frozen=True)
+class PlainPipeline:
+    """No transforms at all: the pipeline of a dataset that registers none."""
+
+    def augmentation(self) -> tuple[Transform, ...]:
+        return ()
+
+    def preprocessing(self) -> tuple[Transform, ...]:
+        return ()
+
+    def training_only(self, voxel_size: float) -> tuple[Transform, ...]:
+        return ()
+
+    def xyz_feature_scale(self, voxel_size: float) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True)
 class PipelineSettings:
     """The per-dataset settings a run carries (the config's data.modelnet40, data.s3dis, data.semantickitti)."""
 
     modelnet40: ModelNet40Pipeline = field(default_factory=ModelNet40Pipeline)
     s3dis: S3DISPipeline = field(default_factory=S3DISPipeline)
     semantickitti: SemanticKITTIPipeline = field(default_factory=SemanticKITTIPipeline)
-
-
-PIPELINE_OF_DATASET: dict[str, Callable[[PipelineSettings], DatasetPipeline]] = {
-    "modelnet40": lambda settings: settings.modelnet40,
-    "procedural_shapes": lambda settings: settings.modelnet40,
-    "s3dis": lambda settings: settings.s3dis,
-    "procedural_scenes": lambda settings: settings.s3dis.colour_only(),
-    "semantickitti": lambda settings: settings.semantickitti,
-}
-
-
-def pipeline_for(dataset_name: str, settings: PipelineSettings | None = None) -> DatasetPipeline:
-    if dataset_name not in PIPELINE_OF_DATASET:
-        raise ConfigError(f"no transforms for dataset {dataset_name!r}; known: {sorted(PIPELINE_OF_DATASET)}")
-    return PIPELINE_OF_DATASET[dataset_name](settings or PipelineSettings())
 
 
 def compose_pipeline(pipeline: DatasetPipeline, train: bool, augment: bool = True,
@@ -190,9 +193,3 @@ def compose_pipeline(pipeline: DatasetPipeline, train: bool, augment: bool = Tru
     if train:
         steps += pipeline.training_only(voxel_size)
     return Compose(steps)
-
-
-def default_transforms(dataset_name: str, train: bool, settings: PipelineSettings | None = None,
-                       voxel_size: float = PAPER_VOXEL_SIZE) -> Compose:
-    """The authors' transforms for a dataset's training split (train) or its deterministic part."""
-    return compose_pipeline(pipeline_for(dataset_name, settings), train, True, voxel_size)

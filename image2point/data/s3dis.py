@@ -18,8 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from image2point.data.sample import PointCloudDataset, SceneSample, Transform, read_numeric_table, select_points
+from image2point.data.pipelines import DatasetPipeline, PipelineSettings
+from image2point.data.registry import COLOURS, DatasetRequest, register_dataset
+from image2point.data.sample import PointCloudDataset, SceneSample, Transform, select_points
 from image2point.errors import DataError
+from image2point.io.text import read_numeric_table
+from image2point.tasks import Task
+from image2point.viz import s3dis_palette
 
 S3DIS_DIRNAME = "Stanford3dDataset_v1.2_Aligned_Version"
 S3DIS_CLASS_NAMES = (
@@ -40,6 +45,7 @@ S3DIS_CLASS_NAMES = (
 # Annotation names that are not one of the 13 evaluated classes. "stairs" occurs in a few rooms
 # and is merged into clutter, as in PointNet's indoor3d_util and most later work.
 S3DIS_CLASS_ALIASES = {"stairs": "clutter"}
+AREAS = (1, 2, 3, 4, 5, 6)
 TRAIN_AREAS = (1, 2, 3, 4, 6)
 TEST_AREAS = (5,)
 SPLIT_AREAS = {"train": TRAIN_AREAS, "test": TEST_AREAS}
@@ -270,3 +276,17 @@ def _read_room_cache(cache_path: Path, source: str) -> SceneSample:
         labels=labels.astype(np.int64, copy=False),
         source=source,
     )
+
+
+def _s3dis_pipeline(settings: PipelineSettings) -> DatasetPipeline:
+    return settings.s3dis
+
+
+@register_dataset("s3dis", Task.SEGMENTATION, S3DIS_CLASS_NAMES, inputs=COLOURS, pipeline=_s3dis_pipeline,
+                  palette=s3dis_palette(), needs_root=True)
+def open_s3dis_split(request: DatasetRequest) -> S3DIS:
+    """Training: every area but data.test_area; evaluation: data.test_area."""
+    data = request.data
+    areas = [area for area in AREAS if area != data.test_area] if request.train else [data.test_area]
+    return S3DIS(request.root, request.split, areas=areas, transform=request.transform, seed=data.dataset_seed,
+                 clip_bound=data.s3dis.clip_bound)

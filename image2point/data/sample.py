@@ -1,4 +1,4 @@
-"""Typed samples, the dataset base class they come from, and the validated text-table reader.
+"""Typed samples and the dataset base class they come from.
 
 Samples stay numpy at this level; voxelization and conversion to torch happen at collation.
 """
@@ -6,9 +6,6 @@ Samples stay numpy at this level; voxelization and conversion to torch happen at
 from __future__ import annotations
 
 import dataclasses
-import io
-import math
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,13 +15,9 @@ from typing import TypeVar
 import numpy as np
 from torch.utils.data import Dataset
 
+from image2point.channels import XYZ_CHANNELS
 from image2point.errors import DataError
-
-IGNORE_INDEX = -100
-"""Label of points that carry no class; losses and metrics skip them (PyTorch's default ignore_index)."""
-
-POINT_DIMENSIONS = 3
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+from image2point.tasks import IGNORE_INDEX
 
 # Keeps the augmentation streams apart from any other stream derived from the same user seed
 # (procedural generation, subsets), so changing one never shifts another.
@@ -80,7 +73,7 @@ class SceneSample:
 def _check_points(points: object, source: str) -> None:
     if not isinstance(points, np.ndarray) or points.dtype != np.float32:
         raise DataError(f"points must be a float32 array, got {_describe(points)}", source)
-    if points.ndim != 2 or points.shape[1] != POINT_DIMENSIONS or len(points) == 0:
+    if points.ndim != 2 or points.shape[1] != XYZ_CHANNELS or len(points) == 0:
         raise DataError(f"points must have shape [N>0, 3], got {list(points.shape)}", source)
     if not np.isfinite(points).all():
         raise DataError("points contain NaN or infinite coordinates", source)
@@ -206,73 +199,3 @@ class PointCloudDataset(Dataset[SampleT], ABC):
         if not -length <= index < length:
             raise IndexError(f"index {index} out of range for a dataset of {length} samples")
         return index % length
-
-
-def read_numeric_table(
-    path: Path,
-    num_columns: int,
-    delimiter: str | None,
-    text: str | None = None,
-) -> np.ndarray:
-    """Reads a text table of finite numbers into float32 [rows, num_columns].
-
-    delimiter None means runs of whitespace. Empty lines are skipped. The fast path is numpy's C
-    parser; when it rejects the file, a line-by-line pass either parses the file under the same
-    rules or raises a DataError naming the first bad line. text, when given, is parsed instead of
-    the file's content (for callers that repair a known defect first); path is still used in errors.
-    """
-    try:
-        source = io.StringIO(text) if text is not None else path
-        with warnings.catch_warnings():
-            # An empty file is reported below as a DataError, not as numpy's warning.
-            warnings.filterwarnings("ignore", message="loadtxt: input contained no data", category=UserWarning)
-            table = np.loadtxt(source, dtype=np.float32, delimiter=delimiter, comments=None, ndmin=2)
-        if table.shape[1] == num_columns and len(table) > 0 and np.isfinite(table).all():
-            return table
-    except (ValueError, UnicodeDecodeError):
-        pass
-    except OSError as error:
-        raise DataError(f"cannot read file: {error.strerror or error}", path) from error
-    if text is None:
-        text = _read_text(path)
-    return _parse_table_by_line(text, num_columns, delimiter, path)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except OSError as error:
-        raise DataError(f"cannot read file: {error.strerror or error}", path) from error
-    except UnicodeDecodeError as error:
-        line_number = path.read_bytes()[: error.start].count(b"\n") + 1
-        raise DataError(f"line {line_number}: not UTF-8 text", path) from error
-
-
-def _parse_table_by_line(text: str, num_columns: int, delimiter: str | None, path: Path) -> np.ndarray:
-    rows: list[list[float]] = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            rows.append(_parse_row(line, num_columns, delimiter, line_number, path))
-    if not rows:
-        raise DataError("file is empty (no data lines)", path)
-    return np.asarray(rows, dtype=np.float32)
-
-
-def _parse_row(line: str, num_columns: int, delimiter: str | None, line_number: int, path: Path) -> list[float]:
-    fields = line.split(delimiter)
-    if len(fields) != num_columns:
-        separator = "whitespace" if delimiter is None else repr(delimiter)
-        raise DataError(
-            f"line {line_number}: expected {num_columns} {separator}-separated values, found {len(fields)}",
-            path,
-        )
-    values = []
-    for field in fields:
-        try:
-            value = float(field)
-        except ValueError:
-            raise DataError(f"line {line_number}: {field.strip()!r} is not a number", path) from None
-        if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
-            raise DataError(f"line {line_number}: {field.strip()!r} is not a finite float32 value", path)
-        values.append(value)
-    return values

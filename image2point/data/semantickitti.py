@@ -13,29 +13,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from image2point.data.pipelines import DatasetPipeline, PipelineSettings
+from image2point.data.registry import DatasetLabels, DatasetRequest, InputFields, register_dataset
 from image2point.data.sample import IGNORE_INDEX, PointCloudDataset, SceneSample, Transform
 from image2point.errors import DataError
+from image2point.io.kitti import (
+    LABEL_CONFIG_FILENAME,
+    OFFICIAL_COLOR_MAP_BGR,
+    OFFICIAL_LEARNING_MAP_INV,
+    SEMANTIC_MASK,
+    UNMAPPED,
+    KittiLabelTables,
+    read_label_file,
+    read_scan_records,
+)
+from image2point.tasks import Task
+from image2point.viz import semantickitti_palette
 
-DEFAULT_CONFIG_FILENAME = "semantic-kitti.yaml"
 SEQUENCES_DIRNAME = "sequences"
 VELODYNE_DIRNAME = "velodyne"
 LABELS_DIRNAME = "labels"
 SCAN_SUFFIX = ".bin"
 LABEL_SUFFIX = ".label"
+INTENSITY = InputFields(("intensity",), 1, 0)
 SPLIT_SEQUENCES = {
     "train": ("00", "01", "02", "03", "04", "05", "06", "07", "09", "10"),
     "val": ("08",),
     "test": ("11", "12", "13", "14", "15", "16", "17", "18", "19", "20", "21"),
 }
-SCAN_CHANNELS = 4  # x, y, z, intensity
-SCAN_RECORD_BYTES = SCAN_CHANNELS * np.dtype(np.float32).itemsize
-SEMANTIC_BITS = 16
-SEMANTIC_MASK = (1 << SEMANTIC_BITS) - 1
-# learning_map sends ignored raw ids (unlabeled, outlier, other-structure, ...) to this class.
-LEARNING_IGNORE_CLASS = 0
-_UNMAPPED = -1  # lookup entry of a raw id that learning_map does not mention
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,26 +54,13 @@ class LabelMap:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> LabelMap:
-        path = Path(path)
-        config = _read_yaml(path)
-        learning_map = _id_mapping(config, "learning_map", path, int)
-        learning_map_inv = _id_mapping(config, "learning_map_inv", path, int)
-        raw_names = _id_mapping(config, "labels", path, str)
-        if min(learning_map) < 0 or max(learning_map) > SEMANTIC_MASK or min(learning_map.values()) < 0:
-            raise DataError(f"learning_map must map ids in 0..{SEMANTIC_MASK} to classes >= 0", path)
-        num_learned = max(learning_map.values())
-        class_names = tuple(
-            _learned_class_name(learned, learning_map_inv, raw_names, path) for learned in range(1, num_learned + 1)
-        )
-        lookup = np.full(SEMANTIC_MASK + 1, _UNMAPPED, dtype=np.int64)
-        for raw_id, learned in learning_map.items():
-            lookup[raw_id] = IGNORE_INDEX if learned == LEARNING_IGNORE_CLASS else learned - 1
-        return cls(class_names=class_names, lookup=lookup, config_path=path)
+        tables = KittiLabelTables.from_yaml(path)
+        return cls(class_names=tables.class_names(), lookup=tables.lookup(IGNORE_INDEX), config_path=Path(path))
 
     def map(self, raw_semantic: np.ndarray, label_path: Path) -> np.ndarray:
         """int64 training labels of raw semantic ids read from label_path (named in errors)."""
         labels = self.lookup[raw_semantic]
-        unmapped = labels == _UNMAPPED
+        unmapped = labels == UNMAPPED
         if unmapped.any():
             unknown = sorted(set(raw_semantic[unmapped].tolist()))
             raise DataError(f"label ids {unknown} are not in learning_map of {self.config_path}", label_path)
@@ -98,40 +91,19 @@ def normalize_sequence(sequence: int | str) -> str:
 
 
 def read_velodyne_scan(path: str | Path) -> np.ndarray:
-    """float32 [N, 4] (x, y, z, intensity) of one KITTI velodyne .bin file."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise DataError(f"cannot read scan: {error.strerror or error}", path) from error
-    if len(raw) == 0:
-        raise DataError("scan file is empty", path)
-    if len(raw) % SCAN_RECORD_BYTES:
-        raise DataError(
-            f"size {len(raw)} bytes is not a multiple of {SCAN_RECORD_BYTES} (float32 x, y, z, intensity); "
-            "the file is truncated or not a velodyne scan",
-            path,
-        )
-    scan = np.frombuffer(raw, dtype=np.float32).reshape(-1, SCAN_CHANNELS)
+    """float32 [N, 4] (x, y, z, intensity) of one KITTI velodyne .bin file, every value finite."""
+    scan = read_scan_records(path)
     non_finite = np.flatnonzero(~np.isfinite(scan).all(axis=1))
     if len(non_finite):
-        raise DataError(f"point {int(non_finite[0])} has NaN or infinite values", path)
-    return scan.copy()
+        raise DataError(f"point {int(non_finite[0])} has NaN or infinite values", Path(path))
+    return scan
 
 
 def read_semantic_ids(path: str | Path, num_points: int) -> np.ndarray:
     """Raw semantic ids (lower 16 bits) of a .label file, which must have one entry per point."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise DataError(f"cannot read labels: {error.strerror or error}", path) from error
-    item_size = np.dtype(np.uint32).itemsize
-    if len(raw) % item_size:
-        raise DataError(f"size {len(raw)} bytes is not a multiple of {item_size} (uint32 labels)", path)
-    labels = np.frombuffer(raw, dtype=np.uint32)
+    labels = read_label_file(path)
     if len(labels) != num_points:
-        raise DataError(f"has {len(labels)} labels but the scan has {num_points} points", path)
+        raise DataError(f"has {len(labels)} labels but the scan has {num_points} points", Path(path))
     return (labels & SEMANTIC_MASK).astype(np.int64)
 
 
@@ -156,7 +128,7 @@ class SemanticKITTI(PointCloudDataset[SceneSample]):
     ) -> None:
         self.root = Path(root)
         self.label_map = LabelMap.from_yaml(
-            config_path if config_path is not None else self.root / DEFAULT_CONFIG_FILENAME
+            config_path if config_path is not None else self.root / LABEL_CONFIG_FILENAME
         )
         super().__init__(split, self.label_map.class_names, transform, seed)
         self.labelled = labelled
@@ -235,33 +207,32 @@ def _split_sequences(split: str) -> tuple[str, ...]:
     return SPLIT_SEQUENCES[split]
 
 
-def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError("SemanticKITTI label config (semantic-kitti.yaml) not found", path)
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise DataError(f"cannot read label config: {error}", path) from error
-    if not isinstance(config, dict):
-        raise DataError("label config is not a YAML mapping", path)
-    return config
+def read_semantickitti_labels(root: Path | None) -> DatasetLabels:
+    """Classes, raw ids and colours of ``<root>/semantic-kitti.yaml`` when present, else the official tables.
+
+    The yaml's own ``color_map`` colours its classes (through its ``learning_map_inv``); without one, the
+    official colours do.
+    """
+    yaml_path = root / LABEL_CONFIG_FILENAME if root is not None else None
+    if yaml_path is not None and yaml_path.is_file():
+        tables = KittiLabelTables.from_yaml(yaml_path)
+        colours = tables.colours()
+    else:
+        tables, colours = KittiLabelTables.official(), None
+    inverse = tables.learning_map_inv if colours is not None else OFFICIAL_LEARNING_MAP_INV
+    palette = semantickitti_palette(colours or OFFICIAL_COLOR_MAP_BGR, inverse)
+    return DatasetLabels(tables.class_names(), palette, tables.original_ids(), tables.lookup(IGNORE_INDEX))
 
 
-def _id_mapping(config: dict, key: str, path: Path, value_type: type) -> dict:
-    """The config's mapping from integer ids to values of value_type (class ids or names)."""
-    mapping = config.get(key)
-    if not isinstance(mapping, dict) or not mapping:
-        raise DataError(f"missing or empty {key!r} mapping", path)
-    for raw, value in mapping.items():
-        if not isinstance(raw, int) or isinstance(value, bool) or not isinstance(value, value_type):
-            raise DataError(f"{key!r} entry {raw!r}: {value!r} is not an integer -> {value_type.__name__} pair", path)
-    return mapping
+def _semantickitti_pipeline(settings: PipelineSettings) -> DatasetPipeline:
+    return settings.semantickitti
 
 
-def _learned_class_name(learned: int, learning_map_inv: dict, raw_names: dict, path: Path) -> str:
-    if learned not in learning_map_inv:
-        raise DataError(f"learning_map_inv has no entry for class {learned}", path)
-    raw_id = learning_map_inv[learned]
-    if raw_id not in raw_names:
-        raise DataError(f"labels has no name for id {raw_id} (learning_map_inv of class {learned})", path)
-    return raw_names[raw_id]
+@register_dataset("semantickitti", Task.SEGMENTATION, KittiLabelTables.official().class_names(), inputs=INTENSITY,
+                  pipeline=_semantickitti_pipeline, palette=semantickitti_palette(), needs_root=True,
+                  read_labels=read_semantickitti_labels)
+def open_semantickitti_split(request: DatasetRequest) -> SemanticKITTI:
+    """The split's sequences, or data.train_scans / data.eval_scans when set."""
+    scans = request.data.train_scans if request.train else request.data.eval_scans
+    return SemanticKITTI(request.root, request.split, scans=scans, transform=request.transform,
+                         seed=request.data.dataset_seed)

@@ -17,11 +17,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from image2point.channels import RGB_CHANNELS
 from image2point.data.sample import SampleT, Transform, select_points
 from image2point.errors import DataError
 
 COLOR_CENTER = 0.5
-RGB_CHANNELS = slice(0, 3)
+RGB_COLUMNS = slice(0, RGB_CHANNELS)
 HORIZONTAL_AXES = (0, 1)
 SPATIAL_AXES = 3
 
@@ -230,7 +231,7 @@ class NormalizeColor:
     def __call__(self, sample: SampleT, rng: np.random.Generator) -> SampleT:
         colors = _colors(sample)
         features = sample.features.copy()
-        features[:, RGB_CHANNELS] = np.clip(colors, 0.0, 1.0) - self.center
+        features[:, RGB_COLUMNS] = np.clip(colors, 0.0, 1.0) - self.center
         return replace(sample, features=features)
 
 
@@ -275,10 +276,10 @@ class RandomVoxelSubset:
 def _colors(sample: SampleT) -> np.ndarray:
     if sample.features is None or sample.features.shape[1] < 3:
         raise DataError("colour transforms need features whose first 3 channels are RGB", sample.source)
-    return sample.features[:, RGB_CHANNELS]
+    return sample.features[:, RGB_COLUMNS]
 
 
 def _with_colors(sample: SampleT, colors: np.ndarray) -> SampleT:
     features = sample.features.copy()
-    features[:, RGB_CHANNELS] = np.clip(colors, 0.0, 1.0)
+    features[:, RGB_COLUMNS] = np.clip(colors, 0.0, 1.0)
     return replace(sample, features=features)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from image2point.checkpoint import atomic_write
+from image2point.checkpoint import atomic_write, load_training_checkpoint
+from image2point.errors import CheckpointError
 from image2point.experiments.aggregate import OK, CellResult, collect_cells
 from image2point.experiments.runner import ExperimentContext, PlannedRun
 from image2point.experiments.scales import METRIC_NAMES
@@ -118,9 +119,8 @@ def plot_curves(cells: Sequence[CellResult], rows: Sequence[str], columns: Seque
 
 def load_learned_transforms(checkpoint: Path) -> dict[str, torch.Tensor]:
     """The learnable T tensors of a training checkpoint by conv name, each tied (shared) tensor once."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     transforms, seen = {}, set()
-    for key, tensor in state["model"].items():
+    for key, tensor in load_training_checkpoint(checkpoint).model.items():
         if key.endswith(TRANSFORM_KEY_SUFFIX) and tensor.data_ptr() not in seen:
             seen.add(tensor.data_ptr())
             transforms[key.removesuffix(TRANSFORM_KEY_SUFFIX)] = tensor.float()
@@ -186,7 +186,9 @@ def _table7_figure(table: TableSpec, plans: Sequence[PlannedRun], context: Exper
         shared = None
         if shared_checkpoint is not None:
             shared = next(iter(load_learned_transforms(shared_checkpoint).values()), None)
-        config = torch.load(per_conv_checkpoint, map_location="cpu", weights_only=True)["config"]
+        config = load_training_checkpoint(per_conv_checkpoint).config
+        if config is None:
+            raise CheckpointError(f"{per_conv_checkpoint}: holds no run config")
         default = filter_transform("default", KERNEL_SIZE, config["model"]["normalize_t"])
         slug = column.lower().replace(" ", "_")
         written.append(plot_transforms(

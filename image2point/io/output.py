@@ -14,11 +14,10 @@ from typing import IO, Any
 
 import numpy as np
 
+from image2point.channels import RGB_CHANNELS
 from image2point.checkpoint import atomic_write
-from image2point.errors import DataError
+from image2point.errors import ConfigError, DataError
 from image2point.io.cloud import COORDINATE_NAMES, FLOAT32_COORDINATE_TOLERANCE, float32_rounding_error
-
-RGB_CHANNELS = 3
 
 
 @contextlib.contextmanager
@@ -47,6 +46,22 @@ def require_output_directory(directory: str | Path) -> None:
             return
         if candidate.exists():
             raise DataError(f"is a file, so the output directory {directory} cannot be created", candidate)
+
+
+def check_new_run_directory(run_dir: str | Path, option: str, resume: bool = False) -> Path:
+    """``run_dir`` as a Path; ConfigError when it exists and is not an empty directory (unless ``resume``
+    continues it). option: the setting that names it (``--run-dir``, ``train.run_dir``), for the advice."""
+    run_dir = Path(run_dir)
+    if not resume and run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise ConfigError(f"{run_dir}: run directory exists and is not empty; choose another {option}")
+    return run_dir
+
+
+def make_run_directory(run_dir: str | Path, option: str, resume: bool = False) -> Path:
+    """Create the run directory ``run_dir`` after :func:`check_new_run_directory`; the directory."""
+    run_dir = check_new_run_directory(run_dir, option, resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
 
 
 def checked_points(points: np.ndarray) -> np.ndarray:

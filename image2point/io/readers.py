@@ -17,14 +17,12 @@ import numpy as np
 
 from image2point.errors import DataError
 from image2point.io.cloud import PointCloud, cloud_from_columns, counted, describe_error, name_columns
+from image2point.io.kitti import SCAN_FIELDS, read_label_file, read_scan_records
 from image2point.io.las import read_las
 from image2point.io.pcd import read_pcd
 from image2point.io.ply import read_ply
 from image2point.io.text import non_blank_lines, parse_numeric_lines, read_text, read_utf8
 
-KITTI_BIN_FIELDS = ("x", "y", "z", "intensity")
-KITTI_VALUE_DTYPE = np.dtype("<f4")
-KITTI_LABEL_DTYPE = np.dtype("<u4")  # SemanticKITTI .label: semantic id in the low 16 bits, instance id above
 H5_INSTALL_HINT = "reading .h5 files needs h5py: pip install h5py"
 H5_POINT_DATASETS = ("points", "xyz", "data")  # the first one present is read
 H5_LABEL_DATASETS = ("labels", "label")
@@ -38,19 +36,8 @@ Reader = Callable[[Path, Sequence[str] | None], PointCloud]
 def read_kitti_bin(path: str | Path, fields: Sequence[str] | None = None) -> PointCloud:
     """A KITTI velodyne scan: float32 records of x, y, z, intensity (or of the values ``fields`` names)."""
     path = Path(path)
-    names = tuple(fields) if fields is not None else KITTI_BIN_FIELDS
-    record_bytes = len(names) * KITTI_VALUE_DTYPE.itemsize
-    size = path.stat().st_size
-    if size == 0:
-        raise DataError("empty file (0 bytes)", path)
-    if record_bytes == 0 or size % record_bytes:
-        raise DataError(
-            f"size {size} bytes is not a multiple of the {record_bytes}-byte record of float32 "
-            f"{', '.join(names)}: the file is truncated or holds other records",
-            path,
-        )
-    table = np.fromfile(path, dtype=KITTI_VALUE_DTYPE).reshape(-1, len(names))
-    return cloud_from_columns(name_columns(table, names, path), path)
+    names = tuple(fields) if fields is not None else SCAN_FIELDS
+    return cloud_from_columns(name_columns(read_scan_records(path, names), names, path), path)
 
 
 def read_npy(path: str | Path, fields: Sequence[str] | None = None) -> PointCloud:
@@ -204,7 +191,7 @@ def read_labels(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise DataError("file not found", path)
     if suffix == ".label":
-        labels = _kitti_labels(path)
+        labels = read_label_file(path)
     elif suffix == ".npy":
         labels = _npy_labels(path)
     else:
@@ -212,13 +199,6 @@ def read_labels(path: str | Path) -> np.ndarray:
     if len(labels) == 0:
         raise DataError("no labels", path)
     return labels
-
-
-def _kitti_labels(path: Path) -> np.ndarray:
-    size = path.stat().st_size
-    if size % KITTI_LABEL_DTYPE.itemsize:
-        raise DataError(f"size {size} bytes is not a multiple of the 4-byte uint32 label: the file is truncated", path)
-    return np.fromfile(path, dtype=KITTI_LABEL_DTYPE).astype(np.uint32)
 
 
 def _npy_labels(path: Path) -> np.ndarray:

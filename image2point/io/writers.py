@@ -15,6 +15,7 @@ import numpy as np
 
 from image2point.errors import DataError
 from image2point.io.cloud import COORDINATE_NAMES, PointCloud
+from image2point.io.kitti import LABEL_DTYPE, SCAN_FIELDS, SCAN_VALUE_DTYPE
 from image2point.io.las import write_las
 from image2point.io.output import (
     as_integer_type,
@@ -25,7 +26,6 @@ from image2point.io.output import (
 )
 from image2point.io.pcd import write_pcd
 from image2point.io.ply import write_ply
-from image2point.io.readers import KITTI_BIN_FIELDS, KITTI_LABEL_DTYPE, KITTI_VALUE_DTYPE
 
 __all__ = [
     "WRITERS",
@@ -53,7 +53,7 @@ def write_kitti_bin(path: str | Path, points: np.ndarray, intensity: np.ndarray 
         raise ValueError(f"intensity must be [{len(points)}], got shape {intensity.shape}")
     if intensity.dtype.kind not in "biuf" or not np.isfinite(intensity).all():
         raise ValueError("intensity must hold finite numbers")
-    records = np.concatenate([points, intensity[:, None]], axis=1).astype(KITTI_VALUE_DTYPE)
+    records = np.concatenate([points, intensity[:, None]], axis=1).astype(SCAN_VALUE_DTYPE)
     with atomic_output(path, "wb") as handle:
         handle.write(records.tobytes())
 
@@ -63,7 +63,7 @@ def write_kitti_label(path: str | Path, labels: np.ndarray) -> None:
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) == 0:
         raise ValueError(f"labels must be [N] with N >= 1, got shape {labels.shape}")
-    stored = as_integer_type(labels, np.uint32, "labels").astype(KITTI_LABEL_DTYPE)
+    stored = as_integer_type(labels, np.uint32, "labels").astype(LABEL_DTYPE)
     with atomic_output(path, "wb") as handle:
         handle.write(stored.tobytes())
 
@@ -84,7 +84,7 @@ def write_npy(path: str | Path, points: np.ndarray, fields: Mapping[str, np.ndar
 
 
 def _write_cloud_kitti_bin(path: Path, cloud: PointCloud) -> None:
-    extra = [name for name in cloud.fields if name not in KITTI_BIN_FIELDS]
+    extra = [name for name in cloud.fields if name not in SCAN_FIELDS]
     if extra:
         raise ValueError(f"a KITTI .bin scan holds x, y, z, intensity only; the cloud also has {', '.join(extra)}")
     write_kitti_bin(path, cloud.points, cloud.fields.get("intensity"))

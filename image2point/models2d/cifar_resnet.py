@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from image2point.channels import RGB_CHANNELS
 from image2point.models2d.registry import (
     CIFAR10_NUM_CLASSES,
     ImageClassifier2D,
     register_model_2d,
 )
 
-RGB_CHANNELS = 3
 CIFAR_STAGE_WIDTHS = (16, 32, 64)
 # Depth = 6n + 2: three stages of n two-conv blocks, plus the stem conv and the classifier.
 CONVS_PER_BLOCK = 2

@@ -18,6 +18,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from image2point.channels import RGB_CHANNELS
 from image2point.models2d.blocks import LayerNorm2d, Permute, StochasticDepth
 from image2point.models2d.registry import (
     IMAGENET_NUM_CLASSES,
@@ -28,7 +29,6 @@ from image2point.models2d.registry import (
     torchvision_imagenet_weights,
 )
 
-RGB_CHANNELS = 3
 LN_EPS = 1e-6
 LAYER_SCALE_INIT = 1e-6
 PATCH_SIZE = 4

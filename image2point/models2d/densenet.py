@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from image2point.channels import RGB_CHANNELS
 from image2point.models2d.registry import (
     IMAGENET_NUM_CLASSES,
     BackboneLayout,
@@ -33,7 +34,6 @@ from image2point.models2d.registry import (
     torchvision_imagenet_weights,
 )
 
-RGB_CHANNELS = 3
 GROWTH_RATE = 32
 BN_SIZE = 4
 INIT_FEATURES = 64

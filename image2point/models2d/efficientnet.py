@@ -19,6 +19,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from image2point.channels import RGB_CHANNELS
 from image2point.models2d.blocks import ConvNormActivation, SqueezeExcitation, StochasticDepth, make_divisible
 from image2point.models2d.registry import (
     IMAGENET_NUM_CLASSES,
@@ -29,7 +30,6 @@ from image2point.models2d.registry import (
     torchvision_imagenet_weights,
 )
 
-RGB_CHANNELS = 3
 ROUND_TO = 8
 SE_REDUCTION = 4
 LAST_CONV_EXPANSION = 4

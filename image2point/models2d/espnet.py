@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from image2point.channels import RGB_CHANNELS
 from image2point.models2d.registry import (
     SHARED_WEIGHTS_DIR,
     ImageClassifier2D,
@@ -38,7 +39,6 @@ from image2point.models2d.registry import (
     register_model_2d,
 )
 
-RGB_CHANNELS = 3
 CITYSCAPES_CLASSES_WITH_IGNORE = 20
 BN_EPS = 1e-3
 LEVEL1_WIDTH = 16

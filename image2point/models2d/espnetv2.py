@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from image2point.channels import RGB_CHANNELS
 from image2point.models2d.registry import (
     IMAGENET_NUM_CLASSES,
     SHARED_WEIGHTS_DIR,
@@ -40,7 +41,6 @@ from image2point.models2d.registry import (
     register_model_2d,
 )
 
-RGB_CHANNELS = 3
 # model/classification/espnetv2_config.py: widths per scale s, EESP units per level, receptive-field
 # limits per level, branches per unit.
 WIDTHS_BY_SCALE = {

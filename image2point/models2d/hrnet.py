@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from image2point.channels import RGB_CHANNELS
 from image2point.models2d.registry import ImageClassifier2D, PretrainedWeights, register_model_2d
 from image2point.models2d.resnet import BasicBlock, Bottleneck, ResidualBlock, conv1x1, conv3x3
 
-RGB_CHANNELS = 3
 STEM_WIDTH = 64
 LAYER1_BLOCKS = 4
 LAYER1_WIDTH = 64

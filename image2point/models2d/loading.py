@@ -8,7 +8,6 @@ was allowed stays as initialised and is listed in the returned ``LoadReport``.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from image2point.checkpoint import looks_like_torch_file
+from image2point.checkpoint import read_torch_file
 from image2point.errors import CheckpointError
 from image2point.models2d.registry import (
     DATA_PARALLEL_PREFIX,
@@ -180,30 +179,9 @@ def build_pretrained_2d(
 
 
 def read_checkpoint(path: str | Path) -> object:
-    """``torch.load(weights_only=True)`` onto the CPU; unreadable files raise CheckpointError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if not looks_like_torch_file(path):
-            raise CheckpointError(f"{path}: cannot read checkpoint (neither torch's zip format nor a pickle: "
-                                  "truncated or corrupt)") from err
-        raise CheckpointError(
-            f"{path}: not loadable with weights_only=True (it pickles objects other than tensors, "
-            f"e.g. a whole model; save model.state_dict() instead): {_first_line(err)}"
-        ) from err
-    # A damaged file makes torch.load fail with unrelated types (KeyError, RuntimeError, EOFError).
-    except Exception as err:
-        raise CheckpointError(
-            f"{path}: cannot read checkpoint ({type(err).__name__}: {_first_line(err)})"
-        ) from err
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
+    """The object in a torch file, read onto the CPU with :func:`image2point.checkpoint.read_torch_file`
+    (``weights_only=True``); unreadable or unsafe files raise CheckpointError."""
+    return read_torch_file(path)
 
 
 def _resolve_source(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from image2point.channels import RGB_CHANNELS
 from image2point.models2d.registry import (
     DATA_PARALLEL_PREFIX,
     IMAGENET_INPUT_SIZE,
@@ -37,7 +38,6 @@ from image2point.models2d.registry import (
     register_model_2d,
 )
 
-RGB_CHANNELS = 3
 STEM_STRIDE = 2
 # Output widths and strides of the depthwise-separable blocks of MobileNetV1 at width 1.0 (Table 1
 # of the paper); RetinaFace groups them into stages of 5, 6 and 2 blocks.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from image2point.channels import RGB_CHANNELS
 from image2point.models2d.blocks import ConvNormActivation, init_like_torchvision_mobile, make_divisible
 from image2point.models2d.registry import (
     IMAGENET_NUM_CLASSES,
@@ -22,7 +23,6 @@ from image2point.models2d.registry import (
     torchvision_imagenet_weights,
 )
 
-RGB_CHANNELS = 3
 STEM_WIDTH = 32
 LAST_WIDTH = 1280
 ROUND_TO = 8

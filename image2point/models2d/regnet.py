@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from image2point.channels import RGB_CHANNELS
 from image2point.models2d.blocks import ConvNormActivation, SqueezeExcitation, make_divisible
 from image2point.models2d.registry import (
     IMAGENET_NUM_CLASSES,
@@ -31,7 +32,6 @@ from image2point.models2d.registry import (
     torchvision_imagenet_weights,
 )
 
-RGB_CHANNELS = 3
 STEM_WIDTH = 32
 WIDTH_QUANTUM = 8
 STAGE_STRIDE = 2

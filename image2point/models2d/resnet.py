@@ -12,13 +12,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from image2point.channels import RGB_CHANNELS
 from image2point.models2d.registry import (
     IMAGENET_NUM_CLASSES,
     ImageClassifier2D,
     register_model_2d,
 )
 
-RGB_CHANNELS = 3
 STEM_WIDTH = 64
 STEM_KERNEL = 7
 STAGE_WIDTHS = (64, 128, 256, 512)

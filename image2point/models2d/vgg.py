@@ -12,13 +12,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from image2point.channels import RGB_CHANNELS
 from image2point.models2d.registry import (
     IMAGENET_NUM_CLASSES,
     ImageClassifier2D,
     register_model_2d,
 )
 
-RGB_CHANNELS = 3
 POOL_SIZE = 2
 LINEAR_INIT_STD = 0.01
 TORCHVISION_POOLED_SIZE = 7

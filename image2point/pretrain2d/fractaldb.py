@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from image2point.channels import RGB_CHANNELS
 from image2point.errors import ConfigError, DataError
 
 AFFINE_ROWS, AFFINE_COLS = 2, 3
 NUM_AFFINE_PARAMS = AFFINE_ROWS * AFFINE_COLS
-RGB_CHANNELS = 3
 UINT8_MAX = 255
 # The reference renderer draws grayscale points at mid-grey.
 GRAY_POINT_VALUE = 127

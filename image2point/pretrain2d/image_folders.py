@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from image2point.channels import RGB_CHANNELS
 from image2point.errors import ConfigError, DataError
 from image2point.pretrain2d.fractaldb import IMAGENET_MEAN, IMAGENET_STD
 
-RGB_CHANNELS = 3
 UINT8_MAX = 255
 # File name endings read as images (compared case-insensitively; Tiny-ImageNet uses ".JPEG").
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp")

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from image2point.checkpoint import atomic_write, seed_everything
 from image2point.errors import ConfigError, DataError
+from image2point.io.output import check_new_run_directory, make_run_directory
 from image2point.models2d import create_model_2d, list_models_2d
 from image2point.pretrain2d.image_folders import MNIST, ImageFolder, TinyImageNet
 from image2point.pretrain2d.train2d import Train2DConfig, Train2DResult, split_train_val, train_2d
@@ -118,9 +119,7 @@ def pretrain_on_images(
     train_config = Train2DConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed)
     if model_factory is None and arch not in list_models_2d():
         raise ConfigError(f"unknown 2D model {arch!r}; available: {', '.join(list_models_2d())}")
-    run_dir = Path(run_dir)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise ConfigError(f"{run_dir}: run directory exists and is not empty; choose another")
+    run_dir = check_new_run_directory(run_dir, "run directory")
     splits = load_image_splits(dataset_name, root, seed, val_fraction, image_size, mnist_split)
     logger.info(
         "%s: %d classes, %d training and %d validation images of %dx%d",
@@ -134,7 +133,7 @@ def pretrain_on_images(
     seed_everything(seed)
     num_classes = len(splits.class_names)
     model = create_model_2d(arch, num_classes=num_classes) if model_factory is None else model_factory(num_classes)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_run_directory(run_dir, "run directory")
     settings = {
         "dataset": dataset_name,
         "root": str(Path(root).resolve()),

@@ -9,17 +9,15 @@ from typing import Callable
 import torch
 from torch.utils.data import Dataset
 
-from image2point.data.collate import SceneBatch, ShapeBatch, VoxelCollator, input_channels
+from image2point.channels import XYZ_CHANNELS
+from image2point.data.collate import SceneBatch, ShapeBatch, VoxelCollator
 from image2point.data.point_collate import PointBatch, PointCollator
 from image2point.data.range_collate import RangeBatch, RangeCollator
 from image2point.data.range_image import NUM_CHANNELS as RANGE_IMAGE_CHANNELS
 from image2point.data.range_image import RangeProjectionConfig
-from image2point.data.modelnet40 import open_modelnet40
-from image2point.data.procedural import ProceduralScenes, ProceduralShapes
-from image2point.data.s3dis import S3DIS
-from image2point.data.semantickitti import SemanticKITTI
+from image2point.data.pipelines import DatasetPipeline, PipelineSettings, compose_pipeline
+from image2point.data.registry import DatasetRequest, dataset_entry
 from image2point.data.subsets import DatasetSubset, subset_indices
-from image2point.data.pipelines import DatasetPipeline, PipelineSettings, compose_pipeline, pipeline_for
 from image2point.data.transforms import Compose
 from image2point.errors import CheckpointError, ConfigError
 from image2point.inflate.converter import ConversionReport, InflationSettings
@@ -38,34 +36,27 @@ from image2point.models.pointnet2 import PointNet2TransferReport
 from image2point.models2d import create_model_2d, load_pretrained_2d, read_state_dict
 from image2point.models2d.loading import LoadReport
 from image2point.pretrain2d.pixels_as_points import PixelsAsPoints
+from image2point.tasks import Task
 from image2point.train.config import DataConfig, RunConfig
 
-CLASSIFICATION_DATASETS = ("procedural_shapes", "modelnet40")
-S3DIS_AREAS = (1, 2, 3, 4, 5, 6)
 # Data-efficiency subsets are drawn on the training split only.
 SUBSET_SPLIT = "train"
 POINTNET2_BACKBONES = ("pointnet2_ssg",)
 RANGE_BACKBONES = ("hrnet_w18", "hrnet_w48")
 # Points per cloud of a point network when data.num_points is null (the PointNet++ ModelNet40 setting).
 DEFAULT_POINTNET2_POINTS = 1024
-XYZ_CHANNELS = 3
 
 Batch = ShapeBatch | SceneBatch | PointBatch | RangeBatch
 
 
-def task_of(data: DataConfig) -> str:
-    return "classification" if data.name in CLASSIFICATION_DATASETS else "segmentation"
-
-
-def _needs_root(data: DataConfig) -> Path:
-    if data.root is None:
-        raise ConfigError(f"data.root must name the {data.name} directory (it is null)")
-    return Path(data.root)
+def task_of(data: DataConfig) -> Task:
+    return dataset_entry(data.name).task
 
 
 def dataset_pipeline(data: DataConfig) -> DatasetPipeline:
     """The transforms settings of ``data.name`` (its section of ``data``, see image2point.data.pipelines)."""
-    return pipeline_for(data.name, PipelineSettings(data.modelnet40, data.s3dis, data.semantickitti))
+    settings = PipelineSettings(data.modelnet40, data.s3dis, data.semantickitti)
+    return dataset_entry(data.name).pipeline(settings)
 
 
 def build_transform(data: DataConfig, train: bool) -> Compose:
@@ -80,26 +71,13 @@ def xyz_feature_scale(data: DataConfig) -> float:
 
 def build_dataset(data: DataConfig, split: str, train: bool) -> Dataset:
     """The dataset of ``data.name`` for ``split``, with the authors' augmentation when ``train``."""
+    entry = dataset_entry(data.name)
+    if entry.needs_root and data.root is None:
+        raise ConfigError(f"data.root must name the {data.name} directory (it is null)")
     # Without augmentation a dataset still gets its deterministic part (e.g. colour normalisation).
-    transform = build_transform(data, train)
-    if data.name == "procedural_shapes":
-        count = data.train_samples if train else data.eval_samples
-        return ProceduralShapes(count, split, data.dataset_seed, data.num_points or 1024, transform)
-    if data.name == "procedural_scenes":
-        count = data.train_samples if train else data.eval_samples
-        return ProceduralScenes(count, split, data.dataset_seed, transform)
-    root = _needs_root(data)
-    if data.name == "modelnet40":
-        return open_modelnet40(root, split, data.num_points, transform, data.dataset_seed,
-                               data.modelnet40.point_sampling)
-    if data.name == "semantickitti":
-        scans = data.train_scans if train else data.eval_scans
-        return SemanticKITTI(root, split, scans=scans, transform=transform, seed=data.dataset_seed)
-    if data.name == "s3dis":
-        areas = [a for a in S3DIS_AREAS if a != data.test_area] if train else [data.test_area]
-        return S3DIS(root, split, areas=areas, transform=transform, seed=data.dataset_seed,
-                     clip_bound=data.s3dis.clip_bound)
-    raise ConfigError(f"unknown dataset {data.name!r}")
+    request = DatasetRequest(data, split, train, build_transform(data, train),
+                             None if data.root is None else Path(data.root))
+    return entry.open(request)
 
 
 def build_train_dataset(data: DataConfig) -> Dataset:
@@ -119,8 +97,9 @@ def class_names_of(dataset: Dataset) -> list[str]:
     return list(dataset.class_names)
 
 
-def num_input_features(dataset: Dataset) -> int:
-    return input_channels(dataset[0])
+def num_input_features(data: DataConfig) -> int:
+    """Channels per point of ``data.name``'s samples, xyz included (its registered inputs)."""
+    return dataset_entry(data.name).inputs.in_features
 
 
 @dataclass
@@ -233,7 +212,7 @@ def _build_range_segmenter(config: RunConfig, num_classes: int, task: str) -> Bu
 
 def network_in_features(config: RunConfig, dataset: Dataset) -> int:
     """Input channels of the network: per point (xyz included), or the range image's channels."""
-    return RANGE_IMAGE_CHANNELS if config.model.family == "range" else num_input_features(dataset)
+    return RANGE_IMAGE_CHANNELS if config.model.family == "range" else num_input_features(config.data)
 
 
 def build_collate(config: RunConfig, task: str, num_classes: int, backend: str) -> Callable[[list], Batch]:

@@ -23,6 +23,7 @@ import yaml
 
 from image2point.checkpoint import atomic_write
 from image2point.data.pipelines import ModelNet40Pipeline, S3DISPipeline, SemanticKITTIPipeline
+from image2point.data.registry import dataset_names
 from image2point.errors import ConfigError
 from image2point.inflate.transforms import TRANSFORM_NAMES, unknown_transform_message
 from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
@@ -30,7 +31,6 @@ from image2point.sparse.tensor import BACKENDS
 
 SchemaT = TypeVar("SchemaT")
 
-DatasetName = Literal["procedural_shapes", "procedural_scenes", "modelnet40", "s3dis", "semantickitti"]
 # The three model families of the paper: inflated sparse 3D ConvNets on voxels, PointNet++ on raw
 # points, and a 2D ConvNet (HRNet) on LiDAR range images.
 ModelFamily = Literal["voxel", "pointnet2", "range"]
@@ -68,7 +68,8 @@ class RangeImageConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    name: DatasetName = "procedural_shapes"
+    # A registered dataset (image2point.data.registry: modelnet40, s3dis, semantickitti, procedural_shapes, ...).
+    name: str = "procedural_shapes"
     root: str | None = None
     voxel_size: float = 0.05
     # Points sampled per cloud; None keeps every point.
@@ -107,6 +108,8 @@ class DataConfig:
     semantickitti: SemanticKITTIPipeline = dataclasses.field(default_factory=SemanticKITTIPipeline)
 
     def __post_init__(self) -> None:
+        known = dataset_names()
+        _require(self.name in known, "name", "one of " + ", ".join(repr(name) for name in known), self.name)
         _require(self.train_samples >= 1, "train_samples", "at least 1", self.train_samples)
         _require(self.eval_samples >= 1, "eval_samples", "at least 1", self.eval_samples)
         _require(self.voxel_size > 0, "voxel_size", "positive", self.voxel_size)

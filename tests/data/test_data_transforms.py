@@ -3,7 +3,7 @@ import pytest
 
 from image2point.data.procedural import ProceduralScenes, ProceduralShapes
 from image2point.data.sample import SceneSample, ShapeSample
-from image2point.data.pipelines import default_transforms
+from image2point.data.registry import default_transforms
 from image2point.data.transforms import (
     COLOR_CENTER,
     CenterPoints,

@@ -9,9 +9,8 @@ from image2point.data.pipelines import (
     S3DISPipeline,
     SemanticKITTIPipeline,
     compose_pipeline,
-    default_transforms,
-    pipeline_for,
 )
+from image2point.data.registry import default_transforms, pipeline_for
 from image2point.data.transforms import (
     CenterPoints,
     ChromaticAutoContrast,

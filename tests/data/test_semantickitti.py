@@ -75,7 +75,7 @@ def test_unlabelled_reading_works_without_label_files(semantickitti_tree):
 def test_truncated_scan(semantickitti_tree):
     path = semantickitti_tree.scan_path("08", "000000")
     path.write_bytes(path.read_bytes()[:-3])
-    with pytest.raises(DataError, match="not a multiple of 16") as error:
+    with pytest.raises(DataError, match="not a multiple of the 16-byte record") as error:
         SemanticKITTI(semantickitti_tree.root, "val")[0]
     assert error.value.path == path
 

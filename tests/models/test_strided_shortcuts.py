@@ -33,7 +33,7 @@ CENTER_WORST_EMPTY_AT_LEAST = 0.3
 def chair_voxels() -> SparseTensor:
     from image2point.data.collate import VoxelCollator
     from image2point.data.modelnet40 import open_modelnet40
-    from image2point.data.pipelines import default_transforms
+    from image2point.data.registry import default_transforms
 
     if not SHARED_MODELNET40.is_dir():
         pytest.skip(f"ModelNet40 sample not found at {SHARED_MODELNET40.resolve()}")

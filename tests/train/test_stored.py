@@ -13,7 +13,7 @@ from image2point.checkpoint import load_checkpoint, save_checkpoint
 from image2point.cli import main
 from image2point.errors import CheckpointError
 from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
-from image2point.predict import load_trained
+from image2point.inference.model import load_trained
 from image2point.sparse.modules import SparseSubsampleShortcut
 from image2point.train import loop
 from image2point.train.config import load_config, save_config
