@@ -51,7 +51,7 @@ class ConvertedContainer(nn.Module):
     def forward(self, *args, **kwargs):
         raise NotImplementedError(
             f"this converted {self.source_type} only holds its children; call the model it came from (or "
-            "convert this module on its own with image2point.inflate.graph_convert.convert_module)")
+            "convert the 2D module on its own with convert_2d_to_3d)")
 
     def extra_repr(self) -> str:
         return f"from {self.source_type}"
