@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from image2point.data.procedural import ProceduralScenes, ProceduralShapes
-from image2point.export import export_checkpoint, load_exported
+from image2point.inference.export import export_checkpoint
 from image2point.inflate.transforms import filter_transform, inflate_weight
 from image2point.io import PointCloud
 from image2point.models.graph_backbone import GraphBackbone
 from image2point.models2d import read_state_dict
-from image2point.predict import load_trained, predict_cloud
+from image2point.inference.model import load_exported, load_trained
+from image2point.inference.predict import predict_cloud
 from image2point.checkpoint import load_checkpoint
 from image2point.train.builders import build_model
 from image2point.train.config import load_config
