@@ -96,12 +96,13 @@ def _step_function(overrides: list[str], samples: list, task: str, num_classes: 
     from image2point.data.collate import input_channels
     from image2point.data.sample import IGNORE_INDEX
     from image2point.models import apply_finetune_scheme, optimizer_parameters
-    from image2point.data.range_image import NUM_CHANNELS as RANGE_IMAGE_CHANNELS
     from image2point.train.builders import build_collate, build_model
     from image2point.train.config import load_config
+    from image2point.train.families import get_family
 
     config = load_config(None, overrides)
-    in_features = RANGE_IMAGE_CHANNELS if config.model.family == "range" else input_channels(samples[0])
+    # Per point (xyz included), or the family's own input width (a range image's channels).
+    in_features = get_family(config.model.family).network_in_features(lambda: input_channels(samples[0]))
     network = build_model(config, in_features, num_classes, task).network
     apply_finetune_scheme(network, "all")
     network.train()

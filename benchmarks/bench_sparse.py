@@ -11,9 +11,9 @@ Workloads (real data from ``<repo>/../shared/data``, voxel size 0.05, skipped wi
 - A: a batch of 32 ModelNet40 shapes (points in the unit sphere, features = xyz); 8 with ``--quick``.
 - B: one full SemanticKITTI scan (features = xyz + intensity).
 
-Network: a 3×3×3 submanifold input conv (features → 64 channels) with BatchNorm and ReLU, then
-``layer1``..``layer4`` of ``convert_2d_to_3d(create_model_2d("resnet18"))``, the backbone as the paper
-uses it. It holds no pooling layer (the 2D stem's 7×7 conv and max pool are replaced by the input
+Network (:class:`StemAndBackbone`): a 3×3×3 submanifold input conv (features → 64 channels) with BatchNorm
+and ReLU, then the package's inflated ResNet-18 backbone (``layer1``..``layer4``,
+``image2point.models.networks.inflate_backbone``), the backbone as the paper uses it. It holds no pooling layer (the 2D stem's 7×7 conv and max pool are replaced by the input
 conv), so no max pool is timed.
 
 Engines, each timed forward (inference: eval mode, no autograd) and forward+backward (training mode,
@@ -100,7 +100,8 @@ if __package__ in (None, ""):
 else:
     from benchmarks import common
 
-from image2point.inflate.converter import convert_2d_to_3d
+from image2point.inflate.converter import InflationSettings
+from image2point.models.networks import inflate_backbone
 from image2point.models2d import create_model_2d
 from image2point.sparse import SparseTensor
 from image2point.sparse import functional as SF
@@ -352,34 +353,35 @@ def kitti_workload() -> Workload:
 # Our network and its work.
 
 
-class InflatedBackbone(nn.Module):
-    """Input conv (features → 64, 3×3×3 submanifold) + BN + ReLU, then layer1..layer4 of ResNet-18 in 3D."""
+class StemAndBackbone(nn.Module):
+    """Input conv (features → 64, 3×3×3 submanifold) + BN + ReLU, then the package's
+    :class:`~image2point.models.networks.InflatedBackbone` of ResNet-18 (``layer1``..``layer4`` in 3D), as
+    :func:`~image2point.models.networks.inflate_backbone` builds it for every voxel network."""
 
     def __init__(self, in_channels: int, stride_mode: str):
         super().__init__()
         torch.manual_seed(SEED)
         # "center" shortcuts: raw spconv below runs the 1×1 stride-2 shortcut as the centre tap.
-        converted = convert_2d_to_3d(create_model_2d(MODEL_NAME), stride_mode=stride_mode, shortcut="center").model
+        settings = InflationSettings(stride_mode=stride_mode, shortcut="center")
+        self.backbone, _ = inflate_backbone(create_model_2d(MODEL_NAME), settings)
+        if self.backbone.stage_names != STAGES[1:]:
+            raise ValueError(f"{MODEL_NAME}'s stages are {self.backbone.stage_names}, not {STAGES[1:]}")
         self.stem = nn.Sequential(
             SparseConv3d(in_channels, STEM_CHANNELS, KERNEL_SIZE, stride_mode=stride_mode),
             SparseBatchNorm(STEM_CHANNELS),
             SparseReLU(),
         )
-        for name in STAGES[1:]:
-            self.add_module(name, getattr(converted, name))
 
     def stages(self) -> list[tuple[str, nn.Module]]:
-        return [(name, getattr(self, name)) for name in STAGES]
+        return [("stem", self.stem)] + [(name, getattr(self.backbone, name)) for name in self.backbone.stage_names]
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        for _, stage in self.stages():
-            x = stage(x)
-        return x
+        return self.backbone(self.stem(x))
 
 
-def build_backbones(in_channels: int) -> dict[str, InflatedBackbone]:
+def build_backbones(in_channels: int) -> dict[str, StemAndBackbone]:
     """One backbone per stride convention, all with the same weights."""
-    backbones = {mode: InflatedBackbone(in_channels, mode) for mode in STRIDE_MODES}
+    backbones = {mode: StemAndBackbone(in_channels, mode) for mode in STRIDE_MODES}
     reference = backbones[STRIDE_MODES[0]].state_dict()
     for backbone in backbones.values():
         backbone.load_state_dict(reference)
@@ -411,7 +413,7 @@ def kernel_map_pairs(x: SparseTensor, conv: SparseConv3d) -> int:
 
 
 @contextmanager
-def conv_pair_flops(backbone: InflatedBackbone) -> Iterator[list[ConvWork]]:
+def conv_pair_flops(backbone: StemAndBackbone) -> Iterator[list[ConvWork]]:
     """Record the :class:`ConvWork` (2·C_in·C_out FLOPs per pair) of every conv of ``backbone`` that runs
     inside the ``with`` block, pairs read from the batch's kernel-map cache."""
     work: list[ConvWork] = []
@@ -526,9 +528,9 @@ class RawBasicBlock(nn.Module):
 
 
 class RawSpconvBackbone(nn.Module):
-    """:class:`InflatedBackbone` (window convention) written directly with spconv modules."""
+    """:class:`StemAndBackbone` (window convention) written directly with spconv modules."""
 
-    def __init__(self, ours: InflatedBackbone):
+    def __init__(self, ours: StemAndBackbone):
         super().__init__()
         import spconv.pytorch as spconv
 
@@ -540,7 +542,8 @@ class RawSpconvBackbone(nn.Module):
         )
         self.stem_bn = _batch_norm_1d(stem_bn)
         for level, name in enumerate(STAGES[1:]):
-            self.add_module(name, nn.Sequential(*(RawBasicBlock(block, level) for block in getattr(ours, name))))
+            self.add_module(name, nn.Sequential(*(RawBasicBlock(block, level)
+                                                  for block in getattr(ours.backbone, name))))
 
     def stem(self, x):
         out = self.stem_conv(x)
@@ -813,7 +816,7 @@ def measure_dense(repetitions: int) -> list[DenseResult]:
 def peak_memory_probe(backend: str, stride_mode: str) -> dict[str, int]:
     """In this (fresh) process: one full-scan inference; the peak memory before and after it."""
     workload = kitti_workload()
-    backbone = InflatedBackbone(workload.features.shape[1], stride_mode).eval()
+    backbone = StemAndBackbone(workload.features.shape[1], stride_mode).eval()
     before = common.peak_rss_bytes()
     with torch.no_grad():
         backbone(workload.tensor(backend))

@@ -132,7 +132,7 @@ def _scan_setup(data_dir: Path, device: torch.device, small: bool):
     task = task_of(config.data)
     dataset = build_dataset(config.data, config.data.eval_split, train=False)
     class_names = class_names_of(dataset)
-    network = build_model(config, network_in_features(config, dataset), len(class_names), task).network.to(device)
+    network = build_model(config, network_in_features(config), len(class_names), task).network.to(device)
     backend = config.model.backend or default_backend(device)
     batch = build_collate(config, task, len(class_names), backend)([dataset[0]]).to(device)
     optimizer = torch.optim.SGD(optimizer_parameters(network), lr=1e-3, momentum=0.9)

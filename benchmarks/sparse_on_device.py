@@ -204,14 +204,14 @@ def timed(candidates: dict[Any, Callable[[], Any]], device: torch.device, repeti
 # The backbone.
 
 
-def forward(backbone: bench.InflatedBackbone, workload: bench.Workload, precision: Precision,
+def forward(backbone: bench.StemAndBackbone, workload: bench.Workload, precision: Precision,
             device: torch.device) -> torch.Tensor:
     backbone.eval()
     with torch.no_grad(), matmul_precision(precision), autocast(precision, device):
         return backbone(workload.tensor(BACKEND)).features
 
 
-def forward_backward(backbone: bench.InflatedBackbone, workload: bench.Workload, precision: Precision,
+def forward_backward(backbone: bench.StemAndBackbone, workload: bench.Workload, precision: Precision,
                      device: torch.device) -> None:
     backbone.train()
     backbone.zero_grad(set_to_none=True)
@@ -225,7 +225,7 @@ def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
     return float((value.float() - reference).abs().mean() / reference.abs().mean().clamp_min(1e-30))
 
 
-def measure_mode(workload: bench.Workload, backbone: bench.InflatedBackbone, mode: str,
+def measure_mode(workload: bench.Workload, backbone: bench.StemAndBackbone, mode: str,
                  precisions: Sequence[Precision], device: torch.device, plan: DevicePlan,
                  dense: dict[tuple[str, int], float]) -> list[Any]:
     """Every precision of one stride convention: error against fp32, times, throughput, peak memory."""

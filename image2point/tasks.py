@@ -8,14 +8,18 @@ from __future__ import annotations
 import enum
 
 
-class Task(enum.StrEnum):
+class Task(str, enum.Enum):
     """Classification: one class per cloud (a shape). Segmentation: one class per point (a scene).
 
-    A ``StrEnum``, so configs, logs and metrics.json spell a task as before ("classification").
+    A ``str`` whose text is its value, so logs, metrics.json and exports spell a task as before
+    ("classification"); not ``enum.StrEnum``, which needs Python 3.11 where the package allows 3.10.
     """
 
     CLASSIFICATION = "classification"
     SEGMENTATION = "segmentation"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 IGNORE_INDEX = -100

@@ -110,3 +110,36 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shared helpers: registries restored after a test registers into them, and tiny training configs.
+
+# A training run of a few seconds: procedural shapes, a CIFAR ResNet-20 inflated, two epochs.
+TINY_RUN = ("data.name=procedural_shapes", "data.train_samples=24", "data.eval_samples=12", "data.num_points=256",
+            "data.batch_size=8", "data.num_workers=0", "model.backbone=cifar_resnet20", "optim.lr=0.05",
+            "train.epochs=2", "train.seed=3")
+
+
+@pytest.fixture
+def isolated_registries():
+    """Model families and sparse backends registered by the test are gone afterwards."""
+    from image2point.sparse.backends import protocol
+    from image2point.train.families import registry
+
+    saved = dict(registry.MODEL_FAMILIES), dict(protocol.SPARSE_BACKENDS), dict(protocol._LOADED)
+    yield
+    for live, before in zip((registry.MODEL_FAMILIES, protocol.SPARSE_BACKENDS, protocol._LOADED), saved):
+        live.clear()
+        live.update(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_config():
+    """``make(run_dir, *overrides, base=TINY_RUN)``: a run config of ``base`` then ``overrides``, run in ``run_dir``."""
+    from image2point.train.config import load_config
+
+    def make(run_dir, *overrides: str, base=TINY_RUN):
+        return load_config(None, [*base, f"train.run_dir={run_dir}", *overrides])
+
+    return make

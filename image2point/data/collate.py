@@ -77,10 +77,9 @@ class SceneBatch:
 
 
 def _voxels_to(voxels: CollatedVoxels, device: torch.device) -> CollatedVoxels:
-    if voxels.tensor.device == torch.device(device):
+    moved = voxels.tensor.to(device)
+    if moved is voxels.tensor:
         return voxels
-    tensor = voxels.tensor
-    moved = type(tensor)(tensor.features.to(device), tensor.coords.to(device), tensor.batch_size, tensor.backend)
     return CollatedVoxels(moved, voxels.point_to_site.to(device), voxels.points_per_sample, voxels.sites_per_sample)
 
 

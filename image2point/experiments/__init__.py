@@ -4,16 +4,8 @@ paper's layout, and figures. ``image2point experiment table1 --scale small --see
 
 from image2point.experiments import tables as _tables  # noqa: F401  (registers table1 … table7)
 from image2point.experiments.aggregate import CellResult, collect_cells, summarise, write_table_results
-from image2point.experiments.runner import (
-    ExperimentContext,
-    ExperimentRequest,
-    PlannedRun,
-    make_context,
-    parse_seeds,
-    plan_run,
-    plan_table,
-    run_experiment,
-)
+from image2point.experiments.plan import ExperimentContext, PlannedRun, make_context, parse_seeds, plan_run, plan_table
+from image2point.experiments.runner import ExperimentRequest, run_experiment
 from image2point.experiments.scales import PAPER, SCALES, SMALL, scale_setup
 from image2point.experiments.sources import SOURCES, WeightSource, register_source, resolve_source, shared_root
 from image2point.experiments.specs import TABLES, RunSpec, TableLayout, TableSpec, get_table, register_table

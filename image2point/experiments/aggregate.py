@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from image2point.checkpoint import atomic_write
-from image2point.experiments.runner import (
+from image2point.experiments.plan import (
     FINISHED,
     METRICS_FILE,
     MISSING,

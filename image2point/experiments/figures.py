@@ -11,7 +11,7 @@ import torch
 from image2point.checkpoint import atomic_write, load_training_checkpoint
 from image2point.errors import CheckpointError
 from image2point.experiments.aggregate import OK, CellResult, collect_cells
-from image2point.experiments.runner import ExperimentContext, PlannedRun
+from image2point.experiments.plan import ExperimentContext, PlannedRun
 from image2point.experiments.scales import METRIC_NAMES
 from image2point.experiments.specs import TableSpec
 from image2point.inflate.transforms import filter_transform

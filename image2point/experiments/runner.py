@@ -1,192 +1,38 @@
-"""Plan, run, resume and skip the runs of a table; every run in ``<out>/<table>/<run_id>/``.
-
-A run directory with ``metrics.json`` is finished and skipped; one with ``last.pt`` but no ``metrics.json``
-is resumed (``run_training(config, resume=True)``); otherwise the run starts fresh. Runs whose weights or
-data are not available are listed as missing / no data and never run.
+"""Run a planned table: execute what is pending or resumable (``run_training``, resuming where a run
+stopped), skip the rest, then write the table and its figures. Every run in ``<out>/<table>/<run_id>/``;
+where and in which state each run is comes from :mod:`image2point.experiments.plan`.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from image2point.errors import ConfigError, DataError
-from image2point.experiments.scales import METRIC_NAMES, PAPER, REPOSITORY_ROOT, SMALL, scale_setup
-from image2point.experiments.sources import (
-    PRETRAINING_DATASETS,
-    SHARED_ENV,
-    SOURCES,
-    Pretraining,
-    SourceContext,
-    resolve_source,
-    run_pretraining,
-    shared_root,
+from image2point.experiments.aggregate import write_table_results
+from image2point.experiments.figures import write_figures
+from image2point.experiments.plan import (
+    DEFAULT_OUT_DIR,
+    FINISHED,
+    METRICS_FILE,
+    MISSING,
+    NO_DATA,
+    PERCENT,
+    RESUME,
+    ExperimentContext,
+    PlannedRun,
+    describe_plan,
+    format_seeds,
+    headline_value,
+    load_run_config,
+    plan_table,
+    table_names,
 )
-from image2point.experiments.specs import TABLES, RunSpec, TableSpec, get_table
-from image2point.train.config import RunConfig, load_config
-
-DEFAULT_OUT_DIR = Path("runs/experiments")
-ALL_TABLES = "all"
-METRICS_FILE = "metrics.json"
-LAST_CHECKPOINT = "last.pt"
-FINISHED, RESUME, PENDING, MISSING, NO_DATA = "finished", "resume", "pending", "missing", "no data"
-RUNNABLE = (RESUME, PENDING)
-PERCENT = 100.0
-
-
-@dataclass(frozen=True)
-class ExperimentContext:
-    """What the command line says beyond the table: scale, output directory, given weights and data."""
-
-    scale: str = SMALL
-    out_dir: Path = DEFAULT_OUT_DIR
-    weights: Mapping[str, Path] = field(default_factory=dict)
-    data_roots: Mapping[str, Path] = field(default_factory=dict)
-    shared: Path = field(default_factory=shared_root)
-
-    def source_context(self) -> SourceContext:
-        return SourceContext(self.scale, scale_setup(self.scale).backbone, self.out_dir, self.weights,
-                             self.data_roots, self.shared)
-
-
-@dataclass(frozen=True)
-class PlannedRun:
-    """A run with its directory, status and full override list (``reason`` for missing / no data)."""
-
-    spec: RunSpec
-    run_dir: Path
-    status: str
-    overrides: tuple[str, ...]
-    reason: str | None = None
-    pretraining: Pretraining | None = None
-
-    @property
-    def recipe(self) -> Path:
-        return REPOSITORY_ROOT / self.spec.recipe
-
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """``"3"``: seeds 0, 1, 2; ``"0,1,2"`` or ``"5,"``: exactly those seeds."""
-    try:
-        if "," in text:
-            seeds = tuple(int(part) for part in text.split(",") if part.strip())
-        else:
-            seeds = tuple(range(int(text)))
-    except ValueError:
-        raise ConfigError(f"--seeds {text!r}: expected a count (3) or a comma-separated list (0,1,2)") from None
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds {text!r}: expected at least one seed, none negative, none repeated")
-    return seeds
-
-
-def format_seeds(seeds: Sequence[int]) -> str:
-    """The ``--seeds`` text that :func:`parse_seeds` reads back as ``seeds``."""
-    if tuple(seeds) == tuple(range(len(seeds))):
-        return str(len(seeds))
-    return ",".join(map(str, seeds)) + ("," if len(seeds) == 1 else "")
-
-
-def parse_assignments(items: Sequence[str], option: str, known: Sequence[str]) -> dict[str, Path]:
-    """``NAME=PATH`` pairs of ``--weights`` / ``--data-root``; NAME (before any ``:ARCH``) must be known and
-    PATH must exist."""
-    parsed: dict[str, Path] = {}
-    for item in items:
-        name, separator, path = item.partition("=")
-        if not separator or not name or not path:
-            raise ConfigError(f"{option} {item!r}: expected NAME=PATH")
-        if name.partition(":")[0] not in known:
-            raise ConfigError(f"{option} {item!r}: unknown name {name.partition(':')[0]!r}; known: {', '.join(known)}")
-        if not Path(path).exists():
-            raise DataError(f"no such file or directory ({option} {name}=...)", path)
-        parsed[name] = Path(path).resolve()
-    return parsed
-
-
-def make_context(scale: str, out_dir: str | Path, weights: Sequence[str] = (),
-                 data_roots: Sequence[str] = ()) -> ExperimentContext:
-    """Validate the command line's scale, ``--weights`` and ``--data-root`` into a context."""
-    setup = scale_setup(scale)
-    datasets = (*setup.datasets, *PRETRAINING_DATASETS)
-    return ExperimentContext(scale, Path(out_dir), parse_assignments(weights, "--weights", tuple(SOURCES)),
-                             parse_assignments(data_roots, "--data-root", datasets), shared_root())
-
-
-def table_names(name: str) -> list[str]:
-    return list(TABLES) if name == ALL_TABLES else [get_table(name).name]
-
-
-def _data_root(spec: RunSpec, context: ExperimentContext) -> tuple[Path | None, str | None]:
-    """The dataset's root for ``data.root`` (None: the recipe's own), or why there is no data."""
-    if spec.dataset in context.data_roots:
-        return context.data_roots[spec.dataset], None
-    if context.scale == PAPER:
-        return None, None
-    shared_path = scale_setup(context.scale).dataset(spec.dataset).shared_path
-    if shared_path is None:
-        return None, (f"{spec.dataset} is not in the shared directory; pass --data-root {spec.dataset}=PATH")
-    root = context.shared / shared_path
-    if not root.is_dir():
-        raise DataError(f"shared {spec.dataset} data not found (set {SHARED_ENV} or pass --data-root "
-                        f"{spec.dataset}=PATH)", root)
-    return root, None
-
-
-def plan_run(spec: RunSpec, context: ExperimentContext) -> PlannedRun:
-    """Where ``spec`` runs, whether it is finished, resumable, pending, missing or without data."""
-    run_dir = context.out_dir / spec.table / spec.run_id
-    root, no_data = _data_root(spec, context)
-    resolution = None
-    if spec.source is not None:
-        resolution = resolve_source(spec.source, spec.arch or scale_setup(context.scale).backbone,
-                                    context.source_context())
-    checkpoint = None if resolution is None else resolution.checkpoint
-    overrides = (*spec.overrides, *(() if root is None else (f"data.root={root}",)),
-                 f"model.pretrained={checkpoint if checkpoint is not None else 'null'}", f"train.run_dir={run_dir}")
-    if no_data is not None:
-        return PlannedRun(spec, run_dir, NO_DATA, overrides, no_data)
-    if resolution is not None and resolution.missing is not None:
-        return PlannedRun(spec, run_dir, MISSING, overrides, resolution.missing)
-    if (run_dir / METRICS_FILE).is_file():
-        status = FINISHED
-    elif (run_dir / LAST_CHECKPOINT).is_file():
-        status = RESUME
-    else:
-        status = PENDING
-    pretraining = None if resolution is None else resolution.pretraining
-    return PlannedRun(spec, run_dir, status, overrides, None, pretraining)
-
-
-def plan_table(table: TableSpec, context: ExperimentContext, seeds: Sequence[int]) -> list[PlannedRun]:
-    return [plan_run(spec, context) for spec in table.runs(context.scale, seeds)]
-
-
-def load_run_config(planned: PlannedRun) -> RunConfig:
-    """The run's typed config: its recipe with every override (validates keys and values)."""
-    return load_config(planned.recipe, list(planned.overrides))
-
-
-def describe_plan(table: TableSpec, plans: Sequence[PlannedRun]) -> list[str]:
-    """The dry-run listing: one line per run (id, status, run dir), then its recipe and overrides."""
-    lines = [f"{table.name}: {table.title} ({len(plans)} runs)"]
-    for planned in plans:
-        status = planned.status
-        if planned.reason:
-            status = f"{status}: {planned.reason}"
-        elif planned.pretraining is not None and not planned.pretraining.finished and status in RUNNABLE:
-            status = f"{status} (after pretraining {planned.pretraining.name})"
-        lines.append(f"  {planned.spec.run_id}  [{status}]  {planned.run_dir}")
-        lines.append(f"      {planned.spec.recipe} {' '.join(planned.overrides)}")
-    return lines
-
-
-def headline_value(metrics_file: Path, metric: str) -> float | None:
-    """The final-epoch ``metric`` of a finished run, in percent (None when undefined)."""
-    value = json.loads(metrics_file.read_text())["final"].get(metric)
-    return None if value is None else value * PERCENT
+from image2point.experiments.scales import METRIC_NAMES, scale_setup
+from image2point.experiments.sources import Pretraining, run_pretraining
+from image2point.experiments.specs import TABLES, TableSpec
 
 
 def execute_plan(table: TableSpec, plans: Sequence[PlannedRun], context: ExperimentContext,
@@ -261,9 +107,6 @@ class ExperimentRequest:
 
 def run_experiment(request: ExperimentRequest, echo: Callable[[str], None] = print) -> list[Path]:
     """Dry-run, run or aggregate the requested tables; returns the files written (tables, figures)."""
-    from image2point.experiments.aggregate import write_table_results
-    from image2point.experiments.figures import write_figures
-
     names = table_names(request.name)
     plans = {name: plan_table(TABLES[name], request.context, request.seeds) for name in names}
     for name in names:

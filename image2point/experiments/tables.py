@@ -19,48 +19,24 @@ from image2point.experiments.scales import (
     SMALL,
     scale_setup,
 )
-from image2point.experiments.specs import RunSpec, TableLayout, TableSpec, register_table, run_id
+from image2point.experiments.specs import RunSpec, TableLayout, TableSpec, register_table
+from image2point.experiments.table_cells import (
+    COLUMN_OF,
+    DATASET_COLUMNS,
+    DATASET_METRICS,
+    dataset_layout,
+    family_run,
+    voxel_run,
+)
 
 SCHEME_LABELS = {"io": "I,O", "io_stats": "I,O,µ,σ", "io_bn": "I,O,µ,σ,W,b", "all": "all", "scratch": "scratch",
                  "t": "I,O,µ,σ,T"}
-DATASET_COLUMNS = (MODELNET40, S3DIS, SEMANTICKITTI)
-DATASET_METRICS = {"ModelNet40": CLASSIFICATION_METRIC, "S3DIS": SEGMENTATION_METRIC,
-                   "SemanticKITTI": SEGMENTATION_METRIC}
-COLUMN_OF = {MODELNET40: "ModelNet40", S3DIS: "S3DIS", SEMANTICKITTI: "SemanticKITTI"}
 SMALL_BACKBONE_NOTE = ("small scale: CIFAR-10 ResNet-20 (../shared/weights) inflated with T/K on the ModelNet40 "
                        "sample (94 train / 33 test shapes, 1024 points, 8 epochs) and the SemanticKITTI sample (scans "
                        "00/000000-1 train, 00/000002 evaluates, 0.3 m voxels, 12 epochs); S3DIS is not in "
                        "../shared. Paper numbers (ResNet-18, ImageNet, full data) are beside ours for orientation "
                        "only.")
 HEADLINE_NOTE = "Our numbers: metric of the final epoch's weights on the test split (no selection on it), in percent."
-
-
-def _dataset_layout(rows: Sequence[str]) -> TableLayout:
-    columns = tuple(COLUMN_OF[name] for name in DATASET_COLUMNS)
-    return TableLayout(tuple(rows), columns, {column: DATASET_METRICS[column] for column in columns})
-
-
-def _voxel_run(table: str, row: str, column: str, seed: int, scale: str, dataset: str, variant: str, *,
-               source: str | None, arch: str | None = None, extra: Sequence[str] = ()) -> RunSpec:
-    """A run of an inflated sparse ConvNet: the scale's dataset recipe, its backbone, ``extra`` on top."""
-    setup = scale_setup(scale)
-    data = setup.dataset(dataset)
-    arch = arch or setup.backbone
-    overrides = (*data.overrides, *setup.common_overrides, *setup.voxel_overrides, f"model.backbone={arch}",
-                 *extra, f"train.seed={seed}")
-    return RunSpec(table, row, column, seed, run_id(dataset, source or "none", variant, seed=seed), dataset,
-                   data.recipe, overrides, source, arch if source else None)
-
-
-def _family_run(table: str, row: str, column: str, seed: int, scale: str, dataset: str, family: str, arch: str, *,
-                source: str | None) -> RunSpec:
-    """A PointNet++ or range-image run (Table 2): everything trains, from the source's weights or none."""
-    setup = scale_setup(scale)
-    data = setup.dataset(dataset)
-    overrides = (*data.overrides, *setup.common_overrides, *setup.family_overrides[family][dataset],
-                 "finetune.scheme=all", f"train.seed={seed}")
-    return RunSpec(table, row, column, seed, run_id(dataset, arch, source or "none", "all", seed=seed), dataset,
-                   data.recipe, overrides, source, arch if source else None)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -79,23 +55,23 @@ def _table1_runs(scale: str, seeds: Sequence[int]) -> list[RunSpec]:
             for seed in seeds:
                 column = COLUMN_OF[dataset]
                 if variant == "linear_io":
-                    runs.append(_voxel_run("table1", row, column, seed, scale, dataset, variant, source=source,
+                    runs.append(voxel_run("table1", row, column, seed, scale, dataset, variant, source=source,
                                            extra=(*LINEAR_LAYERS, "finetune.scheme=io")))
                 elif variant == "linear_net":
-                    runs.append(_voxel_run("table1", row, column, seed, scale, dataset, variant, source=None,
+                    runs.append(voxel_run("table1", row, column, seed, scale, dataset, variant, source=None,
                                            arch="none", extra=(*LINEAR_LAYERS, "finetune.scheme=io")))
                 elif variant == "scratch":
-                    runs.append(_voxel_run("table1", row, column, seed, scale, dataset, variant, source=None,
+                    runs.append(voxel_run("table1", row, column, seed, scale, dataset, variant, source=None,
                                            extra=("finetune.scheme=scratch",)))
                 else:
-                    runs.append(_voxel_run("table1", row, column, seed, scale, dataset, variant, source=source,
+                    runs.append(voxel_run("table1", row, column, seed, scale, dataset, variant, source=source,
                                            extra=(f"finetune.scheme={variant}",)))
     return runs
 
 
 @register_table
 def table1() -> TableSpec:
-    layout = _dataset_layout([row for row, _ in TABLE1_ROWS])
+    layout = dataset_layout([row for row, _ in TABLE1_ROWS])
     return TableSpec(
         name="table1",
         title="Finetuning schemes",
@@ -129,9 +105,9 @@ def _table2_runs(scale: str, seeds: Sequence[int]) -> list[RunSpec]:
     runs = []
     for seed in seeds:
         for row, pretrained in zip(TABLE2_ROWS, (True, False), strict=True):
-            runs.append(_family_run("table2", row, TABLE2_COLUMNS[0], seed, scale, MODELNET40, "pointnet2",
+            runs.append(family_run("table2", row, TABLE2_COLUMNS[0], seed, scale, MODELNET40, "pointnet2",
                                     "pointnet2_ssg", source=pointnet2_source if pretrained else None))
-            runs.append(_family_run("table2", row, TABLE2_COLUMNS[1], seed, scale, SEMANTICKITTI, "range",
+            runs.append(family_run("table2", row, TABLE2_COLUMNS[1], seed, scale, SEMANTICKITTI, "range",
                                     "hrnet_w18", source=HRNET_SOURCE if pretrained else None))
     return runs
 
@@ -191,7 +167,7 @@ def _table3_runs(scale: str, seeds: Sequence[int]) -> list[RunSpec]:
         for seed in seeds:
             for column, part, extra in _subset_overrides(scale, seed):
                 pretrained = scheme != "scratch"
-                runs.append(_voxel_run("table3", row, column, seed, scale, MODELNET40, f"{scheme}-{part}",
+                runs.append(voxel_run("table3", row, column, seed, scale, MODELNET40, f"{scheme}-{part}",
                                        source=source if pretrained else None,
                                        extra=(*extra, f"finetune.scheme={scheme}")))
     return runs
@@ -232,7 +208,7 @@ def _table4_runs(scale: str, seeds: Sequence[int]) -> list[RunSpec]:
     for row, source in TABLE4_SOURCES:
         for scheme in TABLE4_SCHEMES:
             for seed in seeds:
-                runs.append(_voxel_run("table4", row, f"ModelNet40 · {SCHEME_LABELS[scheme]}", seed, scale,
+                runs.append(voxel_run("table4", row, f"ModelNet40 · {SCHEME_LABELS[scheme]}", seed, scale,
                                        MODELNET40, scheme, source=source, extra=(f"finetune.scheme={scheme}",)))
     return runs
 
@@ -279,7 +255,7 @@ def _table5_runs(scale: str, seeds: Sequence[int]) -> list[RunSpec]:
     for dataset in TABLE5_DATASETS:
         for row, source in _table5_rows(scale):
             for seed in seeds:
-                runs.append(_voxel_run("table5", row, COLUMN_OF[dataset], seed, scale, dataset, TABLE5_SCHEME,
+                runs.append(voxel_run("table5", row, COLUMN_OF[dataset], seed, scale, dataset, TABLE5_SCHEME,
                                        source=source, extra=(f"finetune.scheme={TABLE5_SCHEME}",)))
     return runs
 
@@ -318,7 +294,7 @@ def _table6_runs(scale: str, seeds: Sequence[int]) -> list[RunSpec]:
     for dataset in DATASET_COLUMNS:
         for arch in setup.depth_backbones:
             for seed in seeds:
-                runs.append(_voxel_run("table6", DEPTH_LABELS[arch], COLUMN_OF[dataset], seed, scale, dataset,
+                runs.append(voxel_run("table6", DEPTH_LABELS[arch], COLUMN_OF[dataset], seed, scale, dataset,
                                        f"{arch}-{TABLE6_SCHEME}", source=setup.classification_source, arch=arch,
                                        extra=(f"finetune.scheme={TABLE6_SCHEME}",)))
     return runs
@@ -330,7 +306,7 @@ def table6() -> TableSpec:
         name="table6",
         title="Backbone depth",
         question="Do deeper image-pretrained backbones transfer better to point clouds?",
-        layouts={scale: _dataset_layout([DEPTH_LABELS[arch] for arch in scale_setup(scale).depth_backbones])
+        layouts={scale: dataset_layout([DEPTH_LABELS[arch] for arch in scale_setup(scale).depth_backbones])
                  for scale in (SMALL, PAPER)},
         expand=_table6_runs,
         notes=(HEADLINE_NOTE, "Scheme I,O,µ,σ,W,b."),
@@ -367,11 +343,11 @@ def _table7_runs(scale: str, seeds: Sequence[int]) -> list[RunSpec]:
         column = COLUMN_OF[dataset]
         for seed in seeds:
             for row, transform in HANDCRAFTED:
-                runs.append(_voxel_run("table7", row, column, seed, scale, dataset, f"{transform}-{HANDCRAFTED_SCHEME}",
+                runs.append(voxel_run("table7", row, column, seed, scale, dataset, f"{transform}-{HANDCRAFTED_SCHEME}",
                                        source=source, extra=(f"model.transform={transform}",
                                                              f"finetune.scheme={HANDCRAFTED_SCHEME}")))
             for row, sharing, init in LEARNED:
-                runs.append(_voxel_run("table7", row, column, seed, scale, dataset,
+                runs.append(voxel_run("table7", row, column, seed, scale, dataset,
                                        f"learned_{sharing}_{init}-{LEARNED_SCHEME}", source=source,
                                        extra=(f"finetune.learnable_t={sharing}", f"finetune.t_init={init}",
                                               f"finetune.scheme={LEARNED_SCHEME}")))

@@ -26,6 +26,7 @@ from image2point.tasks import Task
 from image2point.train.builders import build_model, task_of
 from image2point.train.config import RunConfig, config_from_mapping, read_config_file
 from image2point.train.distributed import resolve_device
+from image2point.train.families import get_family
 from image2point.train.stored import check_weights, is_legacy_config, stored_run_config, upgrade_stored_config
 
 
@@ -98,7 +99,7 @@ def assemble_model(config: RunConfig, weights: Mapping[str, torch.Tensor], sourc
     source = Path(source)
     if not isinstance(weights, Mapping):
         raise CheckpointError(f"{source}: weights are a {type(weights).__name__}, not a mapping of tensors")
-    if config.model.family != "voxel":
+    if not get_family(config.model.family).voxel_input:
         # Tiling, recentring and the voxel -> point map are written for voxel networks.
         raise CheckpointError(f"{source}: predict runs voxel models; this is a model.family={config.model.family} "
                               "model (score it with `image2point eval`)")

@@ -1,6 +1,7 @@
 """Transferred 3D networks (input layer, inflated backbone, heads), PointNet++ and the range-image
 segmenter, and the finetuning schemes."""
 
+from image2point.models.base import TransferredNetwork
 from image2point.models.finetune import SCHEMES, FinetunePlan, apply_finetune_scheme, optimizer_parameters, reinitialise
 from image2point.models.decoder import SEGMENTATION_HEADS, EncoderLevel, LinearDecoder, UNetDecoder
 from image2point.models.heads import CLASSIFICATION_HEADS, ClassificationHead
@@ -19,8 +20,8 @@ from image2point.models.networks import (
     InflatedBackbone,
     NetworkConfig,
     SparseClassifier,
+    SparseNetwork,
     SparseSegmenter,
-    TransferredNetwork,
     backbone_spec,
     build_network,
     encoder_levels,
@@ -48,6 +49,7 @@ __all__ = [
     "LinearDecoder",
     "NetworkConfig",
     "SparseClassifier",
+    "SparseNetwork",
     "SparseSegmenter",
     "TransferredNetwork",
     "UNetDecoder",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from image2point.inflate.learnable import FilterTransform
-from image2point.models.networks import TransferredNetwork
+from image2point.models.base import TransferredNetwork
 
 SCHEMES = ("io", "io_stats", "io_bn", "t", "all", "scratch")
 

@@ -4,8 +4,9 @@ Paper Appendix 6.4. The 2D stem (conv1/bn1/maxpool, made for RGB pixels) is repl
 the 2D classifier by the output layer; the stages in between are the 2D stages inflated to 3D. Any 2D
 model whose layout a :class:`BackboneSpec` describes plugs in (``register_backbone_spec``).
 
-Every network has the uniform interface ``forward_features`` / ``forward_head`` / ``forward``, and the
-attributes ``input_layer``, ``backbone`` and ``head`` that the finetuning schemes act on.
+Every network has the uniform interface ``forward_features`` (the encoder levels, for classifiers and
+segmenters alike) / ``forward_head`` / ``forward``, and the attributes ``input_layer``, ``backbone`` and
+``head`` that the finetuning schemes act on (:class:`image2point.models.base.TransferredNetwork`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from image2point.models2d.vgg import VGG
 from image2point.sparse.kernel_map import DOWNSAMPLE_FACTOR
 from image2point.sparse.modules import SparseBatchNorm, SparseConv3d
 from image2point.sparse.tensor import SparseTensor
+from image2point.tasks import Task
+from image2point.models.base import TransferredNetwork
 from image2point.models.decoder import SEGMENTATION_HEADS, EncoderLevel, SkipDecoder
 from image2point.models.heads import HEAD_HIDDEN_CHANNELS, ClassificationHead
 from image2point.models.layers import InputLayer
@@ -160,21 +163,14 @@ def inflate_backbone(
 # Networks.
 
 
-class TransferredNetwork(nn.Module):
-    """Common parts: finetuning may freeze the backbone's BatchNorm statistics (eval mode even in train)."""
+class SparseNetwork(TransferredNetwork):
+    """A sparse network: input layer, inflated backbone (None: Listing 1's network without one), head.
 
-    input_layer: InputLayer
+    ``forward_features`` returns the encoder levels for classifiers and segmenters alike (see
+    :meth:`encode`); a classifier's head reads the last, a segmenter's decoder all of them.
+    """
+
     backbone: InflatedBackbone | None
-    head: nn.Module
-    freeze_backbone_bn_stats: bool = False
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode and self.freeze_backbone_bn_stats and self.backbone is not None:
-            for module in self.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
 
     def encode(self, x: SparseTensor) -> list[SparseTensor]:
         """The decoder's skips: the input layer's full-resolution output ``x_i``, then the last output of
@@ -189,8 +185,15 @@ class TransferredNetwork(nn.Module):
             _keep_last_of_stride(skips, out)
         return skips
 
+    def forward_features(self, x: SparseTensor) -> list[SparseTensor]:
+        """The encoder levels, finest first; the last is the deepest stage's output."""
+        return self.encode(x)
 
-class SparseClassifier(TransferredNetwork):
+    def forward(self, x: SparseTensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class SparseClassifier(SparseNetwork):
     """Classification: logits ``[batch_size, num_classes]`` for a batch of shapes."""
 
     def __init__(self, input_layer: InputLayer, backbone: InflatedBackbone | None, head: ClassificationHead):
@@ -199,35 +202,23 @@ class SparseClassifier(TransferredNetwork):
         self.backbone = backbone
         self.head = head
 
-    def forward_features(self, x: SparseTensor) -> SparseTensor:
-        x = self.input_layer(x)
-        return x if self.backbone is None else self.backbone(x)
-
-    def forward_head(self, features: SparseTensor) -> torch.Tensor:
-        return self.head(features)
-
-    def forward(self, x: SparseTensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward_head(self, features: list[SparseTensor]) -> torch.Tensor:
+        """Pool and classify the deepest level."""
+        return self.head(features[-1])
 
 
-class SparseSegmenter(TransferredNetwork):
+class SparseSegmenter(SparseNetwork):
     """Segmentation: logits ``[num_sites, num_classes]`` for every site of the input tensor."""
 
-    def __init__(self, input_layer: InputLayer, backbone: InflatedBackbone | None,
-                 head: SkipDecoder):
+    def __init__(self, input_layer: InputLayer, backbone: InflatedBackbone | None, head: SkipDecoder):
         super().__init__()
         self.input_layer = input_layer
         self.backbone = backbone
         self.head = head
 
-    def forward_features(self, x: SparseTensor) -> list[SparseTensor]:
-        return self.encode(x)
-
     def forward_head(self, features: list[SparseTensor]) -> torch.Tensor:
+        """Decode every level back to the input's sites."""
         return self.head(features)
-
-    def forward(self, x: SparseTensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _keep_last_of_stride(skips: list, entry) -> None:
@@ -249,7 +240,7 @@ LINEAR_NETWORK_WIDTH = 512
 class NetworkConfig:
     """What to build. ``backbone`` is a registered 2D model name, or ``"none"`` (Listing 1)."""
 
-    task: str = "classification"
+    task: Task = Task.CLASSIFICATION
     backbone: str = "resnet18"
     in_features: int = 3
     num_classes: int = 40
@@ -264,7 +255,7 @@ class NetworkConfig:
 
 @dataclass
 class BuiltNetwork:
-    network: TransferredNetwork
+    network: SparseNetwork
     report: ConversionReport | None
 
 
@@ -283,14 +274,13 @@ def build_network(config: NetworkConfig, model_2d: nn.Module | None = None) -> B
     else:
         width = config.linear_width
     input_layer = InputLayer(config.in_features, width, config.input_layer, mode)
-    if config.task == "classification":
+    task = Task(config.task)
+    if task == Task.CLASSIFICATION:
         deepest = backbone.stages[-1].out_channels if backbone is not None else width
         head = ClassificationHead(deepest, config.num_classes, config.head, config.head_hidden)
-        network: TransferredNetwork = SparseClassifier(input_layer, backbone, head)
-    elif config.task == "segmentation":
-        network = SparseSegmenter(input_layer, backbone, _segmentation_head(config, input_layer, backbone, width))
+        network: SparseNetwork = SparseClassifier(input_layer, backbone, head)
     else:
-        raise ValueError(f"task must be 'classification' or 'segmentation', got {config.task!r}")
+        network = SparseSegmenter(input_layer, backbone, _segmentation_head(config, input_layer, backbone, width))
     if report is not None:
         report.initialised = [f"backbone.{key}" for key in report.initialised]
         report.initialised += [name for name, _ in network.named_parameters() if not name.startswith("backbone.")]
@@ -306,7 +296,7 @@ def _segmentation_head(config: NetworkConfig, input_layer: InputLayer, backbone:
 
 
 def encoder_levels(input_layer: InputLayer, backbone: InflatedBackbone | None, width: int) -> list[EncoderLevel]:
-    """Channels and strides of :meth:`TransferredNetwork.encode`'s outputs (``x_i`` first)."""
+    """Channels and strides of :meth:`SparseNetwork.encode`'s outputs (``x_i`` first)."""
     levels = [EncoderLevel(width, 1)]
     if input_layer.downsample is not None:
         levels.append(EncoderLevel(width, input_layer.out_stride))

@@ -6,7 +6,7 @@ its pretrained fusion ``last_layer.0-2``) computes features at 1/4 resolution, a
 classifies them with a 1x1 conv and upsamples the logits bilinearly to the image size. Points are
 labelled by back-projection and optionally RangeNet++'s kNN refinement.
 
-The network has the attributes the finetuning schemes act on (``input_layer``, ``backbone``,
+The network is a :class:`~image2point.models.base.TransferredNetwork` (``input_layer``, ``backbone``,
 ``head``, ``freeze_backbone_bn_stats``), so :func:`image2point.models.finetune.apply_finetune_scheme`
 applies to it as to the sparse networks: io, io_stats, io_bn, all and scratch (scheme ``t`` needs
 inflated filters and does not apply to a 2D backbone).
@@ -29,6 +29,7 @@ from image2point.data.range_image import (
     knn_refine,
 )
 from image2point.errors import ConfigError, DataError
+from image2point.models.base import TransferredNetwork
 from image2point.models2d.hrnet import HRNet
 from image2point.models2d.registry import create_model_2d
 
@@ -69,7 +70,7 @@ class RangeSegmentationHead(nn.Module):
         return F.interpolate(logits, size=size, mode=BILINEAR, align_corners=self.align_corners)
 
 
-class RangeImageSegmenter(nn.Module):
+class RangeImageSegmenter(TransferredNetwork):
     """Range image ``[B, in_channels, H, W]`` to logits ``[B, num_classes, H, W]``.
 
     ``backbone`` is an :class:`HRNet` to use (e.g. one with Cityscapes weights loaded by
@@ -77,8 +78,6 @@ class RangeImageSegmenter(nn.Module):
     weights. The segmenter takes ownership of the given model: its classifier ``last_layer.3`` is
     removed (``reset_classifier(0)``), every other key keeps its official name under ``backbone.``.
     """
-
-    freeze_backbone_bn_stats: bool = False
 
     def __init__(
         self,
@@ -102,15 +101,6 @@ class RangeImageSegmenter(nn.Module):
         self.input_layer = RangeInputLayer(in_channels, model.in_channels)
         self.backbone = model
         self.head = RangeSegmentationHead(model.num_features, num_classes, model.align_corners)
-
-    def train(self, mode: bool = True) -> RangeImageSegmenter:
-        """As ``nn.Module.train``, but the backbone's BatchNorm stays in eval mode while frozen."""
-        super().train(mode)
-        if mode and self.freeze_backbone_bn_stats:
-            for module in self.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
 
     def forward_features(self, range_images: torch.Tensor) -> torch.Tensor:
         """Fused backbone features ``[B, num_features, ceil(H/4), ceil(W/4)]``."""

@@ -25,9 +25,6 @@ raises :class:`DataError` naming it. MNIST is small and always decoded at constr
 
 from __future__ import annotations
 
-import gzip
-import struct
-import zlib
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +37,7 @@ from torch.utils.data import Dataset
 from image2point.channels import RGB_CHANNELS
 from image2point.errors import ConfigError, DataError
 from image2point.pretrain2d.fractaldb import IMAGENET_MEAN, IMAGENET_STD
+from image2point.pretrain2d.idx_files import find_idx_file, read_idx_images, read_idx_labels
 
 UINT8_MAX = 255
 # File name endings read as images (compared case-insensitively; Tiny-ImageNet uses ".JPEG").
@@ -52,8 +50,6 @@ TINY_IMAGENET_VAL_ANNOTATIONS = "val_annotations.txt"
 # A val_annotations.txt line: file name, wnid, then the bounding box (x0, y0, x1, y1), unused here.
 VAL_ANNOTATION_FIELDS = 6
 
-MNIST_IMAGES_MAGIC = 2051
-MNIST_LABELS_MAGIC = 2049
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -61,10 +57,6 @@ MNIST_FILES = {
 MNIST_SIZE = 28
 MNIST_NUM_CLASSES = 10
 MNIST_RESIZE_MODES = ("pad", "resize")
-GZIP_SUFFIX = ".gz"
-# Big-endian uint32 fields: magic, count, then rows and columns for images.
-IDX_IMAGES_HEADER = struct.Struct(">IIII")
-IDX_LABELS_HEADER = struct.Struct(">II")
 
 _MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(RGB_CHANNELS, 1, 1)
 _STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(RGB_CHANNELS, 1, 1)
@@ -404,52 +396,3 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
         images[:, None].float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True
     )
     return resized[:, 0].round().clamp(0, UINT8_MAX).to(torch.uint8)
-
-
-def find_idx_file(root: Path, name: str) -> Path:
-    """``root/name.gz``, else ``root/name``; neither raises :class:`DataError`."""
-    for path in (root / (name + GZIP_SUFFIX), root / name):
-        if path.is_file():
-            return path
-    raise DataError(f"missing MNIST file (also looked for {name} uncompressed)", root / (name + GZIP_SUFFIX))
-
-
-def _read_idx_bytes(path: Path) -> bytes:
-    try:
-        if path.name.endswith(GZIP_SUFFIX):
-            with gzip.open(path, "rb") as stream:
-                return stream.read()
-        return path.read_bytes()
-    except (OSError, EOFError, zlib.error) as error:
-        raise DataError(f"cannot read idx file: {error}", path) from error
-
-
-def _unpack_header(data: bytes, header: struct.Struct, magic: int, kind: str, path: Path) -> tuple[int, ...]:
-    if len(data) < header.size:
-        raise DataError(f"idx file is {len(data)} bytes, shorter than its {header.size}-byte header", path)
-    fields = header.unpack_from(data)
-    if fields[0] != magic:
-        raise DataError(f"idx magic number is {fields[0]}, expected {magic} for {kind}", path)
-    return fields[1:]
-
-
-def _payload(data: bytes, header: struct.Struct, expected: int, path: Path) -> np.ndarray:
-    payload = np.frombuffer(data, dtype=np.uint8, offset=header.size)
-    if payload.size != expected:
-        raise DataError(f"idx file holds {payload.size} data bytes, its header announces {expected}", path)
-    # A writable copy: torch refuses to share memory with the read-only buffer of ``data``.
-    return payload.copy()
-
-
-def read_idx_images(path: Path) -> np.ndarray:
-    """The uint8 ``[N, rows, cols]`` images of an idx3 file (magic number 2051)."""
-    data = _read_idx_bytes(path)
-    count, rows, cols = _unpack_header(data, IDX_IMAGES_HEADER, MNIST_IMAGES_MAGIC, "images", path)
-    return _payload(data, IDX_IMAGES_HEADER, count * rows * cols, path).reshape(count, rows, cols)
-
-
-def read_idx_labels(path: Path) -> np.ndarray:
-    """The uint8 ``[N]`` labels of an idx1 file (magic number 2049)."""
-    data = _read_idx_bytes(path)
-    (count,) = _unpack_header(data, IDX_LABELS_HEADER, MNIST_LABELS_MAGIC, "labels", path)
-    return _payload(data, IDX_LABELS_HEADER, count, path)

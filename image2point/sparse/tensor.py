@@ -19,7 +19,10 @@ from typing import Any, Hashable
 
 import torch
 
-BACKENDS = ("torch", "spconv")
+from image2point.sparse.backends.protocol import SPARSE_BACKENDS, backend_names
+
+# The backends registered in image2point.sparse.backends (torch, spconv); a tensor checks the live registry.
+BACKENDS = backend_names()
 
 
 @dataclass
@@ -50,8 +53,8 @@ class SparseTensor:
         # Native kernels (spconv's among them) read raw memory: keep rows contiguous.
         self.coords = self.coords.contiguous()
         self.features = self.features.contiguous()
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown sparse backend {self.backend!r}; choose one of {BACKENDS}")
+        if self.backend not in SPARSE_BACKENDS:
+            raise ValueError(f"unknown sparse backend {self.backend!r}; choose one of {backend_names()}")
 
     @property
     def stride(self) -> int:
@@ -69,6 +72,17 @@ class SparseTensor:
     @property
     def device(self) -> torch.device:
         return self.features.device
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "SparseTensor":
+        """This tensor on ``device``: itself when already there (cache kept), else a copy of features and
+        coordinates with an empty cache, since the cached maps hold tensors of the old device. The copy
+        keeps its level, so its stride is unchanged."""
+        device = torch.device(device)
+        if _same_device(self.device, device) and _same_device(self.coords.device, device):
+            return self
+        return SparseTensor(self.features.to(device, non_blocking=non_blocking),
+                            self.coords.to(device, non_blocking=non_blocking), self.batch_size, self.backend,
+                            level=self.level)
 
     def replace_features(self, features: torch.Tensor) -> "SparseTensor":
         """Same sites, new features (the result of a pointwise op such as BN or ReLU)."""
@@ -97,3 +111,13 @@ class SparseTensor:
         b, x, y, z = coords.unbind(1)
         features = dense[b, :, x, y, z]
         return cls(features, coords, dense.shape[0], backend=backend)
+
+
+def _same_device(actual: torch.device, wanted: torch.device) -> bool:
+    """Whether a tensor on ``actual`` is on ``wanted``; ``cuda`` without an index means the current GPU,
+    as ``Tensor.to`` reads it (tensors report ``cuda:0``, which does not compare equal to ``cuda``)."""
+    if actual.type != wanted.type:
+        return False
+    if actual.type != "cuda":
+        return True
+    return actual.index == (torch.cuda.current_device() if wanted.index is None else wanted.index)

@@ -1,53 +1,35 @@
-"""Typed run configurations: nested dataclasses filled from a YAML file and ``key=value`` overrides.
-
-A schema is any dataclass whose fields are plain types (int, float, bool, str, Path), ``Literal``,
-``Enum`` (written as its members' values),
-``Optional``/unions, ``list``/``tuple``/``dict`` of those, or nested schema dataclasses. A YAML file
-may set any subset of the fields; overrides use dotted keys (``optim.lr=0.01``) and YAML values
-(``model.pretrained=null``; lists and tuples as ``[1,2]``). Every value is checked against the
-field's type hint, and every error names its source (the file, or the override) and the dotted key.
+"""The run configuration: one typed section each for data, model, finetuning, optimiser, schedule and
+training, read from a YAML file and ``key=value`` overrides by :mod:`image2point.train.schema`.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
-import enum
-import types
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path, PurePath
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
 
-import yaml
-
-from image2point.checkpoint import atomic_write
 from image2point.data.pipelines import ModelNet40Pipeline, S3DISPipeline, SemanticKITTIPipeline
-from image2point.data.registry import dataset_names
-from image2point.errors import ConfigError
+from image2point.data.registry import dataset_entry, dataset_names
 from image2point.inflate.transforms import TRANSFORM_NAMES, unknown_transform_message
 from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
-from image2point.sparse.tensor import BACKENDS
+from image2point.sparse.backends import SPARSE_BACKENDS, backend_names
+from image2point.tasks import Task
+from image2point.train.families import MODEL_FAMILIES
+from image2point.train.schema import FieldValueError, SchemaT, apply_override, load_schema, require, schema_from_mapping
+from image2point.train.yaml_io import config_to_dict, read_config_file, save_config
 
-SchemaT = TypeVar("SchemaT")
+_require = require
+# The config API (the schema functions re-exported, so callers keep importing them from here).
+__all__ = [
+    "DataConfig", "FieldValueError", "FinetuneConfig", "ModelConfig", "OptimConfig",
+    "RangeImageConfig", "RunConfig", "ScheduleConfig", "TrainConfig", "apply_override", "config_from_mapping",
+    "config_to_dict", "dataset_task", "load_config", "read_config_file", "save_config", "upgrade_stored_head",
+]
 
-# The three model families of the paper: inflated sparse 3D ConvNets on voxels, PointNet++ on raw
-# points, and a 2D ConvNet (HRNet) on LiDAR range images.
-ModelFamily = Literal["voxel", "pointnet2", "range"]
-
-
-class FieldValueError(ValueError):
-    """A field value of the right type outside its valid range, raised by a schema's ``__post_init__``."""
-
-    def __init__(self, field_name: str, message: str):
-        self.field_name = field_name
-        super().__init__(message)
-
-
-def _require(condition: bool, field_name: str, requirement: str, value: Any) -> None:
-    """Range checks for ``__post_init__``; the loader prefixes the section and the source."""
-    if not condition:
-        raise FieldValueError(field_name, f"{field_name} must be {requirement}, got {value!r}")
+# The head every stored config of an older image2point names when it left model.head unset.
+STORED_MLP_HEAD = "mlp"
 
 
 @dataclasses.dataclass
@@ -130,10 +112,11 @@ class DataConfig:
 
 @dataclasses.dataclass
 class ModelConfig:
-    # voxel: ``backbone`` is a 2D ConvNet inflated to 3D; pointnet2: ``backbone`` is pointnet2_ssg and
-    # ``pretrained`` a PointNet++ checkpoint (e.g. pretrained on images, each pixel a point); range:
-    # ``backbone`` is an HRNet (hrnet_w18, hrnet_w48) run on range images.
-    family: ModelFamily = "voxel"
+    # A registered model family (image2point.train.families): the paper's three are voxel (``backbone``
+    # a 2D ConvNet inflated to 3D), pointnet2 (``backbone`` pointnet2_ssg, ``pretrained`` a PointNet++
+    # checkpoint, e.g. pretrained on images, each pixel a point) and range (``backbone`` an HRNet,
+    # hrnet_w18 or hrnet_w48, run on range images).
+    family: str = "voxel"
     backbone: str = "resnet18"
     # A checkpoint path or a registered weight name; None starts from random weights.
     pretrained: str | None = None
@@ -143,7 +126,9 @@ class ModelConfig:
     # Divide T by the kernel size, so a field constant along the copy axis gives the 2D response.
     normalize_t: bool = False
     input_layer: Literal["conv3", "linear"] = "conv3"
-    head: Literal["mlp", "linear", "unet"] = "mlp"
+    # Output layer: mlp or linear (classification), unet or linear (segmentation); null: the task's
+    # default, mlp for classification and unet for segmentation.
+    head: Literal["mlp", "linear", "unet"] | None = None
     # Hidden width of the mlp classification head (Listing 3: 1024; models.heads.HEAD_HIDDEN_CHANNELS).
     head_hidden: int = 1024
     # Channels of the network without a backbone, backbone=none (Listing 1: ResNet-18's deepest width,
@@ -161,8 +146,10 @@ class ModelConfig:
     knn_refine: bool = False
 
     def __post_init__(self) -> None:
+        _require(self.family in MODEL_FAMILIES, "family", f"one of {', '.join(MODEL_FAMILIES)}", self.family)
         _require(
-            self.backend is None or self.backend in BACKENDS, "backend", f"one of {BACKENDS} or null", self.backend
+            self.backend is None or self.backend in SPARSE_BACKENDS, "backend", f"one of {backend_names()} or null",
+            self.backend
         )
         if self.transform not in TRANSFORM_NAMES:
             raise FieldValueError("transform", f"transform: {unknown_transform_message(self.transform)}")
@@ -252,370 +239,38 @@ class RunConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
 
-def load_config(
-    path: str | Path | None,
-    overrides: Sequence[str] = (),
-    schema: type[SchemaT] = RunConfig,  # type: ignore[assignment]
-) -> SchemaT:
-    """Build ``schema`` from its defaults, updated by the YAML file at ``path`` (if any), then ``overrides`` in order.
-
-    Overrides are merged before the dataclasses are built, so they can also supply fields the schema
-    leaves without a default.
-    """
-    if isinstance(overrides, str):
-        raise TypeError("overrides must be a sequence of 'key=value' strings, not a single string")
-    if path is None:
-        source, mapping = f"{schema.__name__} defaults", {}
-    else:
-        source, mapping = str(path), copy.deepcopy(dict(_read_yaml_mapping(Path(path))))
-    for override in overrides:
-        parts, value = _parse_override(schema, override)
-        node = mapping
-        for part in parts[:-1]:
-            # A missing, null or scalar entry at a section is superseded by the override's keys.
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = value
-    return _build(schema, mapping, source, "", None)
+def dataset_task(name: str) -> Task:
+    """What a network learns on the registered dataset ``name``: a class per cloud, or per point."""
+    return dataset_entry(name).task
 
 
-def apply_override(config: SchemaT, override: str) -> SchemaT:
-    """Return a copy of ``config`` with one ``dotted.key=value`` override applied."""
-    parts, value = _parse_override(type(config), override)
-    nested: Any = value
-    for part in reversed(parts):
-        nested = {part: nested}
-    return _build(type(config), nested, value.source, "", config)
+def load_config(path: str | Path | None, overrides: Sequence[str] = (),
+                schema: type[SchemaT] = RunConfig) -> SchemaT:  # type: ignore[assignment]
+    """A run config (or ``schema``) from its defaults, the YAML file at ``path`` (if any), then ``overrides``
+    in order (see :func:`image2point.train.schema.load_schema`)."""
+    return load_schema(path, overrides, schema)
 
 
-@dataclasses.dataclass(frozen=True)
-class _OverrideValue:
-    """A parsed override value, carrying its override so errors found while building name it."""
-
-    value: Any
-    source: str
-
-
-def _parse_override(schema: type, override: str) -> tuple[list[str], _OverrideValue]:
-    """Split ``dotted.key=value``, check the key exists in ``schema`` and parse the value for its field."""
-    source = f"override {override!r}"
-    key, separator, raw_value = override.partition("=")
-    key = key.strip()
-    if not separator or not key:
-        raise ConfigError(f"{source}: expected dotted.key=value")
-    parts = key.split(".")
-    if not all(parts):
-        raise ConfigError(f"{source}: key {key!r} has an empty part")
-    hint = _resolve_hint(schema, parts, source)
-    value = _parse_override_value(raw_value, hint, source)
-    if value is not None and _schema_in(hint) is not None:
-        raise ConfigError(f"{source}: {key!r} is a section; set its keys one by one ({key}.<key>=value)")
-    return parts, _OverrideValue(value, source)
+def config_from_mapping(mapping: Mapping[str, Any], source: str,
+                        schema: type[SchemaT] = RunConfig) -> SchemaT:  # type: ignore[assignment]
+    """A config from an already parsed mapping (the one stored in a checkpoint or beside an export),
+    validated like a file; errors name ``source``. A stored run config is read as its writer meant it
+    (:func:`upgrade_stored_head`)."""
+    if schema is RunConfig:
+        mapping = upgrade_stored_head(mapping)
+    return schema_from_mapping(mapping, source, schema)
 
 
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """Plain nested dicts, lists and scalars (what YAML and JSON can hold) in field order."""
-    if not dataclasses.is_dataclass(config) or isinstance(config, type):
-        raise TypeError(f"expected a dataclass instance, got {type(config).__name__}")
-    return {field.name: _to_plain(getattr(config, field.name)) for field in dataclasses.fields(config)}
-
-
-def save_config(config: Any, path: str | Path) -> None:
-    """Write ``config`` as YAML atomically; :func:`load_config` reads it back to an equal config."""
-    text = yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
-    try:
-        with atomic_write(path, "w") as handle:
-            handle.write(text)
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot write config: {error.strerror or error}") from error
-
-
-def _to_plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return config_to_dict(value)
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(item) for item in value]
-    if isinstance(value, Mapping):
-        return {key: _to_plain(item) for key, item in value.items()}
-    if isinstance(value, PurePath):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    return value
-
-
-def read_config_file(path: str | Path) -> Mapping[Any, Any]:
-    """The key mapping of a YAML config file, not yet validated (errors name the file)."""
-    return _read_yaml_mapping(Path(path))
-
-
-def _read_yaml_mapping(path: Path) -> Mapping[Any, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read config: {error}") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(error).split())}") from error
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, Mapping):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(loaded).__name__}")
-    return loaded
-
-
-def _field_hints(schema: type) -> dict[str, Any]:
-    """Resolved type hints of the fields ``schema.__init__`` takes, in declaration order."""
-    try:
-        hints = get_type_hints(schema)
-    except NameError as error:
-        raise TypeError(f"cannot resolve the type hints of {schema.__name__}: {error}") from error
-    return {field.name: hints[field.name] for field in dataclasses.fields(schema) if field.init}
-
-
-def _is_schema(hint: Any) -> bool:
-    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
-
-
-def _is_union(hint: Any) -> bool:
-    return get_origin(hint) in (Union, types.UnionType)
-
-
-def _unknown_key(source: str, prefix: str, name: str, valid_names: Sequence[str]) -> ConfigError:
-    matches = difflib.get_close_matches(name, valid_names, n=1)
-    if matches:
-        hint = f"did you mean {prefix + matches[0]!r}?"
-    else:
-        hint = "valid keys: " + ", ".join(prefix + valid for valid in valid_names)
-    return ConfigError(f"{source}: unknown key {prefix + name!r} ({hint})")
-
-
-def _resolve_hint(schema: type, parts: Sequence[str], source: str) -> Any:
-    """The type hint of the field at ``parts`` (a dotted key split), checking every step exists."""
-    hint: Any = schema
-    for depth, part in enumerate(parts):
-        prefix = "".join(f"{step}." for step in parts[:depth])
-        section = _schema_in(hint)
-        if section is None:
-            raise ConfigError(f"{source}: {prefix.rstrip('.')!r} is a value, not a section with key {part!r}")
-        hints = _field_hints(section)
-        if part not in hints:
-            raise _unknown_key(source, prefix, part, list(hints))
-        hint = hints[part]
-    return hint
-
-
-def _schema_in(hint: Any) -> type | None:
-    """The schema dataclass in ``hint`` (itself, or the one member of an Optional), else None."""
-    if _is_schema(hint):
-        return hint
-    if _is_union(hint):
-        schemas = [option for option in get_args(hint) if _is_schema(option)]
-        if len(schemas) == 1:
-            return schemas[0]
-    return None
-
-
-def _is_text_hint(hint: Any) -> bool:
-    """Whether a field takes only text (str, Path, string Literals), optionally None."""
-    if hint is str or (isinstance(hint, type) and issubclass(hint, PurePath)):
-        return True
-    if get_origin(hint) is Literal:
-        return all(isinstance(choice, str) for choice in get_args(hint))
-    if _is_enum(hint):
-        return all(isinstance(member.value, str) for member in hint)
-    if _is_union(hint):
-        options = [option for option in get_args(hint) if option is not type(None)]
-        return all(_is_text_hint(option) for option in options)
-    return False
-
-
-def _is_enum(hint: Any) -> bool:
-    return isinstance(hint, type) and issubclass(hint, enum.Enum)
-
-
-def _parse_override_value(raw_value: str, hint: Any, source: str) -> Any:
-    """YAML-parse an override value; text fields keep the text as typed (``run_dir=0.10`` stays "0.10")."""
-    try:
-        parsed = yaml.safe_load(raw_value)
-    except yaml.YAMLError as error:
-        if _is_text_hint(hint):
-            return raw_value.strip()
-        raise ConfigError(f"{source}: value is not valid YAML: {' '.join(str(error).split())}") from error
-    if parsed is None or isinstance(parsed, str) or not _is_text_hint(hint):
-        return parsed
-    return raw_value.strip()
-
-
-def config_from_mapping(mapping: Mapping[str, Any], source: str, schema: type[SchemaT] = RunConfig) -> SchemaT:  # type: ignore[assignment]
-    """A config from an already parsed mapping (e.g. the one stored in a checkpoint), validated like a
-    file; errors name ``source``."""
-    return _build(schema, mapping, source, "", None)
-
-
-def _build(schema: type[SchemaT], mapping: Any, source: str, prefix: str, base: SchemaT | None) -> SchemaT:
-    """Instantiate ``schema`` from ``base`` (or the defaults) updated with ``mapping``."""
-    if not isinstance(mapping, Mapping):
-        section = prefix.rstrip(".") or "the top level"
-        raise ConfigError(f"{source}: {section!r} must be a mapping of keys, got {_describe_value(mapping)}")
-    hints = _field_hints(schema)
-    values: dict[str, Any] = _section_defaults(schema) if base is None else {name: getattr(base, name) for name in hints}
-    for key, value in mapping.items():
-        name = str(key)
-        if name not in hints:
-            raise _unknown_key(source, prefix, name, list(hints))
-        values[name] = _coerce(value, hints[name], prefix + name, source, values.get(name))
-    for field in dataclasses.fields(schema):
-        has_default = field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
-        if field.init and field.name not in values and not has_default:
-            raise ConfigError(f"{source}: missing required key {prefix + field.name!r}")
-    try:
-        return schema(**values)
-    except ConfigError:
-        raise
-    except FieldValueError as error:
-        # Name whichever set the offending field: an override, else this section's source.
-        offending = mapping.get(error.field_name)
-        field_source = offending.source if isinstance(offending, _OverrideValue) else source
-        raise ConfigError(f"{field_source}: {prefix}{error}") from error
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{source}: invalid {prefix.rstrip('.') or schema.__name__}: {error}") from error
-
-
-def _section_defaults(schema: type) -> dict[str, Any]:
-    """The default of every nested-section field, so a partial section updates the parent's default for it
-    (e.g. S3DIS's flip settings) rather than the section class's own defaults."""
-    defaults = {}
-    for field in dataclasses.fields(schema):
-        if field.init and field.default_factory is not dataclasses.MISSING:
-            value = field.default_factory()
-            if dataclasses.is_dataclass(value):
-                defaults[field.name] = value
-    return defaults
-
-
-def _describe_value(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"
-
-
-def _describe_hint(hint: Any) -> str:
-    if hint is type(None):
-        return "null"
-    if _is_enum(hint):
-        return "one of " + ", ".join(repr(member.value) for member in hint)
-    if isinstance(hint, type):
-        return hint.__name__
-    if get_origin(hint) is Literal:
-        return "one of " + ", ".join(repr(choice) for choice in get_args(hint))
-    if _is_union(hint):
-        return " or ".join(_describe_hint(option) for option in get_args(hint))
-    return str(hint)
-
-
-def _coerce(value: Any, hint: Any, key: str, source: str, current: Any) -> Any:
-    """Check ``value`` against ``hint`` and convert it (YAML lists to tuples, numbers to float, ...)."""
-
-    def mismatch() -> ConfigError:
-        return ConfigError(f"{source}: key {key!r}: expected {_describe_hint(hint)}, got {_describe_value(value)}")
-
-    if isinstance(value, _OverrideValue):
-        return _coerce(value.value, hint, key, value.source, current)
-    origin = get_origin(hint)
-    if hint is Any:
-        return value
-    if _is_union(hint):
-        options = [option for option in get_args(hint) if option is not type(None)]
-        if value is None:
-            if len(options) < len(get_args(hint)):
-                return None
-            raise mismatch()
-        if len(options) == 1:
-            # Optional[X]: X's own error is the precise one (e.g. an unknown key inside a section).
-            return _coerce(value, options[0], key, source, current)
-        for option in options:
-            try:
-                return _coerce(value, option, key, source, current)
-            except ConfigError:
-                continue
-        raise mismatch()
-    if origin is Literal:
-        choices = get_args(hint)
-        # Compare types too: True == 1, but a bool is not a valid choice for Literal[1].
-        if any(value == choice and type(value) is type(choice) for choice in choices):
-            return value
-        raise ConfigError(f"{source}: key {key!r}: must be {_describe_hint(hint)}, got {value!r}")
-    if _is_enum(hint):
-        if isinstance(value, hint):
-            return value
-        member = next((member for member in hint if member.value == value and type(member.value) is type(value)), None)
-        if member is None:
-            raise ConfigError(f"{source}: key {key!r}: must be {_describe_hint(hint)}, got {value!r}")
-        return member
-    if hint is type(None):
-        if value is None:
-            return None
-        raise mismatch()
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise mismatch()
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise mismatch()
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            # PyYAML reads exponents without a dot (1e-4) as strings.
-            try:
-                return float(value)
-            except ValueError:
-                raise mismatch() from None
-        raise mismatch()
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise mismatch()
-    if isinstance(hint, type) and issubclass(hint, PurePath):
-        if isinstance(value, (str, PurePath)):
-            return hint(value)
-        raise mismatch()
-    if hint is list or origin is list or origin is Sequence:
-        if not isinstance(value, (list, tuple)):
-            raise mismatch()
-        item_hint = get_args(hint)[0] if get_args(hint) else Any
-        return [_coerce(item, item_hint, f"{key}[{index}]", source, None) for index, item in enumerate(value)]
-    if hint is tuple or origin is tuple:
-        return _coerce_tuple(value, hint, key, source, mismatch)
-    if hint is dict or origin is dict:
-        if not isinstance(value, Mapping):
-            raise mismatch()
-        key_hint, item_hint = get_args(hint) or (Any, Any)
-        return {
-            _coerce(item_key, key_hint, key, source, None): _coerce(item, item_hint, f"{key}.{item_key}", source, None)
-            for item_key, item in value.items()
-        }
-    if _is_schema(hint):
-        if isinstance(value, hint):
-            return value
-        return _build(hint, value, source, key + ".", current if isinstance(current, hint) else None)
-    raise TypeError(f"config key {key!r}: unsupported field type {hint!r}")
-
-
-def _coerce_tuple(value: Any, hint: Any, key: str, source: str, mismatch: Callable[[], ConfigError]) -> tuple[Any, ...]:
-    if not isinstance(value, (list, tuple)):
-        raise mismatch()
-    item_hints = get_args(hint)
-    if not item_hints:
-        return tuple(value)
-    if len(item_hints) == 2 and item_hints[1] is Ellipsis:
-        item_hints = (item_hints[0],) * len(value)
-    elif len(item_hints) != len(value):
-        raise ConfigError(f"{source}: key {key!r}: expected {len(item_hints)} items, got {len(value)}")
-    return tuple(
-        _coerce(item, item_hint, f"{key}[{index}]", source, None)
-        for index, (item, item_hint) in enumerate(zip(value, item_hints, strict=True))
-    )
+def upgrade_stored_head(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``model.head`` once defaulted to mlp for every task, and a segmentation network built its default
+    (unet) for it; a stored segmentation config saying mlp is read as null, the task's default, now that
+    asking a segmentation network for an mlp head is refused."""
+    model, data = mapping.get("model"), mapping.get("data")
+    if not (isinstance(model, Mapping) and model.get("head") == STORED_MLP_HEAD and isinstance(data, Mapping)):
+        return mapping
+    name = str(data.get("name", DataConfig.name))
+    if name not in dataset_names() or dataset_task(name) != Task.SEGMENTATION:
+        return mapping  # an unknown dataset is refused by the validation that follows
+    upgraded = copy.copy(dict(mapping))
+    upgraded["model"] = {**model, "head": None}
+    return upgraded

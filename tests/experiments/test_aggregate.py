@@ -8,7 +8,7 @@ import math
 import pytest
 
 from image2point.experiments.aggregate import collect_cells, render_csv, render_markdown, summarise, write_table_results
-from image2point.experiments.runner import FINISHED, MISSING, NO_DATA, PENDING, ExperimentContext, PlannedRun
+from image2point.experiments.plan import FINISHED, MISSING, NO_DATA, PENDING, ExperimentContext, PlannedRun
 from image2point.experiments.specs import RunSpec, TableLayout, TableSpec
 
 ROWS, COLUMNS = ("I,O", "scratch"), ("ModelNet40", "SemanticKITTI")

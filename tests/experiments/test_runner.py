@@ -9,18 +9,9 @@ import pytest
 from image2point.cli import EXIT_BAD_INPUT, main
 from image2point.errors import ConfigError, DataError
 from image2point.experiments import ExperimentContext, ExperimentRequest, get_table, plan_table, run_experiment
-from image2point.experiments.runner import (
-    FINISHED,
-    MISSING,
-    NO_DATA,
-    PENDING,
-    RESUME,
-    command_line,
-    execute_plan,
-    format_seeds,
-    make_context,
-    parse_seeds,
-)
+from image2point.experiments.plan import (FINISHED, MISSING, NO_DATA, PENDING, RESUME, format_seeds, make_context,
+                                         parse_seeds)
+from image2point.experiments.runner import command_line, execute_plan
 from image2point.experiments.sources import SOURCES
 
 

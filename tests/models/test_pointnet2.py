@@ -203,7 +203,7 @@ def test_chunked_pairwise_computations_equal_unchunked(monkeypatch):
     features = torch.randn(BATCH, 4, 30, dtype=torch.float64)
     whole_query = ball_query(points, centres, 0.6, 6)
     whole_interpolation = three_nn_interpolate(points, centres, features)
-    monkeypatch.setattr(pointnet2, "PAIRWISE_CHUNK_ELEMENTS", 7 * BATCH * 50)
+    monkeypatch.setattr(pointnet2.ops, "PAIRWISE_CHUNK_ELEMENTS", 7 * BATCH * 50)
     assert torch.equal(ball_query(points, centres, 0.6, 6), whole_query)
     assert torch.equal(three_nn_interpolate(points, centres, features), whole_interpolation)
 
@@ -307,7 +307,9 @@ def test_classifier_and_segmenter_output_shapes(in_features, device):
     assert [tuple(level.xyz.shape) for level in levels] == [(BATCH, POINTS, 3), (BATCH, 16, 3), (BATCH, 4, 3),
                                                             (BATCH, 1, 3)]
     assert [level.features.shape[1] for level in levels[1:]] == [8, 16, 32]
-    assert classifier.forward_features(xyz, features).shape == (BATCH, 32)
+    features_of_levels = classifier.forward_features(xyz, features)
+    assert [level.xyz.shape for level in features_of_levels] == [level.xyz.shape for level in levels]
+    assert classifier.global_feature(features_of_levels).shape == (BATCH, 32)
     assert classifier(xyz, features).shape == (BATCH, NUM_CLASSES)
     segmenter = PointNet2Segmenter(in_features, NUM_CLASSES, TINY).to(device)
     logits = segmenter(xyz, features)

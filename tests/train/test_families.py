@@ -9,8 +9,9 @@ import torch
 from image2point import cli
 from image2point.checkpoint import load_checkpoint, save_checkpoint
 from image2point.errors import CheckpointError, ConfigError
-from image2point.models.pointnet2 import PixelsAsPoints, pixel_pretraining_network
+from image2point.models.pointnet2 import pixel_pretraining_network
 from image2point.models2d import create_model_2d
+from image2point.pretrain2d.pixels_as_points import PixelsAsPoints
 from image2point.train import loop
 from image2point.train.builders import build_model
 from image2point.train.config import load_config

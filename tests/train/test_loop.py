@@ -43,17 +43,17 @@ def test_resume_after_interruption_repeats_the_uninterrupted_run(tmp_path, monke
     on_device = f"train.device={device}"
     reference = loop.run_training(tiny_config(tmp_path / "straight", on_device), quiet=True)
 
-    real_save = loop.save_checkpoint
+    real_save = loop.save_training_checkpoint
 
-    def save_then_die(path, state):
-        real_save(path, state)
-        if path.name == loop.LAST_CHECKPOINT and state["epoch"] == 0:
+    def save_then_die(path, checkpoint):
+        real_save(path, checkpoint)
+        if path.name == loop.LAST_CHECKPOINT and checkpoint.progress.epoch == 0:
             raise Interrupted
 
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(loop, "save_training_checkpoint", save_then_die)
     with pytest.raises(Interrupted):
         loop.run_training(tiny_config(tmp_path / "interrupted", on_device), quiet=True)
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    monkeypatch.setattr(loop, "save_training_checkpoint", real_save)
     resumed = loop.run_training(tiny_config(tmp_path / "interrupted", on_device), resume=True, quiet=True)
 
     if device == "cpu":

@@ -1,34 +1,33 @@
-"""Execution backends for sparse convolution and pooling; both take the same kernel maps.
+"""Execution backends for sparse convolution and pooling; all take the same kernel maps.
 
-A backend is a module with ``prepare(kernel_map)``, ``conv(features, weight, prepared)`` and
-``max_pool(features, prepared)``, and a ``FALLBACKS`` dict: the :class:`SparseOp` it cannot run, each
-with the reason, which then run on the torch backend (per layer: the rest of the network stays on its
-backend). :func:`backend_fallbacks` lists them (``image2point env`` prints it). ``default_backend(device)``
+A backend satisfies :class:`~image2point.sparse.backends.protocol.SparseBackend` (``prepare(kernel_map)``,
+``conv(features, weight, prepared)``, ``max_pool(features, prepared)``) and has a ``FALLBACKS`` dict: the
+:class:`SparseOp` it cannot run, each with the reason, which then run on the torch backend (per layer:
+the rest of the network stays on its backend). Backends are registered below, by name, with
+:func:`~image2point.sparse.backends.protocol.register_backend`. :func:`backend_fallbacks` lists them (``image2point env`` prints it). ``default_backend(device)``
 picks the faster one per device, as measured by ``benchmarks/bench_sparse.py`` (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import enum
 import os
 from dataclasses import dataclass
-from types import ModuleType
 
 import torch
 
-from image2point.sparse.tensor import BACKENDS
+from image2point.sparse.backends.protocol import (  # noqa: F401  (the backends' public API)
+    SPARSE_BACKENDS,
+    FullSparseBackend,
+    SparseBackend,
+    SparseOp,
+    backend_names,
+    get_backend,
+    register_backend,
+)
 
 BACKEND_ENV_VAR = "IMAGE2POINT_SPARSE_BACKEND"
 # Every backend can run every op on this one.
 FALLBACK_BACKEND = "torch"
-
-
-class SparseOp(enum.Enum):
-    """Sparse operations whose execution a backend may hand to another one."""
-
-    GROUPED_CONV = "grouped conv"  # groups > 1, other than depthwise
-    DEPTHWISE_CONV = "depthwise conv"  # groups = C_in = C_out
-    AVG_POOL = "avg pool"
 
 
 @dataclass(frozen=True)
@@ -41,16 +40,18 @@ class Fallback:
     reason: str
 
 
-def get_backend(name: str) -> ModuleType:
-    if name == "torch":
-        from image2point.sparse.backends import torch_backend
+@register_backend("torch")
+def _torch_backend() -> FullSparseBackend:
+    from image2point.sparse.backends import torch_backend
 
-        return torch_backend
-    if name == "spconv":
-        from image2point.sparse.backends import spconv_backend
+    return torch_backend
 
-        return spconv_backend
-    raise ValueError(f"unknown sparse backend {name!r}; choose one of {BACKENDS}")
+
+@register_backend("spconv")
+def _spconv_backend() -> SparseBackend:
+    from image2point.sparse.backends import spconv_backend
+
+    return spconv_backend
 
 
 def execution_backend(name: str, op: SparseOp) -> str:
@@ -61,7 +62,7 @@ def execution_backend(name: str, op: SparseOp) -> str:
 def backend_fallbacks() -> list[Fallback]:
     """Every op that some backend hands to the fallback backend, and why."""
     return [Fallback(op, name, FALLBACK_BACKEND, reason)
-            for name in BACKENDS for op, reason in get_backend(name).FALLBACKS.items()]
+            for name in backend_names() for op, reason in get_backend(name).FALLBACKS.items()]
 
 
 def spconv_available() -> bool:
@@ -92,8 +93,8 @@ def choose_backend(device: torch.device | str = "cpu") -> BackendChoice:
     """:func:`default_backend` with its reason."""
     chosen = os.environ.get(BACKEND_ENV_VAR)
     if chosen:
-        if chosen not in BACKENDS:
-            raise ValueError(f"{BACKEND_ENV_VAR}={chosen!r} is not one of {BACKENDS}")
+        if chosen not in SPARSE_BACKENDS:
+            raise ValueError(f"{BACKEND_ENV_VAR}={chosen!r} is not one of {backend_names()}")
         return BackendChoice(chosen, f"set by {BACKEND_ENV_VAR}")
     if torch.device(device).type == "cuda":
         if spconv_has_cuda_kernels():
