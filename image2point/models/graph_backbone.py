@@ -31,7 +31,7 @@ from image2point.inflate.fx_graph import trace_for_conversion
 from image2point.inflate.graph_convert import build_from_graph, resolve_output, set_outputs, transfer_with_report
 from image2point.inflate.settings import InflationSettings, UnsupportedLayerError
 from image2point.inflate.transfer import ConversionReport
-from image2point.models.networks import StageInfo
+from image2point.models.stages import StageInfo
 from image2point.models2d.espnet import ESPNetC
 from image2point.models2d.espnetv2 import ESPNetV2
 from image2point.sparse.kernel_map import DOWNSAMPLE_FACTOR

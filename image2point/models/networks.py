@@ -30,6 +30,7 @@ from image2point.models.base import TransferredNetwork
 from image2point.models.decoder import SEGMENTATION_HEADS, EncoderLevel, SkipDecoder
 from image2point.models.heads import HEAD_HIDDEN_CHANNELS, ClassificationHead
 from image2point.models.layers import InputLayer
+from image2point.models.stages import StageInfo
 
 # ---------------------------------------------------------------------------------------------------
 # Which parts of a 2D model are stem, stages and classifier.
@@ -82,14 +83,6 @@ def backbone_spec(model_2d: nn.Module) -> BackboneSpec:
 
 # ---------------------------------------------------------------------------------------------------
 # The inflated backbone: the 2D stages in 3D.
-
-
-@dataclass(frozen=True)
-class StageInfo:
-    name: str
-    in_channels: int
-    out_channels: int
-    num_downsamples: int
 
 
 def _downsamples(module: nn.Module) -> bool:
