@@ -32,6 +32,7 @@ bench: install
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_predict.py
 	$(PY) benchmarks/bench_families.py
+	$(PY) benchmarks/bench_backbones.py
 	$(PY) benchmarks/bench_startup.py
 
 # The GPU device check (benchmarks/device_check.sh) in its CPU mode: the same steps, small, on the CPU, with

@@ -255,6 +255,33 @@ SMALL_RECIPES = {
 }
 
 
+# The first real ImageNet and Cityscapes backbones beyond ResNets, frozen (scheme io) on the samples: the
+# ImageNet MobileNetV1 x0.25 and the Cityscapes ESPNet-C encoder (it reads the image at every level, so its
+# input layer is the linear one: a learned pseudo-image at voxel resolution; see docs/any-convnet.md).
+FAMILY_SAMPLE_RECIPES = {
+    "demo/modelnet40_mobilenet_v1_sample": {
+        "data": {"name": "modelnet40", "root": "../shared/data/modelnet40_normal_resampled",
+                 "num_points": demo(1024), "batch_size": demo(16), "num_workers": demo(0)},
+        "model": {"backbone": "mobilenet_v1_x0_25",
+                  "pretrained": "../shared/weights/mobilenetv1_x0.25_imagenet.pth.tar", "normalize_t": demo(True)},
+        "finetune": {"scheme": "io"},
+        "optim": {"lr": demo(0.05)},
+        "train": {"epochs": demo(8), "run_dir": "runs/modelnet40_mobilenet_v1_sample"},
+    },
+    "demo/semantickitti_espnet_c_sample": {
+        "data": {"name": "semantickitti", "root": "../shared/data/semantickitti", "voxel_size": demo(0.3),
+                 "batch_size": demo(1), "num_workers": demo(0), "train_scans": ["00/000000", "00/000001"],
+                 "eval_scans": ["00/000002"], "eval_split": "val"},
+        "model": {"backbone": "espnet_c", "pretrained": "../shared/weights/espnet_p2_q8_cityscapes_encoder.pth",
+                  "input_layer": "linear", "head": "unet", "normalize_t": demo(True)},
+        "finetune": {"scheme": "io"},
+        "optim": {"lr": demo(0.05)},
+        "schedule": {"name": "cosine"},
+        "train": {"epochs": demo(12), "run_dir": "runs/semantickitti_espnet_c_sample"},
+    },
+}
+
+
 def paper_recipe(dataset: str, backbone: str, scheme: str) -> dict:
     recipe = {section: dict(values) for section, values in PAPER_RECIPES[dataset].items()}
     recipe["model"] = {**recipe["model"], "backbone": backbone}
@@ -277,6 +304,7 @@ def all_recipes() -> dict[str, dict]:
     recipes.update({f"{name}_{scheme}": family_recipe(name, scheme)
                     for name in FAMILY_RECIPES for scheme in FAMILY_SCHEMES})
     recipes.update(SMALL_RECIPES)
+    recipes.update(FAMILY_SAMPLE_RECIPES)
     return recipes
 
 

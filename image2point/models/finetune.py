@@ -53,7 +53,9 @@ def _backbone_trainable(backbone: nn.Module, scheme: str) -> set[str]:
     """Names (relative to the backbone) of the backbone parameters that train under ``scheme``."""
     if scheme in ("all", "scratch"):
         return {name for name, _ in backbone.named_parameters()}
-    trainable: set[str] = set()
+    # Parameters a backbone adds without a 2D source (a graph backbone's image adapter) belong with the
+    # input layer: they train in every scheme.
+    trainable: set[str] = set(getattr(backbone, "new_parameter_names", ()))
     for module_name, module in backbone.named_modules():
         prefix = f"{module_name}." if module_name else ""
         if scheme == "io_bn" and _is_batchnorm(module):

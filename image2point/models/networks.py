@@ -30,6 +30,7 @@ from image2point.models.base import TransferredNetwork
 from image2point.models.decoder import SEGMENTATION_HEADS, EncoderLevel, SkipDecoder
 from image2point.models.heads import HEAD_HIDDEN_CHANNELS, ClassificationHead
 from image2point.models.layers import InputLayer
+from image2point.models.stages import StageInfo
 
 # ---------------------------------------------------------------------------------------------------
 # Which parts of a 2D model are stem, stages and classifier.
@@ -84,14 +85,6 @@ def backbone_spec(model_2d: nn.Module) -> BackboneSpec:
 # The inflated backbone: the 2D stages in 3D.
 
 
-@dataclass(frozen=True)
-class StageInfo:
-    name: str
-    in_channels: int
-    out_channels: int
-    num_downsamples: int
-
-
 def _downsamples(module: nn.Module) -> bool:
     return any(getattr(m, "stride", 1) == DOWNSAMPLE_FACTOR for m in module.modules())
 
@@ -132,10 +125,23 @@ class InflatedBackbone(nn.Module):
         return self.forward_stages(x)[-1]
 
 
+def has_backbone_spec(model_2d: nn.Module) -> bool:
+    return any(isinstance(model_2d, model_type) for model_type in BACKBONE_SPECS)
+
+
 def inflate_backbone(
     model_2d: nn.Module, settings: InflationSettings = InflationSettings()
 ) -> tuple[InflatedBackbone, ConversionReport]:
-    """Convert ``model_2d`` and keep its stages; the report lists stem and classifier as dropped."""
+    """Convert ``model_2d`` and keep its stages; the report lists stem and classifier as dropped.
+
+    Families without a :class:`BackboneSpec` (MobileNets, EfficientNets, ConvNeXts, RegNets, DenseNets,
+    ESPNets, ...) are converted through their traced forward (:mod:`image2point.models.graph_backbone`).
+    """
+    if not has_backbone_spec(model_2d):
+        # Imported here: graph_backbone builds on this module's StageInfo.
+        from image2point.models.graph_backbone import inflate_graph_backbone
+
+        return inflate_graph_backbone(model_2d, settings)
     spec = backbone_spec(model_2d)
     converted = build_3d_like(model_2d, settings)
     backbone = InflatedBackbone(converted, spec)

@@ -156,18 +156,29 @@ def test_report_accounts_for_every_2d_key_exactly_once(architecture):
     report = converted(architecture).report
     inflated = [kernel.name for kernel in report.inflated]
     keys_2d = list(model_2d(architecture).state_dict())
-    assert sorted(inflated + report.carried + report.dropped) == sorted(keys_2d)
+    assert sorted(inflated + report.carried + report.classifier + report.dropped) == sorted(keys_2d)
     assert report.accounted_2d_keys() == set(keys_2d)
     assert report.initialised == []
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_classifier_is_dropped_and_everything_else_has_a_3d_home(architecture):
+def test_classifier_is_carried_over_and_reported_and_everything_has_a_3d_home(architecture):
     result = converted(architecture)
     head = classifier_keys(architecture)
     assert head, "every architecture here has a classifier"
-    assert set(result.report.dropped) == head
-    assert set(result.model.state_dict()) == set(model_2d(architecture).state_dict()) - head
+    assert set(result.report.classifier) == head
+    assert result.report.dropped == []
+    assert set(result.model.state_dict()) == set(model_2d(architecture).state_dict())
+    state_2d, state_3d = model_2d(architecture).state_dict(), result.model.state_dict()
+    for key in head:
+        assert torch.equal(state_3d[key], state_2d[key]), key
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_module_tree_conversion_leaves_the_classifier_out(architecture):
+    model_3d = build_3d_like(model_2d(architecture))
+    report = transfer_2d_weights(model_2d(architecture).state_dict(), model_3d)
+    assert set(report.dropped) == classifier_keys(architecture)
 
 
 @pytest.mark.parametrize("transform, normalize", INFLATIONS)
@@ -463,13 +474,14 @@ def test_learnable_t_mode_is_validated():
 # 4. Layers the converter cannot map raise UnsupportedLayerError naming the module path.
 
 UNSUPPORTED = [
-    pytest.param(nn.Conv2d(8, 8, 3, padding=1, groups=2), "grouped", id="grouped-conv"),
-    pytest.param(nn.Conv2d(8, 8, 3, padding=2, dilation=2), "dilated", id="dilated-conv"),
+    pytest.param(nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect"), "padding_mode", id="conv-reflect-padding"),
+    pytest.param(nn.Conv2d(8, 8, 3, padding=1, dilation=2), "padding", id="dilated-conv-padding-1"),
     pytest.param(nn.Conv2d(8, 8, 3, padding=0), "padding", id="conv-k3-padding-0"),
     pytest.param(nn.Conv2d(8, 8, (3, 1), padding=(1, 0)), "non-square", id="non-square-kernel"),
     pytest.param(nn.Conv2d(8, 8, 3, stride=3, padding=1), "stride 3", id="conv-stride-3"),
     pytest.param(nn.AdaptiveAvgPool2d(2), "global average pool", id="avgpool-2x2"),
-    pytest.param(nn.GELU(), "GELU", id="gelu"),
+    pytest.param(nn.Upsample(scale_factor=2), "Upsample", id="upsample"),
+    pytest.param(nn.PixelShuffle(2), "PixelShuffle", id="pixel-shuffle"),
 ]
 BAD_LAYER_PATH = "body.1"
 
@@ -493,9 +505,11 @@ def test_unsupported_conv_deep_in_a_resnet_is_named_by_its_full_path():
     with torch.random.fork_rng():
         torch.manual_seed(SEED)
         model = create_model_2d("cifar_resnet20")
-    model.layer3[1].conv2 = nn.Conv2d(64, 64, 3, padding=1, groups=4, bias=False)
+    model.layer3[1].conv2 = nn.Conv2d(64, 64, 3, padding=0, bias=False)
     with pytest.raises(UnsupportedLayerError, match=r"^layer3\.1\.conv2:"):
         build_3d_like(model)
+    with pytest.raises(UnsupportedLayerError, match=r"^layer3\.1\.conv2:"):
+        convert_2d_to_3d(model)
 
 
 def test_max_pool_with_padding_other_than_half_kernel_is_rejected():
@@ -609,7 +623,8 @@ def test_resnet18_trunk_from_stem_to_global_pool_has_output_stride_32():
         x = run_stages(model_3d, x)[-1]
         pooled = model_3d.avgpool(x)
     assert x.stride == TRUNK_STRIDE
-    assert pooled.shape == (SPARSE_BATCH, STAGE_CHANNELS[-1])
+    # AdaptiveAvgPool2d(1) returns [B, C, 1, 1] in 2D, and so does its sparse counterpart.
+    assert pooled.shape == (SPARSE_BATCH, STAGE_CHANNELS[-1], 1, 1)
     assert torch.isfinite(pooled).all()
 
 
