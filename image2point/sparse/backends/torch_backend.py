@@ -17,7 +17,7 @@ from functools import cached_property
 import torch
 
 from image2point.sparse.backends import SparseOp
-from image2point.sparse.kernel_map import KernelMap
+from image2point.sparse.kernel_map import KernelMap, sort_within_offsets
 
 NAME = "torch"
 # Device types on which autocast runs sparse convolutions in its half-precision dtype. Not the CPU: there
@@ -32,8 +32,9 @@ FALLBACKS: dict[SparseOp, str] = {}
 class TorchPairs:
     """A kernel map in the orders its scatters need: pairs grouped by offset and, within an offset,
     sorted by the row they scatter into — by output for the forward pass, by input for the input
-    gradient (built on first use; inference never needs it). ``index_add_`` with sorted indices is orders
-    of magnitude faster on multi-threaded CPUs than with unsorted ones.
+    gradient (the map's own order when its inputs ascend too, else sorted on first use; inference never
+    needs it). ``index_add_`` with sorted indices is orders of magnitude faster on multi-threaded CPUs
+    than with unsorted ones.
     """
 
     forward_gather: torch.Tensor  # input rows
@@ -42,6 +43,7 @@ class TorchPairs:
     num_in: int
     num_out: int
     identity_offset: int | None
+    gather_ascending: bool = False
 
     @property
     def max_count(self) -> int:
@@ -50,38 +52,15 @@ class TorchPairs:
     @cached_property
     def backward_order(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(output rows to gather, input rows to scatter into, ascending within each offset)."""
-        scatter, gather = _sorted_by_destination(self.forward_gather, self.forward_scatter, self.counts, self.num_in)
+        if self.gather_ascending:
+            return self.forward_scatter, self.forward_gather
+        scatter, gather = sort_within_offsets(self.forward_gather, self.forward_scatter, self.counts, self.num_in)
         return gather, scatter
 
 
-def _sorted_by_destination(destination: torch.Tensor, source: torch.Tensor, counts: tuple[int, ...],
-                           num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both index arrays reordered so ``destination`` ascends within each offset's group."""
-    offset_of_pair = torch.repeat_interleave(torch.arange(len(counts), device=destination.device),
-                                             torch.tensor(counts, device=destination.device))
-    # Keys are unique (a destination appears once per offset), so an unstable sort is deterministic.
-    order = torch.sort(offset_of_pair * max(num_rows, 1) + destination).indices
-    return destination[order], source[order]
-
-
-def _ascending_within_offsets(index: torch.Tensor, counts: tuple[int, ...]) -> bool:
-    """Whether ``index`` ascends inside every offset's group (kernel maps are built that way)."""
-    if index.numel() < 2:
-        return True
-    rises = index[1:] > index[:-1]
-    boundaries = torch.tensor(counts, device=index.device).cumsum(0)[:-1] - 1
-    boundaries = boundaries[(boundaries >= 0) & (boundaries < rises.numel())]
-    rises[boundaries] = True
-    return bool(rises.all())
-
-
 def prepare(kernel_map: KernelMap) -> TorchPairs:
-    forward_scatter, forward_gather = kernel_map.out_index, kernel_map.in_index
-    if not _ascending_within_offsets(forward_scatter, kernel_map.counts):
-        forward_scatter, forward_gather = _sorted_by_destination(
-            forward_scatter, forward_gather, kernel_map.counts, kernel_map.num_out)
-    return TorchPairs(forward_gather, forward_scatter, kernel_map.counts, kernel_map.num_in, kernel_map.num_out,
-                      kernel_map.identity_offset)
+    return TorchPairs(kernel_map.in_index, kernel_map.out_index, kernel_map.counts, kernel_map.num_in,
+                      kernel_map.num_out, kernel_map.identity_offset, kernel_map.in_ascending)
 
 
 def _spans(pairs: TorchPairs):
