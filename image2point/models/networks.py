@@ -201,7 +201,7 @@ class SparseSegmenter(TransferredNetwork):
     """Segmentation: logits ``[num_sites, num_classes]`` for every site of the input tensor."""
 
     def __init__(self, input_layer: InputLayer, backbone: InflatedBackbone | None,
-                 head: UNetDecoder | NearestUpsampleHead):
+                 head: SkipDecoder):
         super().__init__()
         self.input_layer = input_layer
         self.backbone = backbone

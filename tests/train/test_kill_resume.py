@@ -21,7 +21,9 @@ ARGS = ["data.name=procedural_shapes", "data.train_samples=48", "data.eval_sampl
         "train.epochs=4", "train.seed=5", "train.threads=1"]
 POLL_SECONDS = 0.05
 TIMEOUT_SECONDS = 120
-CUDA_LOSS_RTOL = 1e-3
+# On CUDA, index_add_ and scatter sums are atomics, so no two runs are bit-identical and the drift grows
+# with each epoch: an H200 gave 0.41 % after four epochs (the CPU variant asserts exact equality).
+CUDA_LOSS_RTOL = 1e-2
 # One borderline sample of the 12 evaluated may flip.
 CUDA_ACCURACY_ATOL = 1 / 12 + 1e-6
 
