@@ -18,7 +18,13 @@ import torch
 
 from image2point.sparse.backends import SparseOp, execution_backend, get_backend
 from image2point.sparse.downsample import Downsampling, downsample, strided_map
-from image2point.sparse.kernel_map import DOWNSAMPLE_FACTOR, STRIDE_MODES, check_dilation, submanifold_map
+from image2point.sparse.kernel_map import (
+    DOWNSAMPLE_FACTOR,
+    STRIDE_MODES,
+    KernelMap,
+    check_dilation,
+    submanifold_map,
+)
 from image2point.sparse.site_index import SiteIndex, build_site_index
 from image2point.sparse.tensor import SparseTensor
 
@@ -55,6 +61,16 @@ def _map_builder(x: SparseTensor, kernel_size: int, stride: int, stride_mode: st
     if stride == 1:
         return lambda: submanifold_map(site_index(x), kernel_size, dilation)
     return lambda: strided_map(site_index(x), downsampling(x, stride_mode), kernel_size, dilation)
+
+
+def kernel_map(x: SparseTensor, kernel_size: int, stride: int = 1, stride_mode: str = "floor",
+               dilation: int = 1) -> KernelMap:
+    """The map a conv of this geometry uses on ``x``, from the batch's cache (built there on first use)."""
+    _, key = _output_sites(x, kernel_size, stride, stride_mode, "conv", dilation)
+    cache = x.cache.kernel_maps
+    if key not in cache:
+        cache[key] = _map_builder(x, kernel_size, stride, stride_mode, dilation)()
+    return cache[key]
 
 
 def _prepared_map(x: SparseTensor, key: tuple, build, backend: str | None = None) -> object:

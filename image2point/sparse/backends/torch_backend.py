@@ -78,73 +78,104 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def _offset_weight(filters: torch.Tensor, offset: int) -> torch.Tensor:
+    """``[C_in, C_out]`` weight of one offset: a strided view of ``[C_out, K³, C_in]`` filters (BLAS reads
+    it transposed, so no copy)."""
+    return filters[:, offset, :].t()
+
+
 def _gather_gemm_scatter(
     source: torch.Tensor,
-    weights: torch.Tensor,
+    filters: torch.Tensor,
     gather_index: torch.Tensor,
     scatter_index: torch.Tensor,
     pairs: TorchPairs,
     out: torch.Tensor,
     transpose_weights: bool,
 ) -> torch.Tensor:
-    """``out[scatter[p]] += source[gather[p]] @ W[k]`` for the pairs p of every offset k (``out`` may be
-    wider than ``source``: each product is widened to it before the scatter-add)."""
+    """``out[scatter[p]] += source[gather[p]] @ W[k]`` for the pairs p of every offset k (``W[k]``
+    transposed for the input gradient; ``out`` may be wider than ``source``: each product is widened to
+    it before the scatter-add)."""
     if pairs.max_count == 0:
         return out
     gathered = source.new_empty((pairs.max_count, source.shape[1]))
     product = source.new_empty((pairs.max_count, out.shape[1]))
     for offset, start, end in _spans(pairs):
         count = end - start
-        weight = weights[offset].t() if transpose_weights else weights[offset]
+        weight = _offset_weight(filters, offset)
         torch.index_select(source, 0, gather_index[start:end], out=gathered[:count])
-        torch.mm(gathered[:count], weight, out=product[:count])
+        torch.mm(gathered[:count], weight.t() if transpose_weights else weight, out=product[:count])
         out.index_add_(0, scatter_index[start:end], product[:count].to(out.dtype))
     return out
 
 
+def _weight_gradient(features, grad_out, filters, pairs: TorchPairs, grad_features) -> torch.Tensor:
+    """``[C_out, K³, C_in]`` filter gradient; also scatters the input gradient into ``grad_features``
+    (unless None) from the same gathered output-gradient rows: one gather of them per offset, in the
+    input-ascending order the input gradient's scatter wants."""
+    grad_filters = torch.zeros_like(filters)
+    identity = pairs.identity_offset
+    if identity is not None:
+        torch.mm(grad_out.t(), features, out=grad_filters[:, identity, :])
+    if pairs.max_count == 0:
+        return grad_filters
+    gather_index, scatter_index = pairs.backward_order
+    grad_rows = grad_out.new_empty((pairs.max_count, grad_out.shape[1]))
+    input_rows = features.new_empty((pairs.max_count, features.shape[1]))
+    product = None if grad_features is None else features.new_empty((pairs.max_count, features.shape[1]))
+    for offset, start, end in _spans(pairs):
+        count = end - start
+        torch.index_select(grad_out, 0, gather_index[start:end], out=grad_rows[:count])
+        torch.index_select(features, 0, scatter_index[start:end], out=input_rows[:count])
+        torch.mm(grad_rows[:count].t(), input_rows[:count], out=grad_filters[:, offset, :])
+        if grad_features is not None:
+            torch.mm(grad_rows[:count], filters[:, offset, :], out=product[:count])
+            grad_features.index_add_(0, scatter_index[start:end], product[:count].to(grad_features.dtype))
+    return grad_filters
+
+
 class _SparseConvFunction(torch.autograd.Function):
-    """features [N_in, C_in], weights [K³, C_in, C_out] → [N_out, C_out]."""
+    """features [N_in, C_in], filters [C_out, K³, C_in] → [N_out, C_out].
+
+    Filters in spconv's layout: from a torch weight ``[C_out, C_in, K, K, K]`` that is a transpose of small
+    ``[C_in, K³]`` blocks, several times cheaper than ``[K³, C_in, C_out]`` for wide layers (35 vs 7 ms
+    per 512-channel 3×3×3 weight on one core), and each offset's ``[C_out, C_in]`` slice is a BLAS
+    operand as it is.
+    """
 
     @staticmethod
-    def forward(ctx, features, weights, pairs: TorchPairs):
-        ctx.save_for_backward(features, weights)
+    def forward(ctx, features, filters, pairs: TorchPairs):
+        ctx.save_for_backward(features, filters)
         ctx.pairs = pairs
         accumulate = _accumulation_dtype(features.dtype)
         if pairs.identity_offset is not None:
-            out = (features @ weights[pairs.identity_offset]).to(accumulate)
+            out = (features @ _offset_weight(filters, pairs.identity_offset)).to(accumulate)
         else:
-            out = features.new_zeros((pairs.num_out, weights.shape[2]), dtype=accumulate)
-        out = _gather_gemm_scatter(features, weights, pairs.forward_gather, pairs.forward_scatter, pairs, out, False)
+            out = features.new_zeros((pairs.num_out, filters.shape[0]), dtype=accumulate)
+        out = _gather_gemm_scatter(features, filters, pairs.forward_gather, pairs.forward_scatter, pairs, out, False)
         return out.to(features.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
-        features, weights = ctx.saved_tensors
+        features, filters = ctx.saved_tensors
         pairs: TorchPairs = ctx.pairs
         grad_out = grad_out.contiguous()
-        grad_features = grad_weights = None
-        if ctx.needs_input_grad[0]:
+        need_features, need_filters = ctx.needs_input_grad[:2]
+        grad_features = grad_filters = None
+        if need_features:
             accumulate = _accumulation_dtype(features.dtype)
             if pairs.identity_offset is not None:
-                grad_features = (grad_out @ weights[pairs.identity_offset].t()).to(accumulate)
+                grad_features = (grad_out @ filters[:, pairs.identity_offset, :]).to(accumulate)
             else:
                 grad_features = features.new_zeros(features.shape, dtype=accumulate)
+        if need_filters:
+            grad_filters = _weight_gradient(features, grad_out, filters, pairs, grad_features)
+        elif need_features:
             backward_gather, backward_scatter = pairs.backward_order
-            _gather_gemm_scatter(grad_out, weights, backward_gather, backward_scatter, pairs, grad_features, True)
+            _gather_gemm_scatter(grad_out, filters, backward_gather, backward_scatter, pairs, grad_features, True)
+        if grad_features is not None:
             grad_features = grad_features.to(features.dtype)
-        if ctx.needs_input_grad[1]:
-            grad_weights = torch.zeros_like(weights)
-            if pairs.identity_offset is not None:
-                torch.mm(features.t(), grad_out, out=grad_weights[pairs.identity_offset])
-            if pairs.max_count:
-                gathered_in = features.new_empty((pairs.max_count, features.shape[1]))
-                gathered_out = grad_out.new_empty((pairs.max_count, grad_out.shape[1]))
-                for offset, start, end in _spans(pairs):
-                    count = end - start
-                    torch.index_select(features, 0, pairs.forward_gather[start:end], out=gathered_in[:count])
-                    torch.index_select(grad_out, 0, pairs.forward_scatter[start:end], out=gathered_out[:count])
-                    torch.mm(gathered_in[:count].t(), gathered_out[:count], out=grad_weights[offset])
-        return grad_features, grad_weights, None
+        return grad_features, grad_filters, None
 
 
 def conv(features: torch.Tensor, weight: torch.Tensor, prepared: TorchPairs) -> torch.Tensor:
@@ -154,14 +185,13 @@ def conv(features: torch.Tensor, weight: torch.Tensor, prepared: TorchPairs) -> 
     if device_type in HALF_PRECISION_DEVICE_TYPES and torch.is_autocast_enabled(device_type):
         # What autocast does for F.conv3d: compute in its dtype (the sums stay float32, see the function).
         features = features.to(torch.get_autocast_dtype(device_type))
-    # One contiguous [K³, C_in, C_out] copy, so no GEMM has to copy its offset's slice again.
-    weights = weight.permute(2, 3, 4, 1, 0).reshape(-1, c_in, c_out).contiguous()
+    filters = weight.reshape(c_out, c_in, -1).transpose(1, 2).contiguous()
     features = features.contiguous()
-    if weights.dtype != features.dtype:
-        weights = weights.to(features.dtype)
+    if filters.dtype != features.dtype:
+        filters = filters.to(features.dtype)
     # The buffers take the dtype chosen above, so autocast must not change the GEMMs' dtype again.
     with torch.autocast(device_type, enabled=False):
-        return _SparseConvFunction.apply(features, weights, prepared)
+        return _SparseConvFunction.apply(features, filters, prepared)
 
 
 def max_pool(features: torch.Tensor, prepared: TorchPairs) -> torch.Tensor:
