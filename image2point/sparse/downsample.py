@@ -24,7 +24,6 @@ from image2point.sparse.kernel_map import (
     check_dilation,
     gather_table,
     pairs_of_table,
-    table_entries,
     reach,
 )
 from image2point.sparse.site_index import DEFAULT_MARGIN, SiteIndex, build_site_index, key_space, sorted_unique_index
@@ -59,8 +58,9 @@ def downsample(fine: SiteIndex, mode: str) -> Downsampling:
 
 
 def _parent_coords(coords: torch.Tensor) -> torch.Tensor:
+    """``floor(c / 2)`` (an arithmetic shift: int64 division is several times slower)."""
     parents = coords.clone()
-    parents[:, 1:] = torch.div(coords[:, 1:], DOWNSAMPLE_FACTOR, rounding_mode="floor")
+    parents[:, 1:] = coords[:, 1:] >> 1
     return parents
 
 
@@ -68,49 +68,65 @@ def _coords_by_position(fine: SiteIndex) -> torch.Tensor:
     return fine.coords if fine.rows_sorted else fine.coords[fine.row_at[:-1]]
 
 
-def _parity_table(coords: torch.Tensor, kernel_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which fine sites (columns, by sorted position) each offset of a parent-built map pairs
-    (``[K³, N]`` bool), and each offset's δ as a class ``4·δx + 2·δy + δz`` (``[K³]``)."""
+@dataclass(frozen=True)
+class _ParityPairs:
+    """The pairs of a parent-built strided map before their coarse rows are known: offset ``k`` holds the
+    fine sites of parity class ``cls(k)``, in ascending position (``counts[k]`` of them)."""
+
+    position: torch.Tensor  # [M] fine sorted position of each pair
+    offset: torch.Tensor  # [M] offset id
+    delta_class: torch.Tensor  # [K³] class 4·δx + 2·δy + δz of parent + δ, per offset
+    counts: tuple[int, ...]
+
+
+def _parity_pairs(coords: torch.Tensor, kernel_size: int) -> _ParityPairs:
+    """Fine sites grouped by parity class (one stable sort of an int8 key), and each offset's class
+    slice: per axis the parity of ``c`` is ``(k - pad) mod 2`` and ``δ = 1`` where ``k - pad = -1``."""
     pad = (kernel_size - 1) // 2
-    odd = coords[:, 1:] % 2  # [N, 3]
+    odd = coords[:, 1:] & 1  # [N, 3]
     parity_class = (4 * odd[:, 0] + 2 * odd[:, 1] + odd[:, 2]).to(torch.int8)
-    shift = torch.arange(kernel_size, device=coords.device) - pad  # k - pad per kernel index
-    # The parity of c along an axis is (k - pad) mod 2.
-    wanted = shift % 2
-    wanted_class = 4 * wanted[:, None, None] + 2 * wanted[None, :, None] + wanted[None, None, :]
-    ok = parity_class[None, :] == wanted_class.reshape(-1, 1).to(torch.int8)
-    delta = (shift < 0).long()
-    delta_class = 4 * delta[:, None, None] + 2 * delta[None, :, None] + delta[None, None, :]
-    return ok, delta_class.reshape(-1)
+    by_class = torch.sort(parity_class, stable=True).indices
+    class_sizes = torch.bincount(parity_class.long(), minlength=8).tolist()
+    class_starts = [0]
+    for size in class_sizes:
+        class_starts.append(class_starts[-1] + size)
+    slices, counts, delta_classes = [], [], []
+    for kx in range(kernel_size):
+        for ky in range(kernel_size):
+            for kz in range(kernel_size):
+                shift = (kx - pad, ky - pad, kz - pad)
+                wanted = 4 * (shift[0] & 1) + 2 * (shift[1] & 1) + (shift[2] & 1)
+                delta_classes.append(4 * (shift[0] < 0) + 2 * (shift[1] < 0) + (shift[2] < 0))
+                slices.append(by_class[class_starts[wanted]:class_starts[wanted + 1]])
+                counts.append(class_sizes[wanted])
+    device = coords.device
+    offset = torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(counts, device=device))
+    return _ParityPairs(torch.cat(slices), offset, torch.tensor(delta_classes, device=device), tuple(counts))
+
+
+# Key offset of the +1 neighbour per δ class (4·δx + 2·δy + δz).
+_DELTAS = ((0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1), (1, 0, 0), (1, 0, 1), (1, 1, 0), (1, 1, 1))
 
 
 def _window(fine: SiteIndex) -> Downsampling:
-    """Coarse sites = every ``q`` of the 3×3×3 stride-2 windows of the fine sites; their map alongside."""
+    """Coarse sites = every ``q`` of the 3×3×3 stride-2 windows of the fine sites: the parents, and their
+    +1 neighbours along the axes where the fine coordinate is odd. The 3×3×3 map comes with them."""
     coords = _coords_by_position(fine)
-    ok, _ = _parity_table(coords, WINDOW_KERNEL)
-    flat = ok.view(-1).nonzero().squeeze(1)
-    offset_id = torch.div(flat, ok.shape[1], rounding_mode="floor")
-    position = flat - offset_id * ok.shape[1]
-    shift = (kernel_offsets_3(coords.device) - 1)[offset_id]  # k - pad per pair
-    candidates = coords[position].clone()
-    candidates[:, 1:] = torch.div(candidates[:, 1:] - shift, DOWNSAMPLE_FACTOR, rounding_mode="floor")
-    space = key_space(candidates, DEFAULT_MARGIN)
-    coarse, out_index = sorted_unique_index(space.keys(candidates), space)
-    in_index = position if fine.rows_sorted else fine.row_at[position]
-    counts = torch.bincount(offset_id, minlength=WINDOW_KERNEL**3)
-    window_map = KernelMap(in_index, out_index, tuple(counts.tolist()), fine.num_sites, coarse.num_sites,
-                           WINDOW_KERNEL, in_ascending=fine.rows_sorted)
-    # The parent pair of each fine site: the offset with k - pad in {0, 1} on every axis (8 of the 27).
-    is_parent_offset = (shift >= 0).all(1)
+    pairs = _parity_pairs(coords, WINDOW_KERNEL)
+    parents = _parent_coords(coords)
+    space = key_space(parents, DEFAULT_MARGIN)
+    delta_keys = torch.tensor([space.offset_key(*delta) for delta in _DELTAS], device=coords.device)
+    candidates = space.keys(parents).index_select(0, pairs.position)
+    candidates += delta_keys.index_select(0, pairs.delta_class).index_select(0, pairs.offset)
+    coarse, out_index = sorted_unique_index(candidates, space)
+    in_index = pairs.position if fine.rows_sorted else fine.row_at[pairs.position]
+    window_map = KernelMap(in_index, out_index, pairs.counts, fine.num_sites, coarse.num_sites, WINDOW_KERNEL,
+                           in_ascending=fine.rows_sorted)
+    # The parent pair of each fine site: the offset with k - pad in {0, 1} on every axis (δ = 0).
+    is_parent_pair = pairs.delta_class.index_select(0, pairs.offset) == 0
     parent = out_index.new_empty(fine.num_sites + 1)
-    parent.scatter_(0, torch.where(is_parent_offset, in_index, fine.num_sites), out_index)
+    parent.scatter_(0, torch.where(is_parent_pair, in_index, fine.num_sites), out_index)
     return Downsampling("window", coarse, parent[:-1], window_map)
-
-
-def kernel_offsets_3(device) -> torch.Tensor:
-    """``[27, 3]`` kernel indices (kx, ky, kz) of a 3×3×3 kernel in row-major order."""
-    axis = torch.arange(WINDOW_KERNEL, device=device)
-    return torch.cartesian_prod(axis, axis, axis)
 
 
 def _parent_neighbours(coarse: SiteIndex) -> torch.Tensor:
@@ -137,17 +153,21 @@ def strided_map(fine: SiteIndex, down: Downsampling, kernel_size: int, dilation:
         return _searched_strided_map(fine, down, kernel_size, dilation)
     if fine.num_sites == 0:
         return build_kernel_map(fine.coords, down.coarse.coords, kernel_size, DOWNSAMPLE_FACTOR)
-    ok, delta_class = _parity_table(_coords_by_position(fine), kernel_size)
+    pairs = _parity_pairs(_coords_by_position(fine), kernel_size)
     parent = down.parent if fine.rows_sorted else down.parent[fine.row_at[:-1]]
-    if bool((delta_class == 0).all()):
-        candidates = parent[None, :].expand(delta_class.numel(), -1)
+    parent_of_pair = parent.index_select(0, pairs.position)
+    in_index = pairs.position if fine.rows_sorted else fine.row_at[pairs.position]
+    counts = pairs.counts
+    if bool((pairs.delta_class == 0).all()):
+        out_index = parent_of_pair
     else:
-        by_class = _parent_neighbours(down.coarse).index_select(1, parent)
-        candidates = by_class.index_select(0, delta_class)
-    # A table over the fine sites (columns) of coarse rows: each offset's inputs come out ascending, and
-    # their outputs ascend with them.
-    _, position, out_index, counts = table_entries(torch.where(ok, candidates, -1))
-    in_index = position if fine.rows_sorted else fine.row_at[position]
+        # Rows of parent + δ (absent for some pairs under floor): one lookup table for the coarse level.
+        delta_of_pair = pairs.delta_class.index_select(0, pairs.offset)
+        out_index = _parent_neighbours(down.coarse).view(-1).index_select(0, delta_of_pair * num_out + parent_of_pair)
+        present = out_index >= 0
+        in_index, out_index = in_index[present], out_index[present]
+        counts = tuple(torch.bincount(pairs.offset[present], minlength=len(counts)).tolist())
+    # Within an offset the fine sites ascend and so do their parents (c = 2p + parity is monotone in p).
     return KernelMap(in_index, out_index, counts, fine.num_sites, num_out, kernel_size,
                      in_ascending=fine.rows_sorted)
 
