@@ -11,12 +11,12 @@ several bits. CPU autocast leaves sparse convolutions in float32 (see HALF_PRECI
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
 
-from image2point.sparse.backends import SparseOp
+from image2point.sparse.backends import SparseOp, offset_groups
 from image2point.sparse.kernel_map import KernelMap, sort_within_offsets
 
 NAME = "torch"
@@ -24,6 +24,11 @@ NAME = "torch"
 # a bf16 training epoch of the CIFAR ResNet-20 took three times as long as with float32 sparse GEMMs
 # (tiny GEMMs, extra casts) and CPU fp16 GEMMs are many times slower than float32 ones.
 HALF_PRECISION_DEVICE_TYPES = {"cuda"}
+# Device types on which a convolution runs its offsets in groups, one bmm each (offset_groups.py), rather
+# than one gather-GEMM-scatter per offset: where every kernel launch costs (a GPU runs a network of small
+# per-offset launches far below its rate). Not the CPU, where a call costs microseconds and the padding
+# would be wasted work.
+BATCHED_OFFSET_DEVICE_TYPES = {"cuda"}
 # Runs every op itself.
 FALLBACKS: dict[SparseOp, str] = {}
 
@@ -44,6 +49,8 @@ class TorchPairs:
     num_out: int
     identity_offset: int | None
     gather_ascending: bool = False
+    # Offset-group plans (offset_groups.plan_groups) by group row cap, built on first use.
+    offset_plans: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def max_count(self) -> int:
@@ -56,6 +63,16 @@ class TorchPairs:
             return self.forward_scatter, self.forward_gather
         scatter, gather = sort_within_offsets(self.forward_gather, self.forward_scatter, self.counts, self.num_in)
         return gather, scatter
+
+
+    def offset_plan(self, channels: tuple[int, int], element_size: int) -> tuple[offset_groups.OffsetGroup, ...]:
+        """The offset groups for rows of ``channels`` (input, output) widths."""
+        max_rows = offset_groups.max_group_rows(self.max_count, channels, element_size)
+        if max_rows not in self.offset_plans:
+            self.offset_plans[max_rows] = offset_groups.plan_groups(
+                self.forward_gather, self.forward_scatter, self.counts, self.num_in, self.num_out,
+                self.identity_offset, max_rows)
+        return self.offset_plans[max_rows]
 
 
 def prepare(kernel_map: KernelMap) -> TorchPairs:
@@ -134,6 +151,25 @@ def _weight_gradient(features, grad_out, filters, pairs: TorchPairs, grad_featur
     return grad_filters
 
 
+def _batches_offsets(tensor: torch.Tensor) -> bool:
+    return tensor.device.type in BATCHED_OFFSET_DEVICE_TYPES
+
+
+def _initial_sum(source: torch.Tensor, weight: torch.Tensor | None, rows: int, width: int, dtype: torch.dtype,
+                 dummy_rows: int) -> torch.Tensor:
+    """``[rows + dummy_rows, width]`` sums in ``dtype``: ``source @ weight`` (the identity offset; zeros
+    without one), then zeroed dummy rows."""
+    out = source.new_empty((rows + dummy_rows, width), dtype=dtype)
+    if weight is None:
+        return out.zero_()
+    if dtype == source.dtype:
+        torch.mm(source, weight, out=out[:rows])
+    else:
+        out[:rows].copy_(source @ weight)
+    out[rows:].zero_()
+    return out
+
+
 class _SparseConvFunction(torch.autograd.Function):
     """features [N_in, C_in], filters [C_out, K³, C_in] → [N_out, C_out].
 
@@ -147,12 +183,17 @@ class _SparseConvFunction(torch.autograd.Function):
     def forward(ctx, features, filters, pairs: TorchPairs):
         ctx.save_for_backward(features, filters)
         ctx.pairs = pairs
-        accumulate = _accumulation_dtype(features.dtype)
-        if pairs.identity_offset is not None:
-            out = (features @ _offset_weight(filters, pairs.identity_offset)).to(accumulate)
+        identity = pairs.identity_offset
+        weight = None if identity is None else _offset_weight(filters, identity)
+        batched = _batches_offsets(features)
+        out = _initial_sum(features, weight, pairs.num_out, filters.shape[0], _accumulation_dtype(features.dtype),
+                           int(batched))
+        if batched:
+            plan = pairs.offset_plan((filters.shape[2], filters.shape[0]), features.element_size())
+            out = offset_groups.forward(features, filters, plan, out)[:pairs.num_out]
         else:
-            out = features.new_zeros((pairs.num_out, filters.shape[0]), dtype=accumulate)
-        out = _gather_gemm_scatter(features, filters, pairs.forward_gather, pairs.forward_scatter, pairs, out, False)
+            out = _gather_gemm_scatter(features, filters, pairs.forward_gather, pairs.forward_scatter, pairs, out,
+                                       False)
         return out.to(features.dtype)
 
     @staticmethod
@@ -161,14 +202,18 @@ class _SparseConvFunction(torch.autograd.Function):
         pairs: TorchPairs = ctx.pairs
         grad_out = grad_out.contiguous()
         need_features, need_filters = ctx.needs_input_grad[:2]
+        identity = pairs.identity_offset
+        batched = _batches_offsets(features)
         grad_features = grad_filters = None
         if need_features:
-            accumulate = _accumulation_dtype(features.dtype)
-            if pairs.identity_offset is not None:
-                grad_features = (grad_out @ filters[:, pairs.identity_offset, :]).to(accumulate)
-            else:
-                grad_features = features.new_zeros(features.shape, dtype=accumulate)
-        if need_filters:
+            weight = None if identity is None else filters[:, identity, :]
+            grad_features = _initial_sum(grad_out, weight, pairs.num_in, filters.shape[2],
+                                         _accumulation_dtype(features.dtype), int(batched))
+        if batched:
+            grad_filters = _batched_backward(features, grad_out, filters, pairs, grad_features, need_filters)
+            if grad_features is not None:
+                grad_features = grad_features[:pairs.num_in]
+        elif need_filters:
             grad_filters = _weight_gradient(features, grad_out, filters, pairs, grad_features)
         elif need_features:
             backward_gather, backward_scatter = pairs.backward_order
@@ -176,6 +221,20 @@ class _SparseConvFunction(torch.autograd.Function):
         if grad_features is not None:
             grad_features = grad_features.to(features.dtype)
         return grad_features, grad_filters, None
+
+
+def _batched_backward(features, grad_out, filters, pairs: TorchPairs, grad_features, need_filters):
+    """The filter gradient (or None) of the offset-group path; scatters into ``grad_features``."""
+    grad_filters = None
+    if need_filters:
+        grad_filters = torch.zeros_like(filters)
+        if pairs.identity_offset is not None:
+            torch.mm(grad_out.t(), features, out=grad_filters[:, pairs.identity_offset, :])
+    plan = pairs.offset_plan((filters.shape[2], filters.shape[0]), features.element_size())
+    if plan:
+        with_zero_row = torch.cat([grad_out, grad_out.new_zeros((1, grad_out.shape[1]))])
+        offset_groups.backward(features, with_zero_row, filters, plan, grad_features, grad_filters)
+    return grad_filters
 
 
 def conv(features: torch.Tensor, weight: torch.Tensor, prepared: TorchPairs) -> torch.Tensor:
