@@ -16,14 +16,18 @@ from functools import cached_property
 
 import torch
 
-from image2point.sparse.backends import SparseOp, offset_groups
+from image2point.sparse.backends import SparseOp, offset_groups, weight_layout
 from image2point.sparse.kernel_map import KernelMap, sort_within_offsets
 
 NAME = "torch"
-# Device types on which autocast runs sparse convolutions in its half-precision dtype. Not the CPU: there
-# a bf16 training epoch of the CIFAR ResNet-20 took three times as long as with float32 sparse GEMMs
-# (tiny GEMMs, extra casts) and CPU fp16 GEMMs are many times slower than float32 ones.
+# Device types on which autocast runs sparse convolutions in its half-precision dtype. Not the CPU by
+# default: CPU fp16 GEMMs are many times slower than float32 ones, and bf16 pays only on processors with
+# bf16 dot products (see CPU_BF16_SPARSE_CONV).
 HALF_PRECISION_DEVICE_TYPES = {"cuda"}
+# Whether CPU autocast in bf16 reaches sparse convolutions, where the processor computes bf16 natively
+# (AVX512-BF16 or AMX; elsewhere they stay float32). Off: docs/benchmarks.md ("bf16 on the CPU") measures
+# the speed and the accuracy cost on a short training run (benchmarks/bench_cpu_bf16.py).
+CPU_BF16_SPARSE_CONV = False
 # Device types on which a convolution runs its offsets in groups, one bmm each (offset_groups.py), rather
 # than one gather-GEMM-scatter per offset: where every kernel launch costs (a GPU runs a network of small
 # per-offset launches far below its rate). Not the CPU, where a call costs microseconds and the padding
@@ -237,17 +241,35 @@ def _batched_backward(features, grad_out, filters, pairs: TorchPairs, grad_featu
     return grad_filters
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this processor has bf16 dot-product instructions (AVX512-BF16 or AMX tiles)."""
+    import torch.cpu
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The half-precision dtype sparse convolutions compute in under the current autocast (None: as given)."""
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    dtype = torch.get_autocast_dtype(device_type)
+    if device_type in HALF_PRECISION_DEVICE_TYPES:
+        return dtype
+    if device_type == "cpu" and CPU_BF16_SPARSE_CONV and dtype == torch.bfloat16 and cpu_has_native_bf16():
+        return dtype
+    return None
+
+
 def conv(features: torch.Tensor, weight: torch.Tensor, prepared: TorchPairs) -> torch.Tensor:
     """Sparse convolution; ``weight`` is torch-style ``[C_out, C_in, K, K, K]``."""
-    c_out, c_in = weight.shape[:2]
     device_type = features.device.type
-    if device_type in HALF_PRECISION_DEVICE_TYPES and torch.is_autocast_enabled(device_type):
+    half = autocast_dtype(device_type)
+    if half is not None:
         # What autocast does for F.conv3d: compute in its dtype (the sums stay float32, see the function).
-        features = features.to(torch.get_autocast_dtype(device_type))
-    filters = weight.reshape(c_out, c_in, -1).transpose(1, 2).contiguous()
+        features = features.to(half)
     features = features.contiguous()
-    if filters.dtype != features.dtype:
-        filters = filters.to(features.dtype)
+    filters = weight_layout.filters_of(weight, features.dtype)
     # The buffers take the dtype chosen above, so autocast must not change the GEMMs' dtype again.
     with torch.autocast(device_type, enabled=False):
         return _SparseConvFunction.apply(features, filters, prepared)
