@@ -16,7 +16,7 @@ from functools import cached_property
 
 import torch
 
-from image2point.sparse.backends import SparseOp, offset_groups, weight_layout
+from image2point.sparse.backends import SparseOp, narrow_conv, offset_groups, weight_layout
 from image2point.sparse.kernel_map import KernelMap, sort_within_offsets
 
 NAME = "torch"
@@ -68,6 +68,12 @@ class TorchPairs:
         scatter, gather = sort_within_offsets(self.forward_gather, self.forward_scatter, self.counts, self.num_in)
         return gather, scatter
 
+
+    @cached_property
+    def neighbour_table(self) -> torch.Tensor:
+        """Input row of each (output, offset) for :mod:`.narrow_conv` (built on first use)."""
+        return narrow_conv.neighbour_table(self.forward_gather, self.forward_scatter, self.counts, self.num_in,
+                                           self.num_out)
 
     def offset_plan(self, channels: tuple[int, int], element_size: int) -> tuple[offset_groups.OffsetGroup, ...]:
         """The offset groups for rows of ``channels`` (input, output) widths."""
@@ -272,6 +278,9 @@ def conv(features: torch.Tensor, weight: torch.Tensor, prepared: TorchPairs) -> 
     filters = weight_layout.filters_of(weight, features.dtype)
     # The buffers take the dtype chosen above, so autocast must not change the GEMMs' dtype again.
     with torch.autocast(device_type, enabled=False):
+        if narrow_conv.applies(filters.shape[2], filters.shape[1]):
+            return narrow_conv.NarrowConvFunction.apply(features, filters, prepared.neighbour_table,
+                                                        prepared.num_out)
         return _SparseConvFunction.apply(features, filters, prepared)
 
 
