@@ -28,6 +28,7 @@ test-slow: install
 bench: install
 	$(PY) benchmarks/bench_voxelize.py
 	$(PY) benchmarks/bench_sparse.py
+	$(PY) benchmarks/bench_cpu_bf16.py
 	$(PY) benchmarks/bench_depthwise.py
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_predict.py

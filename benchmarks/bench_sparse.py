@@ -1,6 +1,8 @@
 """Sparse backbone benchmark: an inflated ResNet-18 on both image2point backends and on raw spconv.
 
-Run: ``.venv/bin/python benchmarks/bench_sparse.py [--quick | --full] [--threads N] [--json out.json]``.
+Run: ``.venv/bin/python benchmarks/bench_sparse.py [--quick | --full] [--threads N] [--clock wall|cpu]
+[--json out.json]``. ``--clock cpu`` times with the process's CPU time (all threads) instead of the wall
+clock: on a machine shared with other jobs, one-thread rows then measure the work itself.
 
 On a GPU (no spconv needed): ``bench_sparse.py --device cuda [--quick] [--precisions fp32,tf32,bf16]``
 times the PyTorch backend there in each precision against dense matmul on the same device instead
@@ -61,15 +63,22 @@ Metrics:
   and weight gradients). Beside it the rate ``torch.mm`` reaches on the same FLOPs at the same widths
   (``[rows, C] @ [C, C]`` per width C, measured in the same run).
 - Per stage: sites kept and forward time of every stage under ``floor`` and ``window``.
-- Kernel maps: time to build all maps of one batch (ours: ``downsample_coords`` +
-  ``build_kernel_map`` + backend preparation; raw spconv: ``ops.get_indice_pairs``).
+- Kernel maps: time to build all maps of one batch (ours: the layers' own per-level path,
+  ``functional.kernel_map`` on one site index per level, + backend preparation; raw spconv:
+  ``ops.get_indice_pairs``), and in window mode (the same geometry) raw spconv's time over ours
+  (target ≥ 1).
+- The default network (``sparse_default_network.py``: floor, the default ``children_sum`` shortcut, the
+  ``conv3`` input layer and MLP head, as ``image2point train`` builds it): forward per stage on both
+  backends, and on workload A one training step against the time inside its sparse convs (target
+  ≤ 1.2×), each at 1 and 2 threads (``--step-threads``).
 - Peak memory of full-scan inference on workload B: a fresh subprocess per backend (and stride
   convention) reads its resident-memory high-water mark (``VmHWM`` in ``/proc/self/status``; see
   ``common.peak_rss_bytes`` for why not ``ru_maxrss``). It counts every allocation of the process,
   torch's included, which tracemalloc would not see. Target: 2 GB.
 - Speed ratios (time of the reference / time of the candidate; ≥ 1: the candidate is at least as
   fast): ours-on-spconv against raw spconv in ``window`` mode (target ≥ 0.95), and the torch backend
-  against the spconv backend in each mode, i.e. ``time_spconv / time_torch`` (target ≥ 0.9).
+  against the spconv backend in each mode, i.e. ``time_spconv / time_torch`` (target ≥ 1.0); and every
+  torch-backend row at ≥ 80 % of the dense matmul rate.
 
 Plans. A full-scan forward+backward in ``window`` mode takes about 100 s per engine on one core, so
 the default run (about 5 minutes) times workload B once per engine, its forward+backward in ``floor``
@@ -97,8 +106,10 @@ if __package__ in (None, ""):
     # Run as a script: make the repository and this folder importable.
     sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
     import common  # type: ignore[import-not-found]
+    import sparse_default_network as default_network  # type: ignore[import-not-found]
 else:
     from benchmarks import common
+    from benchmarks import sparse_default_network as default_network
 
 from image2point.inflate.converter import InflationSettings
 from image2point.models.networks import inflate_backbone
@@ -106,7 +117,7 @@ from image2point.models2d import create_model_2d
 from image2point.sparse import SparseTensor
 from image2point.sparse import functional as SF
 from image2point.sparse.backends import get_backend, spconv_available
-from image2point.sparse.kernel_map import DOWNSAMPLE_FACTOR, KernelMap, build_kernel_map, downsample_coords
+from image2point.sparse.kernel_map import DOWNSAMPLE_FACTOR, KernelMap
 from image2point.sparse.modules import SparseBatchNorm, SparseConv3d, SparseReLU
 from image2point.voxelize import collate_voxels, voxelize
 
@@ -141,7 +152,13 @@ DENSE_ROWS = 32768
 DENSE_WIDTHS = (64, 128, 256, 512)
 
 TARGET_RAW_SPEED_RATIO = 0.95
-TARGET_BACKEND_SPEED_RATIO = 0.9
+TARGET_BACKEND_SPEED_RATIO = 1.0
+# Every row of the torch backend reaches this share of dense torch.mm at the same widths.
+TARGET_SHARE_OF_DENSE = 0.8
+# Our kernel maps (torch backend, window) at least as fast as raw spconv's indice pairs.
+TARGET_KERNEL_MAP_RATIO = 1.0
+# Thread counts of the default-network sections (sparse_default_network.py), side by side.
+DEFAULT_STEP_THREADS = (1, 2)
 MEMORY_TARGET_BYTES = 2 * 10**9
 MEMORY_PROBE_TIMEOUT_S = 900
 # Outputs agree when the largest difference is this small relative to the largest output value.
@@ -598,9 +615,9 @@ class Engine:
             self.model.eval()
             x = self.make_input()
             for name, stage in self.model.stages():
-                start = time.perf_counter()
+                start = default_network.clock()
                 x = stage(x)
-                self.stage_times[name].append(time.perf_counter() - start)
+                self.stage_times[name].append(default_network.clock() - start)
                 self.stage_sites[name] = x.features.shape[0]
         if self.first_output is None:
             self.first_output = self.sites_and_features(x)
@@ -684,17 +701,18 @@ def check_outputs(workload: Workload, engines: Sequence[Engine], source: str) ->
 
 
 def build_our_kernel_maps(workload: Workload, backend: str, stride_mode: str) -> None:
-    """Every map the backbone builds: per level a 3×3×3 submanifold map, then both stride-2 maps."""
+    """Every map the backbone builds, as its layers build them (one site index per level, shared): per
+    level a 3×3×3 submanifold map, then both stride-2 maps, each prepared for ``backend``."""
     prepare = get_backend(backend).prepare
-    coords = workload.coords
+    x = workload.tensor(backend)
     for level in range(NUM_DOWNSAMPLINGS + 1):
-        prepare(build_kernel_map(coords, coords, KERNEL_SIZE, 1))
+        prepare(SF.kernel_map(x, KERNEL_SIZE))
         if level == NUM_DOWNSAMPLINGS:
             break
-        coarse = downsample_coords(coords, stride_mode)
         for kernel_size in (KERNEL_SIZE, SHORTCUT_KERNEL_SIZE):
-            prepare(build_kernel_map(coords, coarse, kernel_size, DOWNSAMPLE_FACTOR))
-        coords = coarse
+            prepare(SF.kernel_map(x, kernel_size, DOWNSAMPLE_FACTOR, stride_mode))
+        coarse = SF.coarser_coords(x, stride_mode)
+        x = x.coarser(stride_mode, coarse, x.features.new_zeros((coarse.shape[0], 0)))
 
 
 def build_raw_spconv_pairs(make_input: Callable[[], Any]) -> None:
@@ -867,8 +885,10 @@ def speed_ratios(runs: Sequence[RunResult]) -> list[RatioResult]:
 # The run.
 
 
-def run(quick: bool, full: bool = False, threads: int = DEFAULT_THREADS) -> list[Any]:
-    """All measurements of one plan (``quick``, default or ``full``), with ``threads`` torch threads."""
+def run(quick: bool, full: bool = False, threads: int = DEFAULT_THREADS,
+        step_threads: Sequence[int] = DEFAULT_STEP_THREADS) -> list[Any]:
+    """All measurements of one plan (``quick``, default or ``full``), with ``threads`` torch threads (the
+    default-network sections at each of ``step_threads``)."""
     plan = select_plan(quick, full)
     if not spconv_available():
         raise common.BenchmarkSkipped("spconv is not installed (`pip install spconv`, Linux x86-64); "
@@ -884,11 +904,38 @@ def run(quick: bool, full: bool = False, threads: int = DEFAULT_THREADS) -> list
         dense_rate = {item.channels: item.gflops for item in dense}
         for workload, workload_plan in workloads:
             results += measure_workload(workload, workload_plan, dense_rate)
+        results += measure_default_networks(workloads, step_threads)
         results += measure_memory(plan.memory_modes, threads)
         results += [SkippedResult("B", f"peak memory, {mode}", "not in this plan (--full runs it)")
                     for mode in STRIDE_MODES if mode not in plan.memory_modes]
     results += speed_ratios([result for result in results if isinstance(result, RunResult)])
     return results
+
+
+def measure_default_networks(workloads: Sequence[tuple[Workload, WorkloadPlan]],
+                             step_threads: Sequence[int]) -> list[Any]:
+    """The default network per stage on every workload, and its training step on the first (A)."""
+    results: list[Any] = []
+    for index, (workload, workload_plan) in enumerate(workloads):
+        results += default_network.measure_default_network(
+            workload, workload.tensor, OUR_BACKENDS, step_threads, workload_plan.repetitions, train=index == 0,
+            median=common.median, time_interleaved=common.time_interleaved, progress=_progress)
+    return results
+
+
+def kernel_map_ratios(maps: Sequence[KernelMapResult]) -> list[list[Any]]:
+    """Rows (workload, ours, raw spconv s, ours s, raw / ours, met) for our window-mode maps."""
+    raw = {k.workload: k.median_s for k in maps if k.engine == RAW_SPCONV}
+    return [[k.workload, engine_label(k.engine, k.backend, k.stride_mode), raw[k.workload], k.median_s,
+             f"{raw[k.workload] / k.median_s:.2f}", raw[k.workload] / k.median_s >= TARGET_KERNEL_MAP_RATIO]
+            for k in maps if k.engine == OURS and k.stride_mode == WINDOW and k.workload in raw]
+
+
+def _process_cpu_time(function: Callable[[], Any]) -> float:
+    """CPU seconds of this process (every thread) spent in ``function``: ``--clock cpu``."""
+    start = time.process_time()
+    function()
+    return time.process_time() - start
 
 
 def _progress(message: str) -> None:
@@ -932,6 +979,14 @@ def report(results: Sequence[Any], plan_name: str, threads: int) -> str:
         [[k.workload, engine_name(k.engine, k.backend), k.stride_mode, k.median_s]
          for k in _of(results, KernelMapResult)]))
     sections.append(common.format_table(
+        "Kernel maps vs raw spconv's indice pairs, window mode (same geometry); ≥ 1: ours at least as fast",
+        ["workload", "ours", "raw spconv s", "ours s", "raw / ours", "met"],
+        kernel_map_ratios(_of(results, KernelMapResult))))
+    sections.append(default_network.stage_table(_of(results, default_network.DefaultStageResult),
+                                                common.format_table))
+    sections.append(default_network.step_table(_of(results, default_network.TrainingStepResult),
+                                               common.format_table))
+    sections.append(common.format_table(
         f"Peak memory, full-scan inference on B, fresh process each (target {MEMORY_TARGET_BYTES / GIGA:g} GB)",
         ["backend", "mode", "threads", "peak MiB", "before inference MiB", "inference MiB", "met"],
         [[m.backend, m.stride_mode, m.threads, m.peak_bytes / common.BYTES_PER_MIB,
@@ -961,6 +1016,15 @@ def _target_summary(results: Sequence[Any]) -> str:
         lines.append(f"  {what.format(target)}: met in {sum(r.met for r in selected)} of {len(selected)}")
     lines.append(f"  full-scan inference peak ≤ {MEMORY_TARGET_BYTES / GIGA:g} GB: "
                  f"met in {sum(m.met for m in memory)} of {len(memory)}")
+    torch_rows = [r for r in _of(results, RunResult) if r.engine == OURS and r.backend == "torch"]
+    lines.append(f"  torch backend ≥ {TARGET_SHARE_OF_DENSE:.0%} of dense matmul: met in "
+                 f"{sum(r.gflops >= TARGET_SHARE_OF_DENSE * r.dense_gflops for r in torch_rows)} of {len(torch_rows)}")
+    map_rows = kernel_map_ratios(_of(results, KernelMapResult))
+    lines.append(f"  kernel maps (window) ≥ {TARGET_KERNEL_MAP_RATIO:g} × raw spconv speed: met in "
+                 f"{sum(row[-1] for row in map_rows)} of {len(map_rows)}")
+    steps = _of(results, default_network.TrainingStepResult)
+    lines.append(f"  default-network training step ≤ {default_network.TARGET_STEP_OVER_CONV} × its conv time: "
+                 f"met in {sum(s.met for s in steps)} of {len(steps)}")
     return "\n".join(lines)
 
 
@@ -994,6 +1058,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also time workload B in window mode forward+backward, with repetitions")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                         help="torch intra-op threads outside spconv's kernels (default: %(default)s)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall: elapsed time; cpu: CPU time of this process, all its threads (on a machine "
+                             "shared with other jobs, one-thread rows then measure the work itself; "
+                             "default: %(default)s)")
+    parser.add_argument("--step-threads", default=",".join(map(str, DEFAULT_STEP_THREADS)),
+                        help="comma-separated thread counts of the default-network sections (default: %(default)s)")
     parser.add_argument("--peak-memory-probe", nargs=2, metavar=("BACKEND", "MODE"),
                         help="internal: run one full-scan inference in this process and print its peak memory")
     parser.add_argument("--device", choices=("cpu", "cuda"),
@@ -1012,15 +1082,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(peak_memory_probe(backend, mode)))
         return 0
     plan_name = select_plan(args.quick, args.full).name
+    if args.clock == "cpu":
+        common.time_call = _process_cpu_time
+        default_network.clock = time.process_time
     try:
-        results = run(args.quick, args.full, args.threads)
+        step_threads = tuple(int(count) for count in args.step_threads.split(",") if count.strip())
+        results = run(args.quick, args.full, args.threads, step_threads)
     except common.BenchmarkSkipped as skipped:
         print(f"bench_sparse: skipped: {skipped}")
         return 0
-    print(report(results, plan_name, args.threads))
+    print(report(results, plan_name, args.threads) + f"\n\nclock: {args.clock}")
     if args.json:
         common.write_json(args.json, "bench_sparse", results,
-                          {"plan": plan_name, "threads": args.threads, "voxel_size": VOXEL_SIZE})
+                          {"plan": plan_name, "threads": args.threads, "step_threads": list(step_threads),
+                           "clock": args.clock, "voxel_size": VOXEL_SIZE})
     return 0
 
 

@@ -17,24 +17,59 @@ from enum import Enum
 import torch
 
 from image2point.sparse.backends import SparseOp, execution_backend, get_backend
+from image2point.sparse.downsample import Downsampling, downsample, strided_map
 from image2point.sparse.kernel_map import (
     DOWNSAMPLE_FACTOR,
     STRIDE_MODES,
-    build_kernel_map,
+    KernelMap,
     check_dilation,
-    downsample_coords,
+    submanifold_map,
 )
+from image2point.sparse.site_index import SiteIndex, build_site_index
 from image2point.sparse.tensor import SparseTensor
+
+
+def site_index(x: SparseTensor) -> SiteIndex:
+    """The sorted keys of ``x``'s sites, built once per batch and level (every map of the level uses them)."""
+    key = ("index", x.level)
+    cache = x.cache.kernel_maps
+    if key not in cache:
+        cache[key] = build_site_index(x.coords)
+    return cache[key]
+
+
+def downsampling(x: SparseTensor, stride_mode: str) -> Downsampling:
+    """The level below ``x`` under ``stride_mode`` (its sites, index and parents), built once per batch."""
+    if stride_mode not in STRIDE_MODES:
+        raise ValueError(f"unknown stride mode {stride_mode!r}; choose one of {STRIDE_MODES}")
+    key = ("downsampling", x.level, stride_mode)
+    cache = x.cache.kernel_maps
+    if key not in cache:
+        down = downsample(site_index(x), stride_mode)
+        cache[key] = down
+        cache[("index", x.level + (stride_mode,))] = down.coarse
+    return cache[key]
 
 
 def coarser_coords(x: SparseTensor, stride_mode: str) -> torch.Tensor:
     """Sites of the level below ``x`` (stride ×2) under ``stride_mode``, computed once per batch."""
-    if stride_mode not in STRIDE_MODES:
-        raise ValueError(f"unknown stride mode {stride_mode!r}; choose one of {STRIDE_MODES}")
-    key = ("coords", x.level + (stride_mode,))
+    return downsampling(x, stride_mode).coarse.coords
+
+
+def _map_builder(x: SparseTensor, kernel_size: int, stride: int, stride_mode: str, dilation: int = 1):
+    """A function building the map of a layer on ``x`` from the level's shared index."""
+    if stride == 1:
+        return lambda: submanifold_map(site_index(x), kernel_size, dilation)
+    return lambda: strided_map(site_index(x), downsampling(x, stride_mode), kernel_size, dilation)
+
+
+def kernel_map(x: SparseTensor, kernel_size: int, stride: int = 1, stride_mode: str = "floor",
+               dilation: int = 1) -> KernelMap:
+    """The map a conv of this geometry uses on ``x``, from the batch's cache (built there on first use)."""
+    _, key = _output_sites(x, kernel_size, stride, stride_mode, "conv", dilation)
     cache = x.cache.kernel_maps
     if key not in cache:
-        cache[key] = downsample_coords(x.coords, stride_mode)
+        cache[key] = _map_builder(x, kernel_size, stride, stride_mode, dilation)()
     return cache[key]
 
 
@@ -84,10 +119,7 @@ def conv3d(
     """
     kernel_size = _check_weight(x, weight, groups)
     out_coords, key = _output_sites(x, kernel_size, stride, stride_mode, "conv", dilation)
-
-    def build():
-        return build_kernel_map(x.coords, out_coords, kernel_size, stride, dilation)
-
+    build = _map_builder(x, kernel_size, stride, stride_mode, dilation)
     if groups == 1:
         features = get_backend(x.backend).conv(x.features, weight, _prepared_map(x, key, build))
     else:
@@ -148,7 +180,7 @@ def inverse_conv3d(
     down_key = ("down", target.level, stride_mode, kernel_size)
     cache = target.cache.kernel_maps
     if down_key not in cache:
-        cache[down_key] = build_kernel_map(target.coords, x.coords, kernel_size, DOWNSAMPLE_FACTOR)
+        cache[down_key] = _map_builder(target, kernel_size, DOWNSAMPLE_FACTOR, stride_mode)()
     prepared = _prepared_map(x, ("up",) + down_key[1:], lambda: cache[down_key].transposed())
     features = get_backend(x.backend).conv(x.features, weight, prepared)
     if bias is not None:
@@ -159,7 +191,7 @@ def inverse_conv3d(
 def max_pool3d(x: SparseTensor, kernel_size: int, stride: int = 2, stride_mode: str = "floor") -> SparseTensor:
     """Max over each output's window of occupied input sites (padding ``(K - 1) // 2``)."""
     out_coords, key = _output_sites(x, kernel_size, stride, stride_mode, "max pool")
-    prepared = _prepared_map(x, key, lambda: build_kernel_map(x.coords, out_coords, kernel_size, stride))
+    prepared = _prepared_map(x, key, _map_builder(x, kernel_size, stride, stride_mode))
     features = get_backend(x.backend).max_pool(x.features, prepared)
     return _on_output_level(x, stride, stride_mode, out_coords, features)
 
@@ -174,7 +206,7 @@ def subsample(x: SparseTensor, stride_mode: str = "floor") -> SparseTensor:
     key = ("down", x.level, stride_mode, 1)
     kernel_map = x.cache.kernel_maps.get(key)
     if kernel_map is None:
-        kernel_map = build_kernel_map(x.coords, out_coords, 1, DOWNSAMPLE_FACTOR)
+        kernel_map = _map_builder(x, 1, DOWNSAMPLE_FACTOR, stride_mode)()
         x.cache.kernel_maps[key] = kernel_map
     features = x.features.new_zeros((out_coords.shape[0], x.num_channels))
     features = features.index_copy(0, kernel_map.out_index, x.features[kernel_map.in_index])
@@ -205,18 +237,10 @@ def children_map(x: SparseTensor, stride_mode: str) -> ChildrenMap:
     key = ("children", x.level, stride_mode)
     cache = x.cache.kernel_maps
     if key not in cache:
-        out_coords = coarser_coords(x, stride_mode)
-        parent_coords = x.coords.clone()
-        parent_coords[:, 1:] = torch.div(x.coords[:, 1:], DOWNSAMPLE_FACTOR, rounding_mode="floor")
-        # One lookup per fine site (a 1×1×1 map from the coarse sites onto the parents' coordinates), not
-        # the eight queries per coarse site of a 2×2×2 map: about half the time on a SemanticKITTI scan.
-        pairs = build_kernel_map(out_coords, parent_coords, 1, 1)
-        if pairs.in_index.numel() != x.num_sites:
-            raise RuntimeError("a fine site's parent is missing from the coarse level")
-        parent = torch.empty(x.num_sites, dtype=torch.int64, device=x.coords.device)
-        parent[pairs.out_index] = pairs.in_index
-        counts = torch.bincount(parent, minlength=out_coords.shape[0])
-        cache[key] = ChildrenMap(parent, counts)
+        # The parents come with the coarse sites (the inverse of their unique): no lookup at all.
+        down = downsampling(x, stride_mode)
+        counts = torch.bincount(down.parent, minlength=down.coarse.num_sites)
+        cache[key] = ChildrenMap(down.parent, counts)
     return cache[key]
 
 
@@ -303,7 +327,7 @@ def avg_pool3d(
     if divisor_override is not None and divisor_override <= 0:
         raise ValueError(f"divisor_override must be positive, got {divisor_override}")
     backend = execution_backend(x.backend, SparseOp.AVG_POOL)
-    prepared = _prepared_map(x, key, lambda: build_kernel_map(x.coords, out_coords, kernel_size, stride), backend)
+    prepared = _prepared_map(x, key, _map_builder(x, kernel_size, stride, stride_mode), backend)
     sums, counts = get_backend(backend).window_sum(x.features, prepared)
     if divisor_override is None:
         features = sums / counts.clamp(min=1).to(sums.dtype)[:, None]

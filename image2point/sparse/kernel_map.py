@@ -1,13 +1,15 @@
 """Kernel maps: which input site feeds which output site through which kernel offset.
 
 A convolution of kernel size K over sparse sites is a sum over the K³ kernel offsets of
-``out[j] += W[k] · in[i]`` for every pair ``(i, j)`` of that offset. This module finds those pairs from
-int64 keys of the coordinates: the input keys are sorted once, and each (output site, offset) query is a
-``searchsorted`` into them. Everything is vectorised over sites and offsets.
+``out[j] += W[k] · in[i]`` for every pair ``(i, j)`` of that offset. Pairs are found through the sorted
+keys of a coordinate set (:class:`~image2point.sparse.site_index.SiteIndex`, one per level), all offsets
+of a map together: one search per column offset ``(dx, dy)``, the ``dz`` neighbours by walking the
+column's run of keys, then one ``nonzero`` over a ``[K³, N]`` table of found positions.
 
 Geometry, per spatial axis, with ``pad = (K - 1) // 2`` and kernel index ``k`` in ``[0, K)``:
 
-- submanifold (stride 1): output sites are the input sites; ``in = out + k - pad``.
+- submanifold (stride 1): output sites are the input sites; ``in = out + k - pad``. Offsets ``o`` and
+  ``-o`` hold the same pairs read backwards, so only half of the columns are searched.
 - strided (stride 2): ``in = 2 * out + k - pad`` — the geometry of ``F.conv3d(stride=2,
   padding=(K - 1) // 2)``. The *output sites* come from the stride convention (below), shared by every
   stride-2 layer of a level, so the main branch and the shortcut of a residual block line up.
@@ -28,8 +30,14 @@ Stride conventions (how the sites of level 2s are chosen from the sites of level
   margin; a tight one makes spconv drop the last row along odd extents). The voxel count barely
   shrinks.
 
+Every fine site ``c`` has its *parent* ``floor(c / 2)`` on the coarse level under both conventions, and
+for K ≤ 3 the strided pairs of ``c`` go to its parent or the parent's +1 neighbours (:mod:`.downsample`
+builds them from the fine side, without searching the fine keys).
+
 Kernel offsets are flattened row-major ``k = (kx * K + ky) * K + kz``, the order of the last three axes
-of a torch weight ``[Cout, Cin, K, K, K]``.
+of a torch weight ``[Cout, Cin, K, K, K]``. Within an offset, pairs are sorted by output row, and — for
+coordinate rows in ``(batch, x, y, z)`` order, as voxelization and downsampling produce them — by input
+row too (``in_ascending``).
 """
 
 from __future__ import annotations
@@ -38,19 +46,29 @@ from dataclasses import dataclass
 
 import torch
 
+from image2point.sparse.site_index import (
+    DEFAULT_MARGIN,
+    TABLE_CELLS_PER_SITE,
+    TABLE_MIN_CELLS,
+    SiteIndex,
+    build_site_index,
+    key_space,
+)
+
+__all__ = ["DOWNSAMPLE_FACTOR", "STRIDE_MODES", "TABLE_CELLS_PER_SITE", "TABLE_MIN_CELLS", "KernelMap",
+           "build_kernel_map", "check_dilation", "downsample_coords", "kernel_offsets", "submanifold_map"]
+
 STRIDE_MODES = ("floor", "window")
 DOWNSAMPLE_FACTOR = 2
-# Below this many grid cells (or this many per input site) a dense cell → row table replaces the binary
-# search: one gather per query instead of log2(N) probes. 2**22 int64 cells are 32 MiB.
-TABLE_MIN_CELLS = 2**22
-TABLE_CELLS_PER_SITE = 32
-# The window convention is defined by a 3×3×3 kernel with padding 1.
-_WINDOW_KERNEL = 3
 
 
 @dataclass(frozen=True)
 class KernelMap:
-    """Pairs grouped by kernel offset: ``in_index[starts[k]:starts[k+1]]`` feeds ``out_index[...]``."""
+    """Pairs grouped by kernel offset: ``in_index[starts[k]:starts[k+1]]`` feeds ``out_index[...]``.
+
+    Within each offset ``out_index`` ascends; ``in_ascending`` says whether ``in_index`` does too (then
+    the transposed map needs no sort, and a backward pass scatters into ascending rows as well).
+    """
 
     in_index: torch.Tensor
     out_index: torch.Tensor
@@ -61,6 +79,7 @@ class KernelMap:
     # Offset whose pairs are (i, i) for every site: submanifold centre, handled as one plain matmul.
     identity_offset: int | None = None
     dilation: int = 1
+    in_ascending: bool = False
 
     @property
     def starts(self) -> list[int]:
@@ -75,8 +94,21 @@ class KernelMap:
 
     def transposed(self) -> "KernelMap":
         """The same pairs with inputs and outputs swapped (the map of the transposed convolution)."""
-        return KernelMap(self.out_index, self.in_index, self.counts, self.num_out, self.num_in,
-                         self.kernel_size, self.identity_offset, self.dilation)
+        in_index, out_index = self.out_index, self.in_index
+        if not self.in_ascending:
+            out_index, in_index = sort_within_offsets(out_index, in_index, self.counts, self.num_in)
+        return KernelMap(in_index, out_index, self.counts, self.num_out, self.num_in, self.kernel_size,
+                         self.identity_offset, self.dilation, in_ascending=True)
+
+
+def sort_within_offsets(destination: torch.Tensor, source: torch.Tensor, counts: tuple[int, ...],
+                        num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both index arrays reordered so ``destination`` ascends within each offset's group."""
+    offset_of_pair = torch.repeat_interleave(torch.arange(len(counts), device=destination.device),
+                                             torch.tensor(counts, device=destination.device))
+    # Keys are unique (a destination appears once per offset), so an unstable sort is deterministic.
+    order = torch.sort(offset_of_pair * max(num_rows, 1) + destination).indices
+    return destination[order], source[order]
 
 
 def kernel_offsets(kernel_size: int, device: torch.device | None = None, dilation: int = 1) -> torch.Tensor:
@@ -94,150 +126,158 @@ def check_dilation(kernel_size: int, dilation: int) -> None:
         raise ValueError(f"dilation {dilation} needs an odd kernel size, got {kernel_size}")
 
 
-@dataclass(frozen=True)
-class _KeySpace:
-    """Linear int64 keys of (batch, x, y, z) with a margin so that offsets never wrap across rows."""
-
-    low: torch.Tensor  # [3] minimum coordinate minus the margin
-    dims: tuple[int, int, int]
-    batches: int
-
-    @property
-    def num_cells(self) -> int:
-        dx, dy, dz = self.dims
-        return self.batches * dx * dy * dz
-
-    def keys(self, coords: torch.Tensor) -> torch.Tensor:
-        shifted = coords[:, 1:] - self.low
-        dx, dy, dz = self.dims
-        return ((coords[:, 0] * dx + shifted[:, 0]) * dy + shifted[:, 1]) * dz + shifted[:, 2]
-
-    def offset_keys(self, offsets: torch.Tensor) -> torch.Tensor:
-        _, dy, dz = self.dims
-        return (offsets[:, 0] * dy + offsets[:, 1]) * dz + offsets[:, 2]
+def reach(kernel_size: int, stride: int, dilation: int = 1) -> int:
+    """How many cells past a site a query of this map can land (the key-space margin it needs)."""
+    pad = (kernel_size - 1) // 2
+    return dilation * max(pad, kernel_size - 1 - pad) + (stride - 1)
 
 
-def _key_space(coords: torch.Tensor, margin: int) -> _KeySpace:
-    spatial = coords[:, 1:]
-    low = spatial.min(0).values - margin
-    high = spatial.max(0).values + margin
-    dims = tuple(int(v) for v in (high - low + 1).tolist())
-    batches = int(coords[:, 0].max()) + 1
-    total = batches * dims[0] * dims[1] * dims[2]
-    if total >= 2**62:
-        raise ValueError(f"coordinate extent {dims} × {batches} batches is too large for int64 keys")
-    return _KeySpace(low, dims, batches)
+def _empty_map(num_in: int, num_out: int, kernel_size: int, dilation: int, device) -> KernelMap:
+    empty = torch.zeros(0, dtype=torch.int64, device=device)
+    return KernelMap(empty, empty, (0,) * kernel_size**3, num_in, num_out, kernel_size, dilation=dilation,
+                     in_ascending=True)
 
 
-def _sorted_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Keys in ascending order and the permutation that sorts them (None when already sorted)."""
-    if keys.numel() < 2 or bool((keys[1:] > keys[:-1]).all()):
-        return keys, None
-    sorted_keys, order = torch.sort(keys)
-    return sorted_keys, order
+def table_entries(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """The entries ≥ 0 of a ``[R, M]`` table in row-major order: (row, column, value, count per row),
+    with one ``nonzero`` and one host sync for all rows."""
+    present = table >= 0
+    row, column = present.nonzero(as_tuple=True)
+    counts = present.sum(1)
+    return row, column, table.view(-1).index_select(0, row * table.shape[1] + column), tuple(counts.tolist())
 
 
-def _lookup(sorted_keys: torch.Tensor, order: torch.Tensor | None, queries: torch.Tensor):
-    """Row index of each query key in the original (unsorted) key array, and whether it was found."""
-    position = torch.searchsorted(sorted_keys, queries).clamp_(max=sorted_keys.numel() - 1)
-    found = sorted_keys[position] == queries
-    index = position if order is None else order[position]
-    return index, found
+def pairs_of_table(table: torch.Tensor, num_in: int, num_out: int, kernel_size: int, dilation: int = 1,
+                   identity_offset: int | None = None, in_ascending: bool = True) -> KernelMap:
+    """The map of a ``[K³, num_out]`` table of input rows (-1: no pair)."""
+    _, out_index, in_index, counts = table_entries(table)
+    return KernelMap(in_index, out_index, counts, num_in, num_out, kernel_size, identity_offset, dilation,
+                     in_ascending)
 
 
-def _row_finder(space: _KeySpace, keys: torch.Tensor):
-    """A function from query keys to (row index, found): a dense table when the grid is small, else a
-    binary search in the sorted keys."""
-    if space.num_cells <= max(TABLE_MIN_CELLS, TABLE_CELLS_PER_SITE * keys.numel()):
-        table = torch.full((space.num_cells,), -1, dtype=torch.int64, device=keys.device)
-        table[keys] = torch.arange(keys.numel(), device=keys.device)
+def from_positions(index: SiteIndex, positions: torch.Tensor) -> torch.Tensor:
+    """Sorted positions (-1: none) as rows of ``index``'s coordinates."""
+    if index.rows_sorted:
+        return positions
+    return torch.where(positions >= 0, index.row_at[positions.clamp(min=0)], -1)
 
-        def from_table(queries: torch.Tensor):
-            index = table[queries]
-            return index, index >= 0
 
-        return from_table
-    sorted_keys, order = _sorted_keys(keys)
-    return lambda queries: _lookup(sorted_keys, order, queries)
+def gather_table(index: SiteIndex, base_keys: torch.Tensor, kernel_size: int, dilation: int) -> torch.Tensor:
+    """``[K³, M]`` sorted positions of the sites at ``base + dilation * (k - pad)`` (-1 where absent):
+    one search per column ``(kx, ky)``, its K cells along z walked."""
+    pad = (kernel_size - 1) // 2
+    table = base_keys.new_empty((kernel_size**3, base_keys.numel()))
+    for kx in range(kernel_size):
+        for ky in range(kernel_size):
+            start = base_keys + index.space.offset_key(dilation * (kx - pad), dilation * (ky - pad), -dilation * pad)
+            first = (kx * kernel_size + ky) * kernel_size
+            index.walk(start, kernel_size, dilation, out=table[first:first + kernel_size])
+    return table
+
+
+def _upper_half_table(index: SiteIndex, kernel_size: int, dilation: int) -> torch.Tensor:
+    """``[(K³ - 1) / 2, N]`` sorted positions of each site's neighbour through the offsets after the
+    centre (flat index ``centre + 1 + h``; -1 where absent). Those are the columns ``(kx, ky)`` after the
+    centre column and the upper half of the centre column: a site's neighbours there start right after
+    it in the sorted keys, so that half needs no search."""
+    pad = (kernel_size - 1) // 2
+    keys = index.sorted_keys
+    table = keys.new_empty(((kernel_size**3 - 1) // 2, index.num_sites))
+    if dilation == 1:
+        absent = keys.new_full((), -1)
+        position = torch.arange(1, index.num_sites + 1, device=keys.device)
+        for step in range(pad):
+            hit = index.keys.index_select(0, position) == keys + step + 1
+            torch.where(hit, position, absent, out=table[step])
+            position = position + hit
+    else:
+        index.walk(keys + dilation, pad, dilation, out=table[:pad])
+    for column in range(pad * kernel_size + pad + 1, kernel_size**2):
+        kx, ky = divmod(column, kernel_size)
+        start = keys + index.space.offset_key(dilation * (kx - pad), dilation * (ky - pad), -dilation * pad)
+        first = pad + (column - (pad * kernel_size + pad + 1)) * kernel_size
+        index.walk(start, kernel_size, dilation, out=table[first:first + kernel_size])
+    return table
+
+
+def submanifold_map(index: SiteIndex, kernel_size: int, dilation: int = 1) -> KernelMap:
+    """The stride-1 map of a coordinate set onto itself (odd ``kernel_size``).
+
+    Offset ``o`` and its mirror ``-o`` hold the same pairs read backwards, and for sorted rows in the
+    same order (both indices ascend together), so the upper half of the offsets is searched and the
+    lower half is its pairs swapped.
+    """
+    check_dilation(kernel_size, dilation)
+    num_sites = index.num_sites
+    if kernel_size % 2 == 0:
+        return build_kernel_map(index.coords, index.coords, kernel_size, 1, dilation)
+    if num_sites == 0:
+        return _empty_map(0, 0, kernel_size, dilation, index.keys.device)
+    if reach(kernel_size, 1, dilation) > index.space.margin:
+        index = build_site_index(index.coords, reach(kernel_size, 1, dilation))
+    _, out_position, in_position, half_counts = table_entries(_upper_half_table(index, kernel_size, dilation))
+    in_rows, out_rows = from_positions(index, in_position), from_positions(index, out_position)
+    starts = [0]
+    for count in half_counts:
+        starts.append(starts[-1] + count)
+    half = len(half_counts)
+    identity = torch.arange(num_sites, device=in_rows.device)
+    ins, outs = [], []
+    for mirrored in reversed(range(half)):  # offsets before the centre: the upper half swapped
+        ins.append(out_rows[starts[mirrored]:starts[mirrored + 1]])
+        outs.append(in_rows[starts[mirrored]:starts[mirrored + 1]])
+    ins.append(identity)
+    outs.append(identity)
+    for searched in range(half):
+        ins.append(in_rows[starts[searched]:starts[searched + 1]])
+        outs.append(out_rows[starts[searched]:starts[searched + 1]])
+    counts = tuple(reversed(half_counts)) + (num_sites,) + half_counts
+    kernel_map = KernelMap(torch.cat(ins), torch.cat(outs), counts, num_sites, num_sites, kernel_size,
+                           half, dilation, in_ascending=index.rows_sorted)
+    if index.rows_sorted:
+        return kernel_map
+    out_index, in_index = sort_within_offsets(kernel_map.out_index, kernel_map.in_index, counts, num_sites)
+    return KernelMap(in_index, out_index, counts, num_sites, num_sites, kernel_size, half, dilation)
 
 
 def build_kernel_map(
     in_coords: torch.Tensor, out_coords: torch.Tensor, kernel_size: int, stride: int, dilation: int = 1
 ) -> KernelMap:
-    """Pairs for ``in = stride * out + dilation * (k - pad)``; ``stride`` 1 (submanifold) or 2 (strided)."""
+    """Pairs for ``in = stride * out + dilation * (k - pad)``; ``stride`` 1 (submanifold) or 2 (strided).
+
+    For any two coordinate sets; networks use the per-level indices of :mod:`image2point.sparse.functional`
+    instead, which share the keys of a level across its maps.
+    """
     if stride not in (1, DOWNSAMPLE_FACTOR):
         raise ValueError(f"stride must be 1 or {DOWNSAMPLE_FACTOR}, got {stride}")
     check_dilation(kernel_size, dilation)
-    device = in_coords.device
-    num_offsets = kernel_size**3
     if in_coords.shape[0] == 0 or out_coords.shape[0] == 0:
-        empty = torch.zeros(0, dtype=torch.int64, device=device)
-        return KernelMap(empty, empty, (0,) * num_offsets, in_coords.shape[0], out_coords.shape[0], kernel_size,
-                         dilation=dilation)
-
+        return _empty_map(in_coords.shape[0], out_coords.shape[0], kernel_size, dilation, in_coords.device)
+    margin = reach(kernel_size, stride, dilation)
+    if stride == 1 and kernel_size % 2 == 1 and (out_coords is in_coords or torch.equal(out_coords, in_coords)):
+        return submanifold_map(build_site_index(in_coords, margin), kernel_size, dilation)
     base = out_coords.clone()
     base[:, 1:] *= stride
     # One key space over both extents, with room for every offset, so no query wraps into another row.
-    space = _key_space(torch.cat([in_coords, base]), margin=kernel_size * dilation)
-    find_rows = _row_finder(space, space.keys(in_coords))
-    offset_keys = space.offset_keys(kernel_offsets(kernel_size, device, dilation))
+    space = key_space(torch.cat([in_coords, base]), margin)
+    index = build_site_index(in_coords, space=space)
+    table = from_positions(index, gather_table(index, space.keys(base), kernel_size, dilation))
+    identity = kernel_size**3 // 2 if stride == 1 and kernel_size % 2 == 1 else None
+    return pairs_of_table(table, in_coords.shape[0], out_coords.shape[0], kernel_size, dilation, identity,
+                          in_ascending=index.rows_sorted and _ascending(out_coords, space))
 
-    # [K³, N_out] so that nonzero() returns pairs grouped by offset, outputs ascending within each.
-    queries = offset_keys[:, None] + space.keys(base)[None, :]
-    in_index, found = find_rows(queries)
-    offset_id, out_index = found.nonzero(as_tuple=True)
-    counts = torch.bincount(offset_id, minlength=num_offsets)
-    identity = num_offsets // 2 if stride == 1 and kernel_size % 2 == 1 else None
-    return KernelMap(
-        in_index=in_index[offset_id, out_index],
-        out_index=out_index,
-        counts=tuple(counts.tolist()),
-        num_in=in_coords.shape[0],
-        num_out=out_coords.shape[0],
-        kernel_size=kernel_size,
-        identity_offset=identity,
-        dilation=dilation,
-    )
+
+def _ascending(coords: torch.Tensor, space) -> bool:
+    keys = space.keys(coords)
+    return keys.numel() < 2 or bool((keys[1:] > keys[:-1]).all())
 
 
 def downsample_coords(coords: torch.Tensor, mode: str) -> torch.Tensor:
     """Sites of the next level (stride ×2) under a stride convention, sorted by (batch, x, y, z)."""
-    if mode not in STRIDE_MODES:
-        raise ValueError(f"unknown stride mode {mode!r}; choose one of {STRIDE_MODES}")
+    from image2point.sparse.downsample import downsample
+
     if coords.shape[0] == 0:
+        if mode not in STRIDE_MODES:
+            raise ValueError(f"unknown stride mode {mode!r}; choose one of {STRIDE_MODES}")
         return coords.clone()
-    if mode == "floor":
-        candidates = coords.clone()
-        candidates[:, 1:] = torch.div(coords[:, 1:], DOWNSAMPLE_FACTOR, rounding_mode="floor")
-    else:
-        # Per axis an even c lies in the window of c/2 only, an odd c in those of (c-1)/2 and (c+1)/2.
-        pad = (_WINDOW_KERNEL - 1) // 2
-        corners = torch.cartesian_prod(*[torch.tensor([-pad, pad], device=coords.device)] * 3)
-        shifted = coords[:, None, 1:] + corners[None]
-        spatial = torch.div(shifted + 1, DOWNSAMPLE_FACTOR, rounding_mode="floor")
-        batch = coords[:, None, :1].expand(-1, corners.shape[0], 1)
-        candidates = torch.cat([batch, spatial], dim=2).reshape(-1, 4)
-        candidates = candidates[_inside_window(coords, candidates)]
-    space = _key_space(candidates, margin=0)
-    keys = torch.unique(space.keys(candidates))
-    return _decode_keys(keys, space)
-
-
-def _inside_window(coords: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """Candidates q (8 per input c, in the same order) whose window [2q - 1, 2q + 1] holds c."""
-    pad = (_WINDOW_KERNEL - 1) // 2
-    source = coords[:, None, 1:].expand(-1, 8, 3).reshape(-1, 3)
-    delta = source - DOWNSAMPLE_FACTOR * candidates[:, 1:]
-    return ((delta >= -pad) & (delta <= pad)).all(1)
-
-
-def _decode_keys(keys: torch.Tensor, space: _KeySpace) -> torch.Tensor:
-    dx, dy, dz = space.dims
-    z = keys % dz
-    rest = keys // dz
-    y = rest % dy
-    rest = rest // dy
-    x = rest % dx
-    batch = rest // dx
-    spatial = torch.stack([x, y, z], 1) + space.low
-    return torch.cat([batch[:, None], spatial], 1)
+    return downsample(build_site_index(coords, DEFAULT_MARGIN), mode).coarse.coords

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import torch
 
-from image2point.sparse.backends import SparseOp
+from image2point.sparse.backends import SparseOp, weight_layout
 from image2point.sparse.kernel_map import KernelMap
 
 NAME = "spconv"
@@ -146,10 +146,9 @@ class _SpconvMaxPoolFunction(torch.autograd.Function):
 
 def conv(features: torch.Tensor, weight: torch.Tensor, prepared: SpconvPairs) -> torch.Tensor:
     """Sparse convolution; ``weight`` is torch-style ``[C_out, C_in, K, K, K]``."""
-    # spconv keeps filters as [C_out, Kx, Ky, Kz, C_in] ("KRSC").
-    filters = weight.permute(0, 2, 3, 4, 1).contiguous()
-    if filters.dtype != features.dtype:
-        filters = filters.to(features.dtype)
+    # spconv keeps filters as [C_out, Kx, Ky, Kz, C_in] ("KRSC"), the memory of [C_out, K³, C_in].
+    c_out, c_in = weight.shape[:2]
+    filters = weight_layout.filters_of(weight, features.dtype).view(c_out, *weight.shape[2:], c_in)
     return _SpconvConvFunction.apply(features.contiguous(), filters, prepared)
 
 

@@ -11,19 +11,28 @@ several bits. CPU autocast leaves sparse convolutions in float32 (see HALF_PRECI
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
 
-from image2point.sparse.backends import SparseOp
-from image2point.sparse.kernel_map import KernelMap
+from image2point.sparse.backends import SparseOp, narrow_conv, offset_groups, weight_layout
+from image2point.sparse.kernel_map import KernelMap, sort_within_offsets
 
 NAME = "torch"
-# Device types on which autocast runs sparse convolutions in its half-precision dtype. Not the CPU: there
-# a bf16 training epoch of the CIFAR ResNet-20 took three times as long as with float32 sparse GEMMs
-# (tiny GEMMs, extra casts) and CPU fp16 GEMMs are many times slower than float32 ones.
+# Device types on which autocast runs sparse convolutions in its half-precision dtype. Not the CPU by
+# default: CPU fp16 GEMMs are many times slower than float32 ones, and bf16 pays only on processors with
+# bf16 dot products (see CPU_BF16_SPARSE_CONV).
 HALF_PRECISION_DEVICE_TYPES = {"cuda"}
+# Whether CPU autocast in bf16 reaches sparse convolutions, where the processor computes bf16 natively
+# (AVX512-BF16 or AMX; elsewhere they stay float32). Off: docs/benchmarks.md ("bf16 on the CPU") measures
+# the speed and the accuracy cost on a short training run (benchmarks/bench_cpu_bf16.py).
+CPU_BF16_SPARSE_CONV = False
+# Device types on which a convolution runs its offsets in groups, one bmm each (offset_groups.py), rather
+# than one gather-GEMM-scatter per offset: where every kernel launch costs (a GPU runs a network of small
+# per-offset launches far below its rate). Not the CPU, where a call costs microseconds and the padding
+# would be wasted work.
+BATCHED_OFFSET_DEVICE_TYPES = {"cuda"}
 # Runs every op itself.
 FALLBACKS: dict[SparseOp, str] = {}
 
@@ -32,8 +41,9 @@ FALLBACKS: dict[SparseOp, str] = {}
 class TorchPairs:
     """A kernel map in the orders its scatters need: pairs grouped by offset and, within an offset,
     sorted by the row they scatter into — by output for the forward pass, by input for the input
-    gradient (built on first use; inference never needs it). ``index_add_`` with sorted indices is orders
-    of magnitude faster on multi-threaded CPUs than with unsorted ones.
+    gradient (the map's own order when its inputs ascend too, else sorted on first use; inference never
+    needs it). ``index_add_`` with sorted indices is orders of magnitude faster on multi-threaded CPUs
+    than with unsorted ones.
     """
 
     forward_gather: torch.Tensor  # input rows
@@ -42,6 +52,9 @@ class TorchPairs:
     num_in: int
     num_out: int
     identity_offset: int | None
+    gather_ascending: bool = False
+    # Offset-group plans (offset_groups.plan_groups) by group row cap, built on first use.
+    offset_plans: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def max_count(self) -> int:
@@ -50,38 +63,31 @@ class TorchPairs:
     @cached_property
     def backward_order(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(output rows to gather, input rows to scatter into, ascending within each offset)."""
-        scatter, gather = _sorted_by_destination(self.forward_gather, self.forward_scatter, self.counts, self.num_in)
+        if self.gather_ascending:
+            return self.forward_scatter, self.forward_gather
+        scatter, gather = sort_within_offsets(self.forward_gather, self.forward_scatter, self.counts, self.num_in)
         return gather, scatter
 
 
-def _sorted_by_destination(destination: torch.Tensor, source: torch.Tensor, counts: tuple[int, ...],
-                           num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both index arrays reordered so ``destination`` ascends within each offset's group."""
-    offset_of_pair = torch.repeat_interleave(torch.arange(len(counts), device=destination.device),
-                                             torch.tensor(counts, device=destination.device))
-    # Keys are unique (a destination appears once per offset), so an unstable sort is deterministic.
-    order = torch.sort(offset_of_pair * max(num_rows, 1) + destination).indices
-    return destination[order], source[order]
+    @cached_property
+    def neighbour_table(self) -> torch.Tensor:
+        """Input row of each (output, offset) for :mod:`.narrow_conv` (built on first use)."""
+        return narrow_conv.neighbour_table(self.forward_gather, self.forward_scatter, self.counts, self.num_in,
+                                           self.num_out)
 
-
-def _ascending_within_offsets(index: torch.Tensor, counts: tuple[int, ...]) -> bool:
-    """Whether ``index`` ascends inside every offset's group (kernel maps are built that way)."""
-    if index.numel() < 2:
-        return True
-    rises = index[1:] > index[:-1]
-    boundaries = torch.tensor(counts, device=index.device).cumsum(0)[:-1] - 1
-    boundaries = boundaries[(boundaries >= 0) & (boundaries < rises.numel())]
-    rises[boundaries] = True
-    return bool(rises.all())
+    def offset_plan(self, channels: tuple[int, int], element_size: int) -> tuple[offset_groups.OffsetGroup, ...]:
+        """The offset groups for rows of ``channels`` (input, output) widths."""
+        max_rows = offset_groups.max_group_rows(self.max_count, channels, element_size)
+        if max_rows not in self.offset_plans:
+            self.offset_plans[max_rows] = offset_groups.plan_groups(
+                self.forward_gather, self.forward_scatter, self.counts, self.num_in, self.num_out,
+                self.identity_offset, max_rows)
+        return self.offset_plans[max_rows]
 
 
 def prepare(kernel_map: KernelMap) -> TorchPairs:
-    forward_scatter, forward_gather = kernel_map.out_index, kernel_map.in_index
-    if not _ascending_within_offsets(forward_scatter, kernel_map.counts):
-        forward_scatter, forward_gather = _sorted_by_destination(
-            forward_scatter, forward_gather, kernel_map.counts, kernel_map.num_out)
-    return TorchPairs(forward_gather, forward_scatter, kernel_map.counts, kernel_map.num_in, kernel_map.num_out,
-                      kernel_map.identity_offset)
+    return TorchPairs(kernel_map.in_index, kernel_map.out_index, kernel_map.counts, kernel_map.num_in,
+                      kernel_map.num_out, kernel_map.identity_offset, kernel_map.in_ascending)
 
 
 def _spans(pairs: TorchPairs):
@@ -99,90 +105,183 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def _offset_weight(filters: torch.Tensor, offset: int) -> torch.Tensor:
+    """``[C_in, C_out]`` weight of one offset: a strided view of ``[C_out, K³, C_in]`` filters (BLAS reads
+    it transposed, so no copy)."""
+    return filters[:, offset, :].t()
+
+
 def _gather_gemm_scatter(
     source: torch.Tensor,
-    weights: torch.Tensor,
+    filters: torch.Tensor,
     gather_index: torch.Tensor,
     scatter_index: torch.Tensor,
     pairs: TorchPairs,
     out: torch.Tensor,
     transpose_weights: bool,
 ) -> torch.Tensor:
-    """``out[scatter[p]] += source[gather[p]] @ W[k]`` for the pairs p of every offset k (``out`` may be
-    wider than ``source``: each product is widened to it before the scatter-add)."""
+    """``out[scatter[p]] += source[gather[p]] @ W[k]`` for the pairs p of every offset k (``W[k]``
+    transposed for the input gradient; ``out`` may be wider than ``source``: each product is widened to
+    it before the scatter-add)."""
     if pairs.max_count == 0:
         return out
     gathered = source.new_empty((pairs.max_count, source.shape[1]))
     product = source.new_empty((pairs.max_count, out.shape[1]))
     for offset, start, end in _spans(pairs):
         count = end - start
-        weight = weights[offset].t() if transpose_weights else weights[offset]
+        weight = _offset_weight(filters, offset)
         torch.index_select(source, 0, gather_index[start:end], out=gathered[:count])
-        torch.mm(gathered[:count], weight, out=product[:count])
+        torch.mm(gathered[:count], weight.t() if transpose_weights else weight, out=product[:count])
         out.index_add_(0, scatter_index[start:end], product[:count].to(out.dtype))
     return out
 
 
+def _weight_gradient(features, grad_out, filters, pairs: TorchPairs, grad_features) -> torch.Tensor:
+    """``[C_out, K³, C_in]`` filter gradient; also scatters the input gradient into ``grad_features``
+    (unless None) from the same gathered output-gradient rows: one gather of them per offset, in the
+    input-ascending order the input gradient's scatter wants."""
+    grad_filters = torch.zeros_like(filters)
+    identity = pairs.identity_offset
+    if identity is not None:
+        torch.mm(grad_out.t(), features, out=grad_filters[:, identity, :])
+    if pairs.max_count == 0:
+        return grad_filters
+    gather_index, scatter_index = pairs.backward_order
+    grad_rows = grad_out.new_empty((pairs.max_count, grad_out.shape[1]))
+    input_rows = features.new_empty((pairs.max_count, features.shape[1]))
+    product = None if grad_features is None else features.new_empty((pairs.max_count, features.shape[1]))
+    for offset, start, end in _spans(pairs):
+        count = end - start
+        torch.index_select(grad_out, 0, gather_index[start:end], out=grad_rows[:count])
+        torch.index_select(features, 0, scatter_index[start:end], out=input_rows[:count])
+        torch.mm(grad_rows[:count].t(), input_rows[:count], out=grad_filters[:, offset, :])
+        if grad_features is not None:
+            torch.mm(grad_rows[:count], filters[:, offset, :], out=product[:count])
+            grad_features.index_add_(0, scatter_index[start:end], product[:count].to(grad_features.dtype))
+    return grad_filters
+
+
+def _batches_offsets(tensor: torch.Tensor) -> bool:
+    return tensor.device.type in BATCHED_OFFSET_DEVICE_TYPES
+
+
+def _initial_sum(source: torch.Tensor, weight: torch.Tensor | None, rows: int, width: int, dtype: torch.dtype,
+                 dummy_rows: int) -> torch.Tensor:
+    """``[rows + dummy_rows, width]`` sums in ``dtype``: ``source @ weight`` (the identity offset; zeros
+    without one), then zeroed dummy rows."""
+    out = source.new_empty((rows + dummy_rows, width), dtype=dtype)
+    if weight is None:
+        return out.zero_()
+    if dtype == source.dtype:
+        torch.mm(source, weight, out=out[:rows])
+    else:
+        out[:rows].copy_(source @ weight)
+    out[rows:].zero_()
+    return out
+
+
 class _SparseConvFunction(torch.autograd.Function):
-    """features [N_in, C_in], weights [K³, C_in, C_out] → [N_out, C_out]."""
+    """features [N_in, C_in], filters [C_out, K³, C_in] → [N_out, C_out].
+
+    Filters in spconv's layout: from a torch weight ``[C_out, C_in, K, K, K]`` that is a transpose of small
+    ``[C_in, K³]`` blocks, several times cheaper than ``[K³, C_in, C_out]`` for wide layers (35 vs 7 ms
+    per 512-channel 3×3×3 weight on one core), and each offset's ``[C_out, C_in]`` slice is a BLAS
+    operand as it is.
+    """
 
     @staticmethod
-    def forward(ctx, features, weights, pairs: TorchPairs):
-        ctx.save_for_backward(features, weights)
+    def forward(ctx, features, filters, pairs: TorchPairs):
+        ctx.save_for_backward(features, filters)
         ctx.pairs = pairs
-        accumulate = _accumulation_dtype(features.dtype)
-        if pairs.identity_offset is not None:
-            out = (features @ weights[pairs.identity_offset]).to(accumulate)
+        identity = pairs.identity_offset
+        weight = None if identity is None else _offset_weight(filters, identity)
+        batched = _batches_offsets(features)
+        out = _initial_sum(features, weight, pairs.num_out, filters.shape[0], _accumulation_dtype(features.dtype),
+                           int(batched))
+        if batched:
+            plan = pairs.offset_plan((filters.shape[2], filters.shape[0]), features.element_size())
+            out = offset_groups.forward(features, filters, plan, out)[:pairs.num_out]
         else:
-            out = features.new_zeros((pairs.num_out, weights.shape[2]), dtype=accumulate)
-        out = _gather_gemm_scatter(features, weights, pairs.forward_gather, pairs.forward_scatter, pairs, out, False)
+            out = _gather_gemm_scatter(features, filters, pairs.forward_gather, pairs.forward_scatter, pairs, out,
+                                       False)
         return out.to(features.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
-        features, weights = ctx.saved_tensors
+        features, filters = ctx.saved_tensors
         pairs: TorchPairs = ctx.pairs
         grad_out = grad_out.contiguous()
-        grad_features = grad_weights = None
-        if ctx.needs_input_grad[0]:
-            accumulate = _accumulation_dtype(features.dtype)
-            if pairs.identity_offset is not None:
-                grad_features = (grad_out @ weights[pairs.identity_offset].t()).to(accumulate)
-            else:
-                grad_features = features.new_zeros(features.shape, dtype=accumulate)
+        need_features, need_filters = ctx.needs_input_grad[:2]
+        identity = pairs.identity_offset
+        batched = _batches_offsets(features)
+        grad_features = grad_filters = None
+        if need_features:
+            weight = None if identity is None else filters[:, identity, :]
+            grad_features = _initial_sum(grad_out, weight, pairs.num_in, filters.shape[2],
+                                         _accumulation_dtype(features.dtype), int(batched))
+        if batched:
+            grad_filters = _batched_backward(features, grad_out, filters, pairs, grad_features, need_filters)
+            if grad_features is not None:
+                grad_features = grad_features[:pairs.num_in]
+        elif need_filters:
+            grad_filters = _weight_gradient(features, grad_out, filters, pairs, grad_features)
+        elif need_features:
             backward_gather, backward_scatter = pairs.backward_order
-            _gather_gemm_scatter(grad_out, weights, backward_gather, backward_scatter, pairs, grad_features, True)
+            _gather_gemm_scatter(grad_out, filters, backward_gather, backward_scatter, pairs, grad_features, True)
+        if grad_features is not None:
             grad_features = grad_features.to(features.dtype)
-        if ctx.needs_input_grad[1]:
-            grad_weights = torch.zeros_like(weights)
-            if pairs.identity_offset is not None:
-                torch.mm(features.t(), grad_out, out=grad_weights[pairs.identity_offset])
-            if pairs.max_count:
-                gathered_in = features.new_empty((pairs.max_count, features.shape[1]))
-                gathered_out = grad_out.new_empty((pairs.max_count, grad_out.shape[1]))
-                for offset, start, end in _spans(pairs):
-                    count = end - start
-                    torch.index_select(features, 0, pairs.forward_gather[start:end], out=gathered_in[:count])
-                    torch.index_select(grad_out, 0, pairs.forward_scatter[start:end], out=gathered_out[:count])
-                    torch.mm(gathered_in[:count].t(), gathered_out[:count], out=grad_weights[offset])
-        return grad_features, grad_weights, None
+        return grad_features, grad_filters, None
+
+
+def _batched_backward(features, grad_out, filters, pairs: TorchPairs, grad_features, need_filters):
+    """The filter gradient (or None) of the offset-group path; scatters into ``grad_features``."""
+    grad_filters = None
+    if need_filters:
+        grad_filters = torch.zeros_like(filters)
+        if pairs.identity_offset is not None:
+            torch.mm(grad_out.t(), features, out=grad_filters[:, pairs.identity_offset, :])
+    plan = pairs.offset_plan((filters.shape[2], filters.shape[0]), features.element_size())
+    if plan:
+        with_zero_row = torch.cat([grad_out, grad_out.new_zeros((1, grad_out.shape[1]))])
+        offset_groups.backward(features, with_zero_row, filters, plan, grad_features, grad_filters)
+    return grad_filters
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this processor has bf16 dot-product instructions (AVX512-BF16 or AMX tiles)."""
+    import torch.cpu
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The half-precision dtype sparse convolutions compute in under the current autocast (None: as given)."""
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    dtype = torch.get_autocast_dtype(device_type)
+    if device_type in HALF_PRECISION_DEVICE_TYPES:
+        return dtype
+    if device_type == "cpu" and CPU_BF16_SPARSE_CONV and dtype == torch.bfloat16 and cpu_has_native_bf16():
+        return dtype
+    return None
 
 
 def conv(features: torch.Tensor, weight: torch.Tensor, prepared: TorchPairs) -> torch.Tensor:
     """Sparse convolution; ``weight`` is torch-style ``[C_out, C_in, K, K, K]``."""
-    c_out, c_in = weight.shape[:2]
     device_type = features.device.type
-    if device_type in HALF_PRECISION_DEVICE_TYPES and torch.is_autocast_enabled(device_type):
+    half = autocast_dtype(device_type)
+    if half is not None:
         # What autocast does for F.conv3d: compute in its dtype (the sums stay float32, see the function).
-        features = features.to(torch.get_autocast_dtype(device_type))
-    # One contiguous [K³, C_in, C_out] copy, so no GEMM has to copy its offset's slice again.
-    weights = weight.permute(2, 3, 4, 1, 0).reshape(-1, c_in, c_out).contiguous()
+        features = features.to(half)
     features = features.contiguous()
-    if weights.dtype != features.dtype:
-        weights = weights.to(features.dtype)
+    filters = weight_layout.filters_of(weight, features.dtype)
     # The buffers take the dtype chosen above, so autocast must not change the GEMMs' dtype again.
     with torch.autocast(device_type, enabled=False):
-        return _SparseConvFunction.apply(features, weights, prepared)
+        if narrow_conv.applies(filters.shape[2], filters.shape[1]):
+            return narrow_conv.NarrowConvFunction.apply(features, filters, prepared.neighbour_table,
+                                                        prepared.num_out)
+        return _SparseConvFunction.apply(features, filters, prepared)
 
 
 def max_pool(features: torch.Tensor, prepared: TorchPairs) -> torch.Tensor:
