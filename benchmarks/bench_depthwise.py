@@ -18,7 +18,7 @@ Candidates, each timed forward (no autograd) and forward+backward (input and wei
 - ``index ops`` (depthwise): gather, multiply and ``index_add_`` per offset with autograd's own
   backward, against ours with its hand-written backward;
 - ``bmm per group`` (groups of 4): one batched GEMM over the 32 groups, without merging them into
-  16-channel block-diagonal super-groups (``torch_backend.MIN_GROUP_WIDTH``).
+  16-channel block-diagonal super-groups (``torch_grouped.MIN_GROUP_WIDTH``).
 
 They are memory-bound, so the measure is achieved bandwidth: bytes gathered + scattered + weights per
 second. Forward: ``pairs × (C_in + C_out) × 4`` bytes (each pair gathers an input row and scatter-adds
@@ -49,7 +49,7 @@ else:
 
 from image2point.sparse import SparseTensor
 from image2point.sparse import functional as SF
-from image2point.sparse.backends import torch_backend
+from image2point.sparse.backends import torch_backend, torch_grouped
 from image2point.voxelize import collate_voxels, voxelize
 
 VOXEL_SIZE = 0.05
@@ -188,12 +188,12 @@ def depthwise_by_index_ops(x: SparseTensor, weight: torch.Tensor, layer: Layer) 
 
 @contextmanager
 def no_super_groups() -> Iterator[None]:
-    previous = torch_backend.MIN_GROUP_WIDTH
-    torch_backend.MIN_GROUP_WIDTH = 1
+    previous = torch_grouped.MIN_GROUP_WIDTH
+    torch_grouped.MIN_GROUP_WIDTH = 1
     try:
         yield
     finally:
-        torch_backend.MIN_GROUP_WIDTH = previous
+        torch_grouped.MIN_GROUP_WIDTH = previous
 
 
 def conv_candidates(x: SparseTensor, layer: Layer) -> dict[str, Callable[[SparseTensor, torch.Tensor], torch.Tensor]]:

@@ -43,6 +43,7 @@ else:
 
 from image2point.sparse import functional as SF
 from image2point.sparse.backends import get_backend
+from image2point.sparse.downsample import downsample_coords
 
 BACKEND_PATH = "image2point/sparse/backends/torch_backend.py"
 DOWNSAMPLE_PATH = "image2point/sparse/downsample.py"
@@ -118,7 +119,8 @@ def _flat_maps(kernel_map: ModuleType, backend: ModuleType, workload, mode: str)
         backend.prepare(kernel_map.build_kernel_map(coords, coords, bench.KERNEL_SIZE, 1))
         if level == bench.NUM_DOWNSAMPLINGS:
             break
-        coarse = kernel_map.downsample_coords(coords, mode)
+        # Older revisions define downsample_coords in kernel_map; it now lives in sparse/downsample.py.
+        coarse = getattr(kernel_map, "downsample_coords", downsample_coords)(coords, mode)
         for kernel_size in (bench.KERNEL_SIZE, bench.SHORTCUT_KERNEL_SIZE):
             backend.prepare(kernel_map.build_kernel_map(coords, coarse, kernel_size, bench.DOWNSAMPLE_FACTOR))
         coords = coarse

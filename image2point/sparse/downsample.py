@@ -182,3 +182,12 @@ def _searched_strided_map(fine: SiteIndex, down: Downsampling, kernel_size: int,
     table = positions if fine.rows_sorted else torch.where(positions >= 0, fine.row_at[positions.clamp(min=0)], -1)
     return pairs_of_table(table, fine.num_sites, down.coarse.num_sites, kernel_size, dilation,
                           in_ascending=fine.rows_sorted)
+
+
+def downsample_coords(coords: torch.Tensor, mode: str) -> torch.Tensor:
+    """Sites of the next level (stride ×2) under a stride convention, sorted by (batch, x, y, z)."""
+    if coords.shape[0] == 0:
+        if mode not in STRIDE_MODES:
+            raise ValueError(f"unknown stride mode {mode!r}; choose one of {STRIDE_MODES}")
+        return coords.clone()
+    return downsample(build_site_index(coords, DEFAULT_MARGIN), mode).coarse.coords

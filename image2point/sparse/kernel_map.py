@@ -56,7 +56,7 @@ from image2point.sparse.site_index import (
 )
 
 __all__ = ["DOWNSAMPLE_FACTOR", "STRIDE_MODES", "TABLE_CELLS_PER_SITE", "TABLE_MIN_CELLS", "KernelMap",
-           "build_kernel_map", "check_dilation", "downsample_coords", "kernel_offsets", "submanifold_map"]
+           "build_kernel_map", "check_dilation", "kernel_offsets", "submanifold_map"]
 
 STRIDE_MODES = ("floor", "window")
 DOWNSAMPLE_FACTOR = 2
@@ -271,13 +271,3 @@ def _ascending(coords: torch.Tensor, space) -> bool:
     keys = space.keys(coords)
     return keys.numel() < 2 or bool((keys[1:] > keys[:-1]).all())
 
-
-def downsample_coords(coords: torch.Tensor, mode: str) -> torch.Tensor:
-    """Sites of the next level (stride ×2) under a stride convention, sorted by (batch, x, y, z)."""
-    from image2point.sparse.downsample import downsample
-
-    if coords.shape[0] == 0:
-        if mode not in STRIDE_MODES:
-            raise ValueError(f"unknown stride mode {mode!r}; choose one of {STRIDE_MODES}")
-        return coords.clone()
-    return downsample(build_site_index(coords, DEFAULT_MARGIN), mode).coarse.coords

@@ -12,12 +12,14 @@ import torch.nn.functional as F
 from image2point.sparse import SparseTensor
 from image2point.sparse import functional as SF
 from image2point.sparse import kernel_map as KM
+from image2point.sparse.downsample import downsample_coords
 from image2point.sparse.backends import (
     SparseOp,
     backend_fallbacks,
     execution_backend,
     spconv_available,
     torch_backend,
+    torch_grouped,
 )
 from image2point.sparse.modules import SparseConv3d
 
@@ -103,9 +105,9 @@ def test_dilated_conv_equals_dense_conv3d(backend, shape, stride, stride_mode, k
 @pytest.mark.parametrize("kernel_size", [1, 3, 5])
 def test_batched_gemm_over_narrow_groups_equals_dense_conv3d(monkeypatch, stride, stride_mode, kernel_size):
     """With super-groups off, narrow groups and channel multipliers run the per-group batched GEMM."""
-    monkeypatch.setattr(torch_backend, "MIN_GROUP_WIDTH", 1)
+    monkeypatch.setattr(torch_grouped, "MIN_GROUP_WIDTH", 1)
     for shape in (CONV_SHAPES["narrow groups"], CONV_SHAPES["multiplier"]):
-        assert torch_backend.super_group_size(shape[2], shape[0] // shape[2]) == 1
+        assert torch_grouped.super_group_size(shape[2], shape[0] // shape[2]) == 1
         check_against_dense("torch", shape, kernel_size, stride, stride_mode, dilation=1, seed=5)
 
 
@@ -131,10 +133,10 @@ def test_depthwise_conv_inference_and_weight_only_gradients():
 
 
 def test_super_groups_reach_the_minimum_width():
-    assert torch_backend.super_group_size(groups=32, group_width=4) == 4
-    assert torch_backend.super_group_size(groups=8, group_width=16) == 1
-    assert torch_backend.super_group_size(groups=6, group_width=5) == 6  # 4 does not divide 6
-    assert torch_backend.super_group_size(groups=3, group_width=2) == 3  # all of them, still narrower
+    assert torch_grouped.super_group_size(groups=32, group_width=4) == 4
+    assert torch_grouped.super_group_size(groups=8, group_width=16) == 1
+    assert torch_grouped.super_group_size(groups=6, group_width=5) == 6  # 4 does not divide 6
+    assert torch_grouped.super_group_size(groups=3, group_width=2) == 3  # all of them, still narrower
 
 
 @pytest.mark.parametrize("kernel_size,stride,mode", [(3, 1, None), (5, 2, "floor"), (7, 2, "window")])
@@ -142,7 +144,7 @@ def test_dilated_maps_follow_the_geometry_with_table_and_binary_search(monkeypat
     generator = torch.Generator().manual_seed(11)
     spatial = torch.unique(torch.randint(0, 25, (600, 3), generator=generator), dim=0)
     coords = torch.cat([torch.zeros(len(spatial), 1, dtype=torch.int64), spatial], 1)
-    out_coords = coords if stride == 1 else KM.downsample_coords(coords, mode)
+    out_coords = coords if stride == 1 else downsample_coords(coords, mode)
     dilation = 2
     with_table = KM.build_kernel_map(coords, out_coords, kernel_size, stride, dilation)
     monkeypatch.setattr(KM, "TABLE_MIN_CELLS", 0)

@@ -6,6 +6,7 @@ import torch
 from image2point.sparse import SparseTensor
 from image2point.sparse import functional as SF
 from image2point.sparse import kernel_map as KM
+from image2point.sparse.downsample import downsample_coords
 from image2point.sparse import site_index
 
 
@@ -22,7 +23,7 @@ def random_coords(seed: int, batch_size: int = 2, points: int = 500, extent: int
                                                      (2, 2, "floor"), (3, 2, "window"), (1, 2, "window")])
 def test_table_and_binary_search_build_the_same_map(monkeypatch, kernel_size, stride, mode, device):
     coords = random_coords(seed=kernel_size * 10 + stride).to(device)
-    out_coords = coords if stride == 1 else KM.downsample_coords(coords, mode)
+    out_coords = coords if stride == 1 else downsample_coords(coords, mode)
     with_table = KM.build_kernel_map(coords, out_coords, kernel_size, stride)
     assert with_table.in_index.device == with_table.out_index.device == coords.device
     assert with_table.in_index.dtype == with_table.out_index.dtype == torch.int64
@@ -38,7 +39,7 @@ def test_table_and_binary_search_build_the_same_map(monkeypatch, kernel_size, st
 
 def test_pairs_follow_the_offset_geometry_and_outputs_ascend_within_offsets(device):
     coords = random_coords(seed=7).to(device)
-    out_coords = KM.downsample_coords(coords, "floor")
+    out_coords = downsample_coords(coords, "floor")
     kernel_map = KM.build_kernel_map(coords, out_coords, 3, 2)
     offsets = KM.kernel_offsets(3, device)
     start = 0
@@ -90,7 +91,7 @@ def test_maps_built_per_level_equal_the_searched_maps(shuffled, mode, kernel_siz
     x = SparseTensor(torch.zeros(coords.shape[0], 1, device=device), coords, 2)
     level_map = SF.kernel_map(x, kernel_size, 2, mode)
     coarse = SF.coarser_coords(x, mode)
-    assert torch.equal(coarse, KM.downsample_coords(coords, mode))
+    assert torch.equal(coarse, downsample_coords(coords, mode))
     assert_same_pairs_and_outputs_ascend(level_map, brute_force_map(coords, coarse, kernel_size, 2))
     parent = SF.children_map(x, mode).parent
     expected_parent = torch.cat([coords[:, :1], torch.div(coords[:, 1:], 2, rounding_mode="floor")], 1)
