@@ -30,9 +30,9 @@ MOMENTUM = 0.9
 TARGET_STEP_OVER_CONV = 1.2
 # The clock of per-stage and in-conv times (bench_sparse.py --clock cpu sets time.process_time).
 clock = time.perf_counter
-# The autograd functions that run a backend's (ungrouped) sparse convolution.
-CONV_FUNCTIONS = {"torch": ("torch_backend", "_SparseConvFunction"),
-                  "spconv": ("spconv_backend", "_SpconvConvFunction")}
+# The autograd functions that run a backend's (ungrouped) sparse convolutions: (module, class) pairs.
+CONV_FUNCTIONS = {"torch": (("torch_backend", "_SparseConvFunction"), ("narrow_conv", "NarrowConvFunction")),
+                  "spconv": (("spconv_backend", "_SpconvConvFunction"),)}
 
 
 @dataclass
@@ -88,12 +88,13 @@ def threads(count: int) -> Iterator[None]:
 
 @contextmanager
 def conv_time(backend: str, seconds: list[float]) -> Iterator[None]:
-    """Adds the time spent in ``backend``'s conv autograd function (forward and backward) to ``seconds``."""
+    """Adds the time spent in ``backend``'s conv autograd functions (forward and backward) to ``seconds``."""
     import importlib
 
-    module_name, class_name = CONV_FUNCTIONS[backend]
-    function = getattr(importlib.import_module(f"image2point.sparse.backends.{module_name}"), class_name)
-    originals = {name: function.__dict__[name] for name in ("forward", "backward")}
+    functions = [getattr(importlib.import_module(f"image2point.sparse.backends.{module_name}"), class_name)
+                 for module_name, class_name in CONV_FUNCTIONS[backend]]
+    originals = {(function, name): function.__dict__[name] for function in functions
+                 for name in ("forward", "backward")}
 
     def timed(original):
         def run(*args):
@@ -104,12 +105,12 @@ def conv_time(backend: str, seconds: list[float]) -> Iterator[None]:
                 seconds.append(clock() - start)
         return staticmethod(run)
 
-    for name, original in originals.items():
+    for (function, name), original in originals.items():
         setattr(function, name, timed(original.__func__))
     try:
         yield
     finally:
-        for name, original in originals.items():
+        for (function, name), original in originals.items():
             setattr(function, name, original)
 
 
