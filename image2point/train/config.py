@@ -235,6 +235,9 @@ class TrainConfig:
     # Intra-op threads of each training process; None: the cores per process left after the loader
     # workers (at least 1). More threads than cores makes every op wait on a busy core.
     threads: int | None = None
+    # Deterministic algorithms (train/determinism.py): a CUDA run repeats bit for bit, at some cost in
+    # speed; ops without a deterministic CUDA implementation then raise. The CPU repeats runs anyway.
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "epochs", "at least 1", self.epochs)

@@ -48,6 +48,7 @@ from image2point.train.builders import (
     task_of,
 )
 from image2point.train.config import RunConfig, save_config
+from image2point.train.determinism import deterministic_algorithms
 from image2point.train.distributed import (
     DistributedContext,
     all_reduce_sum,
@@ -133,17 +134,20 @@ def run_training(config: RunConfig, resume: bool = False, quiet: bool | None = N
     threads = torch.get_num_threads()
     torch.set_num_threads(training_threads(config, context.world_size))
     try:
-        seed_everything(config.train.seed)
-        setup = _build_run(config, context)
-        run_dir = Path(config.train.run_dir)
-        with claimed_run_directory(run_dir, resume) if context.is_main else contextlib.nullcontext():
-            # Checked before the log opens, so a refused resume writes nothing.
-            point = _resume_point(config, run_dir, resume, resume_with_changes, context.device, setup.built.network)
-            log = RunLog(run_dir, context.is_main)
-            try:
-                return _Training(config, context, setup, run_dir, log).run(point, quiet)
-            finally:
-                log.close()
+        # Before the network reaches the device: cuBLAS reads its workspace setting on its first call.
+        with deterministic_algorithms(config.train.deterministic):
+            seed_everything(config.train.seed)
+            setup = _build_run(config, context)
+            run_dir = Path(config.train.run_dir)
+            with claimed_run_directory(run_dir, resume) if context.is_main else contextlib.nullcontext():
+                # Checked before the log opens, so a refused resume writes nothing.
+                point = _resume_point(config, run_dir, resume, resume_with_changes, context.device,
+                                      setup.built.network)
+                log = RunLog(run_dir, context.is_main)
+                try:
+                    return _Training(config, context, setup, run_dir, log).run(point, quiet)
+                finally:
+                    log.close()
     finally:
         torch.set_num_threads(threads)
 
@@ -243,7 +247,8 @@ class _Training:
         setup, context = self.setup, self.context
         self.log.info(_conversion_text(setup.built, setup.plan))
         self.log.info(f"task {setup.task}, {len(setup.train_set)} training / {len(setup.eval_set)} evaluation "
-                      f"samples, backend {setup.backend}, device {context.device}, {context.world_size} process(es)")
+                      f"samples, backend {setup.backend}, device {context.device}, {context.world_size} process(es)"
+                      + (", deterministic algorithms" if self.config.train.deterministic else ""))
         batch_warning = step_batch_warning(self.config.data, context.world_size)
         if batch_warning is not None and context.is_main:
             self.log.info(f"warning: {batch_warning}")

@@ -24,9 +24,10 @@ from image2point.errors import ConfigError
 from image2point.train.config import RunConfig, config_to_dict, save_config, upgrade_stored_head
 from image2point.train.stored import upgrade_stored_config
 
-# Keys that do not change what a run computes.
-NEUTRAL_KEYS = frozenset({"train.device", "train.threads", "train.log_every", "train.run_dir", "data.num_workers",
-                          "data.eval_batch_size"})
+# Keys that do not change what a run computes (beyond the order of float additions: the device, the
+# threads and deterministic algorithms change only that).
+NEUTRAL_KEYS = frozenset({"train.device", "train.threads", "train.deterministic", "train.log_every", "train.run_dir",
+                          "data.num_workers", "data.eval_batch_size"})
 # Keys whose change is recorded but needs no --resume-with-changes: a longer run.
 EXTENDING_KEYS = frozenset({"train.epochs"})
 RESUMED_CONFIG = "config.resumed-at-epoch-{epoch}.yaml"

@@ -7,6 +7,12 @@ Under ``torch.autocast`` on a GPU a convolution behaves like ``F.conv3d`` does: 
 cast to the autocast dtype (bf16 or fp16) for the gathers and GEMMs, and the result has that dtype; the
 sums over kernel offsets are accumulated in float32, since up to K³ scatter-adds in bf16 would lose
 several bits. CPU autocast leaves sparse convolutions in float32 (see HALF_PRECISION_DEVICE_TYPES).
+
+Every sum over kernel offsets is an ``index_add_`` (per offset, or per offset group on CUDA). On CUDA it
+adds with atomics, so results differ in their last bits from run to run; under
+``torch.use_deterministic_algorithms(True)`` (``train.deterministic``, train/determinism.py) torch runs
+it as a sort-based accumulation instead, and no op of this backend lacks a deterministic CUDA
+implementation (tests/train/test_determinism.py), so the same results repeat exactly.
 """
 
 from __future__ import annotations

@@ -1,0 +1,56 @@
+"""``train.deterministic``: a training run that repeats bit for bit on CUDA, as it does on the CPU.
+
+On the CPU a run already repeats exactly at a fixed thread count. On CUDA it does not: ``index_add_``,
+the scatter-add of every sparse convolution of the torch backend (per offset or per offset group) and
+of the sparse pools, adds with atomics in whatever order the threads arrive, so the sums differ in
+their last bits from run to run and training amplifies that (0.4-1.7 % in the loss after four epochs
+on an H200, docs/benchmarks.md).
+
+``torch.use_deterministic_algorithms(True)`` changes that where it matters here (torch's documentation
+of that function lists the ops): ``index_add_``, ``scatter_add_``, ``index_copy_`` and ``index_put_``
+on CUDA run as sort-based accumulations (``index_add_`` becomes ``index_put_(..., accumulate=True)``,
+which sorts the indices and sums each row's terms in their order), cuDNN and cuBLAS pick deterministic
+algorithms, and an op without a deterministic CUDA implementation raises instead of running (among the
+networks of this package: the bilinear upsampling's backward of the range HRNet and the 2D NLL loss of
+PointNet++ segmentation, tests/train/test_determinism.py). cuBLAS is deterministic only with a fixed
+workspace, chosen by ``CUBLAS_WORKSPACE_CONFIG`` before its first call in the process; it is set here
+unless the environment already sets it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+
+CUBLAS_WORKSPACE_VARIABLE = "CUBLAS_WORKSPACE_CONFIG"
+# One of the two settings NVIDIA documents for reproducible cuBLAS results (CUDA 10.2 and later):
+# 8 workspaces of 4096 KiB.
+CUBLAS_WORKSPACE_SETTING = ":4096:8"
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Deterministic algorithms inside the block when ``enabled`` (torch's previous settings restored
+    after it); nothing changes otherwise.
+
+    ``CUBLAS_WORKSPACE_CONFIG`` stays set afterwards: cuBLAS reads it once per process. A process that
+    called cuBLAS before entering (without the variable) gets torch's error naming it on its next
+    cuBLAS call; set the variable before starting Python then.
+    """
+    if not enabled:
+        yield
+        return
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark)
+    os.environ.setdefault(CUBLAS_WORKSPACE_VARIABLE, CUBLAS_WORKSPACE_SETTING)
+    torch.use_deterministic_algorithms(True)
+    # Autotuning could pick another (deterministic) cuDNN algorithm in another run.
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
