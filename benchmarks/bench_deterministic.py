@@ -62,8 +62,8 @@ def _batch(count: int, device: torch.device):
     return batch.features.to(device), batch.coords.to(device), batch.batch_size
 
 
-def _step_function(config: NetworkConfig, batch, device: torch.device, deterministic: bool):
-    """One training step of its own copy of the network, on the given batch."""
+def step_function(config: NetworkConfig, batch, device: torch.device, deterministic: bool):
+    """(one training step of its own copy of the network on ``batch``, that network)."""
     from image2point.sparse import SparseTensor
 
     torch.manual_seed(0)
@@ -83,7 +83,7 @@ def _step_function(config: NetworkConfig, batch, device: torch.device, determini
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
 
-    return step
+    return step, network
 
 
 def run(quick: bool, device: torch.device) -> list[StepResult]:
@@ -91,7 +91,7 @@ def run(quick: bool, device: torch.device) -> list[StepResult]:
     reps = QUICK_REPETITIONS if quick else REPETITIONS
     results = []
     for name, config in NETWORKS.items():
-        candidates = {mode: _step_function(config, batch, device, mode == "deterministic") for mode in MODES}
+        candidates = {mode: step_function(config, batch, device, mode == "deterministic")[0] for mode in MODES}
         times = common.time_interleaved(candidates, reps)
         default, deterministic = (common.median(times[mode]) for mode in MODES)
         results.append(StepResult(name, str(device), int(batch[1].shape[0]), reps, default * 1e3,
