@@ -14,7 +14,8 @@ algorithms, and an op without a deterministic CUDA implementation raises instead
 networks of this package: the bilinear upsampling's backward of the range HRNet and the 2D NLL loss of
 PointNet++ segmentation, tests/train/test_determinism.py). cuBLAS is deterministic only with a fixed
 workspace, chosen by ``CUBLAS_WORKSPACE_CONFIG`` before its first call in the process; it is set here
-unless the environment already sets it.
+unless the environment already sets it. spconv's CUDA kernels are outside torch's control, so a
+deterministic run takes the torch backend unless ``model.backend`` names another.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import os
 from collections.abc import Iterator
 
 import torch
+
+from image2point.sparse.backends import default_backend, torch_backend
 
 CUBLAS_WORKSPACE_VARIABLE = "CUBLAS_WORKSPACE_CONFIG"
 # One of the two settings NVIDIA documents for reproducible cuBLAS results (CUDA 10.2 and later):
@@ -54,3 +57,11 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.benchmark = saved[2]
+
+
+def training_backend(configured: str | None, deterministic: bool, device: torch.device) -> str:
+    """The sparse backend of a run: ``model.backend`` if set, else the torch backend for a deterministic
+    run (whose scatters torch makes deterministic), else the device's default."""
+    if configured:
+        return configured
+    return torch_backend.NAME if deterministic else default_backend(device)

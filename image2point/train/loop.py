@@ -48,7 +48,7 @@ from image2point.train.builders import (
     task_of,
 )
 from image2point.train.config import RunConfig, save_config
-from image2point.train.determinism import deterministic_algorithms
+from image2point.train.determinism import deterministic_algorithms, training_backend
 from image2point.train.distributed import (
     DistributedContext,
     all_reduce_sum,
@@ -182,7 +182,7 @@ def _build_run(config: RunConfig, context: DistributedContext) -> _RunSetup:
     built = build_model(config, in_features, len(class_names), task)
     network = built.network.to(context.device)
     plan = apply_finetune_scheme(network, config.finetune.scheme)
-    backend = config.model.backend or default_backend(context.device)
+    backend = training_backend(config.model.backend, config.train.deterministic, context.device)
     collate = build_collate(config, task, len(class_names), backend)
     return _RunSetup(task, train_set, eval_set, class_names, built, plan, backend, collate, in_features)
 

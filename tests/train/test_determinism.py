@@ -14,9 +14,14 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from image2point.sparse.backends import torch_backend
-from image2point.train import loop
+from image2point.train import determinism, loop
 from image2point.train.config import load_config
-from image2point.train.determinism import CUBLAS_WORKSPACE_SETTING, CUBLAS_WORKSPACE_VARIABLE, deterministic_algorithms
+from image2point.train.determinism import (
+    CUBLAS_WORKSPACE_SETTING,
+    CUBLAS_WORKSPACE_VARIABLE,
+    deterministic_algorithms,
+    training_backend,
+)
 from tests.test_cuda_parity import NETWORKS, _network_pair, _train_steps
 
 # aten ops that raise under torch.use_deterministic_algorithms(True) on CUDA whatever their arguments
@@ -103,6 +108,16 @@ def test_a_run_trains_under_deterministic_algorithms_and_restores_torch_after(tm
     assert os.environ[CUBLAS_WORKSPACE_VARIABLE] == CUBLAS_WORKSPACE_SETTING
     assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
     assert "deterministic algorithms" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_a_deterministic_run_takes_the_torch_backend_unless_one_is_configured(monkeypatch):
+    """spconv's CUDA kernels are not under torch's deterministic mode (here: a machine whose default on
+    CUDA is spconv)."""
+    monkeypatch.setattr(determinism, "default_backend", lambda device: "spconv")
+    cuda = torch.device("cuda")
+    assert training_backend(None, True, cuda) == "torch"
+    assert training_backend(None, False, cuda) == "spconv"
+    assert training_backend("spconv", True, cuda) == "spconv"
 
 
 def test_a_cublas_setting_of_the_environment_is_kept_and_a_raise_restores_torch(monkeypatch):
