@@ -2,7 +2,7 @@
 at two scales, a runner that skips finished runs and resumes interrupted ones, aggregation into the
 paper's layout, and figures. ``image2point experiment table1 --scale small --seeds 3``."""
 
-from image2point.experiments import tables as _tables  # noqa: F401  (registers table1 … table7)
+from image2point.experiments import tables as _tables  # noqa: F401  (registers table1 … table14)
 from image2point.experiments.aggregate import CellResult, collect_cells, summarise, write_table_results
 from image2point.experiments.plan import ExperimentContext, PlannedRun, make_context, parse_seeds, plan_run, plan_table
 from image2point.experiments.runner import ExperimentRequest, run_experiment
