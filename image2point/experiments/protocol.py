@@ -69,8 +69,11 @@ def describe_protocol(table: TableSpec, plans: Sequence[PlannedRun], context: Ex
         *(_source_lines(plans, default_arch) or ["    none (every run starts from random weights)"]),
         f"  runs: {len(plans)} ({', '.join(f'{count} {status}' for status, count in statuses.items())})",
     ]
-    placed = len(set(layout.paper.values()))
-    lines.append(f"  paper cells: {len(table.paper_cells())} in the paper's table, {placed} beside ours, "
+    placed = set(layout.paper.values())
+    own = sum(cell.table == table.paper_table for cell in placed)
+    borrowed = sorted({cell.table for cell in placed} - {table.paper_table})
+    others = f" (and {len(placed) - own} of Table {', '.join(map(str, borrowed))})" if borrowed else ""
+    lines.append(f"  paper cells: {len(table.paper_cells())} in the paper's table, {own} beside ours{others}, "
                  f"{len(table.unplaced_paper_cells(context.scale))} listed apart")
     lines += [f"  note: {note}" for note in table.notes_for(context.scale)]
     return lines

@@ -11,7 +11,7 @@ from image2point.errors import ConfigError, DataError
 from image2point.experiments import ExperimentContext, ExperimentRequest, get_table, plan_table, run_experiment
 from image2point.experiments.plan import (FINISHED, MISSING, NO_DATA, PENDING, RESUME, format_seeds, make_context,
                                          parse_seeds)
-from image2point.experiments.runner import command_line, execute_plan
+from image2point.experiments.runner import command_line, execute_plan, plan_trials
 from image2point.experiments.sources import SOURCES
 
 
@@ -172,3 +172,43 @@ def test_experiment_help(capsys):
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     assert "--dry-run" in help_text and "--weights" in help_text and "--aggregate-only" in help_text
+
+
+def test_paper_scale_dry_run_of_all_fourteen_tables(fake_shared, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    imagenet = tmp_path / "resnet18.pth"
+    imagenet.write_bytes(b"")
+    assert main(["experiment", "all", "--scale", "paper", "--dry-run", "--out-dir", str(out_dir),
+                 "--weights", f"imagenet={imagenet}"]) == 0
+    out = capsys.readouterr().out
+    assert not out_dir.exists()
+    headers = [line for line in out.splitlines() if line.startswith("table") and "] at paper scale" in line]
+    assert [line.split(":")[0] for line in headers] == [f"table{number}" for number in range(1, 15)]
+    assert "table8: Stability of table1" in out and "adds no runs: the runs of table1, as mean ± std" in out
+    assert "  columns: Tiny-ImageNet | ImageNet-1K | ImageNet-21K | FractalDB-1K | FractalDB-10K" in out
+    assert out.count("  trials: 20 (1 %), 15 (5 %), 10 (10 %), 3 (100 %)") == 2  # tables 3 and 10
+    assert out.count("  runs: 96 (") == 2
+    assert "  backbones: resnet152, resnet18, resnet50" in out
+    assert "    imagenet:resnet18  available: " + str(imagenet.resolve()) in out
+    assert "    imagenet21k:resnet50  missing: no imagenet21k weights given for resnet50" in out
+    assert "    ade20k:resnet18  missing: no ade20k weights given (--weights ade20k=PATH)" in out
+    assert "    fractaldb-1k:resnet50  made: generated here: 1000 categories x 1000 images at 362 px" in out
+    assert "    tiny-imagenet:resnet50  missing: tiny-imagenet pretrains on the full tiny-imagenet" in out
+    # Table 7: T1-T3 apart; the default T is Table 1's I,O,µ,σ.
+    assert "  paper cells: 7 in the paper's table, 4 beside ours (and 1 of Table 1), 3 listed apart" in out
+    assert "  paper cells: 22 in the paper's table, 22 beside ours, 0 listed apart" in out
+    # Runs are listed once, by their main table: the stability tables add none.
+    run_lines = [line for line in out.splitlines() if line.startswith("  ") and "  [" in line]
+    context = make_context("paper", out_dir)
+    assert len(run_lines) == sum(len(plan_trials(get_table(f"table{n}"), context, None)) for n in range(1, 8))
+    assert "table1/modelnet40-imagenet-io-s2" in out and "table1/modelnet40-imagenet-io-s3" not in out
+
+
+def test_paper_trials_without_seeds_and_explicit_seeds(fake_shared, tmp_path):
+    context = make_context("paper", tmp_path / "out")
+    table3 = get_table("table3")
+    default = plan_trials(table3, context, None)
+    assert len(default) == 2 * (20 + 15 + 10 + 3)
+    assert max(plan.spec.seed for plan in default if plan.spec.column == "100 %") == 2
+    assert len(plan_trials(table3, context, (0, 1))) == 2 * 4 * 2
+    assert command_line("table3", context, None) == f"image2point experiment table3 --scale paper --out-dir {tmp_path / 'out'}"
