@@ -211,4 +211,5 @@ def test_paper_trials_without_seeds_and_explicit_seeds(fake_shared, tmp_path):
     assert len(default) == 2 * (20 + 15 + 10 + 3)
     assert max(plan.spec.seed for plan in default if plan.spec.column == "100 %") == 2
     assert len(plan_trials(table3, context, (0, 1))) == 2 * 4 * 2
-    assert command_line("table3", context, None) == f"image2point experiment table3 --scale paper --out-dir {tmp_path / 'out'}"
+    expected = f"image2point experiment table3 --scale paper --out-dir {tmp_path / 'out'}"
+    assert command_line("table3", context, None) == expected

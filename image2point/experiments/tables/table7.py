@@ -40,6 +40,12 @@ def _learned_label(scale: str, small: str, paper: str) -> str:
     return small if scale == SMALL else paper
 
 
+def learned_row(scale: str, sharing: str, init: str) -> str:
+    """The row of the learned T with ``sharing`` (shared, per_conv) and ``init`` (default, random) at ``scale``."""
+    return next(_learned_label(scale, small, paper) for small, paper, row_sharing, row_init in LEARNED
+                if (row_sharing, row_init) == (sharing, init))
+
+
 def _table7_runs(scale: str, seeds: Sequence[int]) -> list[RunSpec]:
     source = scale_setup(scale).classification_source
     runs = []
@@ -61,7 +67,8 @@ def _table7_runs(scale: str, seeds: Sequence[int]) -> list[RunSpec]:
 def _layout(scale: str) -> TableLayout:
     datasets = SMALL_DATASETS if scale == SMALL else PAPER_DATASETS
     columns = tuple(COLUMN_OF[name] for name in datasets)
-    learned_rows = [(_learned_label(scale, small, paper), f"{sharing}-{init}") for small, paper, sharing, init in LEARNED]
+    learned_rows = [(_learned_label(scale, small, paper), f"{sharing}-{init}")
+                    for small, paper, sharing, init in LEARNED]
     rows = tuple(row for row, _ in HANDCRAFTED) + tuple(row for row, _ in learned_rows)
     # The default T of Table 7 is every other table's inflation: Table 1's I,O,µ,σ (Section 4.8).
     paper = {**place(1, (((DEFAULT_ROW, MODELNET), (IO_STATS, MODELNET)),)),
