@@ -188,8 +188,8 @@ def render_markdown(table: TableSpec, cells: Sequence[CellResult], scale: str, c
             entries += [format_cell(cell, notes), format_paper(cell, letters)]
         lines.append(f"| {row} | " + " | ".join(entries) + " |")
     kinds = sorted({cell.paper_kind for cell in cells if cell.paper_kind})
-    lines += ["", f"paper: the paper's Table {table.paper_table} ({'; '.join(kinds) or 'no cell placed'}); "
-                  f"{NO_PAPER}: the paper has no such cell, because:"]
+    gap = f"; {NO_PAPER}: the paper has no such cell, because:" if letters else "."
+    lines += ["", f"paper: the paper's Table {table.paper_table} ({'; '.join(kinds) or 'no cell placed'}){gap}"]
     lines += [f"({letter}) {reason}" for reason, letter in letters.items()]
     lines += _unplaced_lines(table, scale)
     lines.append("")

@@ -184,7 +184,8 @@ def test_paper_scale_dry_run_of_all_fourteen_tables(fake_shared, tmp_path, capsy
     assert not out_dir.exists()
     headers = [line for line in out.splitlines() if line.startswith("table") and "] at paper scale" in line]
     assert [line.split(":")[0] for line in headers] == [f"table{number}" for number in range(1, 15)]
-    assert "table8: Stability of table1" in out and "adds no runs: the runs of table1, as mean ± std" in out
+    assert "table8: Stability of table1 (Finetuning schemes)" in out
+    assert "adds no runs: the runs of table1, as mean ± std" in out
     assert "  columns: Tiny-ImageNet | ImageNet-1K | ImageNet-21K | FractalDB-1K | FractalDB-10K" in out
     assert out.count("  trials: 20 (1 %), 15 (5 %), 10 (10 %), 3 (100 %)") == 2  # tables 3 and 10
     assert out.count("  runs: 96 (") == 2
@@ -213,3 +214,16 @@ def test_paper_trials_without_seeds_and_explicit_seeds(fake_shared, tmp_path):
     assert len(plan_trials(table3, context, (0, 1))) == 2 * 4 * 2
     expected = f"image2point experiment table3 --scale paper --out-dir {tmp_path / 'out'}"
     assert command_line("table3", context, None) == expected
+
+
+def test_stability_table_trains_nothing_and_aggregates_the_main_runs(small_context, fake_training, write_metrics):
+    for seed, accuracy in enumerate((0.30, 0.40)):
+        write_metrics(small_context.out_dir / "table1" / f"modelnet40-cifar10-io-s{seed}", accuracy=accuracy)
+    lines = []
+    written = run_experiment(ExperimentRequest("table8", small_context, (0, 1), date="2026-11-24"), lines.append)
+    assert fake_training == []
+    assert lines[0] == "table8: no runs of its own; aggregates the runs of table1"
+    assert {path.parent.name for path in written} == {"table8"}
+    table = (small_context.out_dir / "table8" / "table.md").read_text()
+    assert "| I,O | 35.00 ± 7.07 (2) | 79.32 ± 0.46 |" in table
+    assert not (small_context.out_dir / "table8" / "modelnet40-cifar10-io-s0").exists()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from image2point.experiments.paper_numbers import (
     IO,
@@ -30,19 +29,6 @@ MODERATE_NOTE = ("Paper numbers: Table {table} of the paper, each 'one moderate 
                  "unless the column says otherwise); their mean ± std is the paper's Table {stability} "
                  "(image2point experiment table{stability}).")
 NOT_THIS_SOURCE = "the paper has no run from this source"
-
-
-@dataclass(frozen=True)
-class Variant:
-    """How a row trains: the id part, ``finetune.scheme``, and whether it starts from the source's weights."""
-
-    name: str
-    scheme: str
-    pretrained: bool = True
-
-
-PAPER_VARIANTS = tuple((row, Variant(scheme, scheme)) for row, scheme in PAPER_SCHEMES)
-SCRATCH_VARIANT = Variant("scratch", "scratch", pretrained=False)
 
 
 def moderate_note(table: int) -> str:

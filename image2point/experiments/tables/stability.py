@@ -25,7 +25,7 @@ def stability_table(main: TableSpec) -> TableSpec:
     number = STABILITY_OF[main.paper_table]
     return TableSpec(
         name=f"table{number}",
-        title=f"Stability of {main.name}, {main.title.lower()}: mean ± std over the trials",
+        title=f"Stability of {main.name} ({main.title}): mean ± std over the trials",
         question=f"How much do the cells of {main.name} vary over the paper's trials (seeds)?",
         layouts={scale: _stability_layout(layout) for scale, layout in main.layouts.items()},
         expand=main.expand,
