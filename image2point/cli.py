@@ -241,8 +241,7 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
     from image2point.experiments import ExperimentRequest, make_context, parse_seeds, run_experiment
 
     context = make_context(args.scale, args.out_dir, args.weights, args.data_root)
-    seeds = None if args.seeds is None else parse_seeds(args.seeds)
-    run_experiment(ExperimentRequest(args.name, context, seeds, args.dry_run, args.aggregate_only))
+    run_experiment(ExperimentRequest(args.name, context, parse_seeds(args.seeds), args.dry_run, args.aggregate_only))
 
 
 def _field_names(text: str | None) -> list[str] | None:
@@ -373,13 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("name", help="table1 ... table14 (8-14: the stability views of 1-7), or all")
     experiment.add_argument("--scale", default="small", choices=("small", "paper"),
                             help="small: CPU-sized runs on ../shared samples; paper: the paper's recipes (GPUs)")
-    experiment.add_argument("--seeds", default=None,
-                            help="a count (3: seeds 0,1,2) or a list (0,1,2); default: 3 at small scale, the "
-                                 "paper's trials per column at paper scale (3; Table 3: 20 / 15 / 10 / 3)")
+    experiment.add_argument("--seeds", help="a count (3: seeds 0,1,2) or a list (0,1,2); default 3, paper: the paper's")
     experiment.add_argument("--out-dir", default="runs/experiments", help="runs go to OUT/<table>/<run id>/")
-    experiment.add_argument("--dry-run", action="store_true",
-                            help="list the protocol (rows, columns, backbones, datasets, trials, sources) and every "
-                                 "run with its status; write nothing")
+    experiment.add_argument("--dry-run", action="store_true", help="list the protocol and every run; write nothing")
     experiment.add_argument("--weights", action="append", default=[], metavar="SOURCE=PATH",
                             help="a checkpoint for a weights source (imagenet, cityscapes, ...; SOURCE:ARCH=PATH "
                                  "for one architecture)")

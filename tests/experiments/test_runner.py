@@ -23,6 +23,7 @@ def test_parse_and_format_seeds():
     assert parse_seeds("3") == (0, 1, 2)
     assert parse_seeds("0,1,2") == (0, 1, 2)
     assert parse_seeds("5,") == (5,)
+    assert parse_seeds(None) is None  # no --seeds: the table's default
     for text in ("0", "x", "1,1", "-1,2"):
         with pytest.raises(ConfigError, match="--seeds"):
             parse_seeds(text)
