@@ -13,6 +13,7 @@ from pathlib import Path
 
 from image2point.experiments.aggregate import write_table_results
 from image2point.experiments.figures import write_figures
+from image2point.experiments.fractal_sources import check_fractaldb_disk
 from image2point.experiments.plan import (
     DEFAULT_OUT_DIR,
     FINISHED,
@@ -132,6 +133,10 @@ def run_experiment(request: ExperimentRequest, echo: Callable[[str], None] = pri
             for line in (*describe_protocol(table, plans[name], request.context), *listing):
                 echo(line)
         return []
+    if not request.aggregate_only:
+        # A FractalDB render that cannot fit stops the experiment before anything runs.
+        check_fractaldb_disk([planned.pretraining for name in names for planned in plans[name]
+                              if planned.pretraining is not None], request.context.out_dir)
     written: list[Path] = []
     for name in names:
         table = TABLES[name]

@@ -5,7 +5,8 @@
   into ``<out>/pretrained/<source>-<arch>/model.pt`` and reused by every run of every table.
 * ``random``: no weights (``model.pretrained=null``): a random backbone, frozen by the partial schemes.
 * ``fractaldb-1k``, ``fractaldb-10k`` (paper scale): generated and pretrained by the experiment at the
-  FractalDB paper's generator settings.
+  FractalDB paper's generator settings, rendered to disk (``<out>/fractaldb/<source>-seed<seed>/``, shared by
+  every architecture and resumed after an interruption) and read one image at a time.
 * ``imagenet``, ``imagenet21k``, ``cityscapes``, ``ade20k``: exist only when the user gives them
   (``--weights imagenet=PATH``, or ``--weights imagenet:resnet50=PATH`` for another architecture than the
   scale's backbone); runs needing them are reported missing.
@@ -28,9 +29,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from image2point.errors import ConfigError, DataError
+from image2point.experiments.fractal_sources import describe_fractaldb, pretrain_fractaldb
 from image2point.experiments.scales import PAPER, REPOSITORY_ROOT, SMALL
 
 SHARED_ENV = "IMAGE2POINT_SHARED"
@@ -45,6 +45,8 @@ CIFAR_ARCH = re.compile(r"cifar_resnet(\d+)")
 PRETRAINING_SEED = 0
 FRACTALDB_VAL_FRACTION = 0.2
 FRACTALDB_SEARCH_SIZE = 128
+# Under the out-dir: the FractalDB renders on disk, one per source and seed.
+FRACTALDB_RENDER_DIR = "fractaldb"
 # PointNet++ pretrained on images, each pixel a point (image2point.models.pointnet2).
 PIXEL_ARCH = "pointnet2_ssg"
 
@@ -73,10 +75,27 @@ class PretrainSettings:
     fractal_search_size: int = FRACTALDB_SEARCH_SIZE
     fractal_patch_size: int = 1
     fractal_points: int | None = None
+    # Render the FractalDB to disk and read it per image (the paper-scale sources), instead of in memory.
+    fractal_on_disk: bool = False
     seed: int = PRETRAINING_SEED
 
+    def fractal_config(self):
+        """The FractalDB generator settings (a ``FractalDBConfig``)."""
+        from image2point.pretrain2d.fractaldb import FractalDBConfig
+
+        side = self.image_size or FractalDBConfig.image_size
+        density = {} if self.fractal_points is None else {"points_per_pixel": self.fractal_points / side**2}
+        return FractalDBConfig(num_categories=self.fractal_categories, instances_per_category=self.fractal_instances,
+                               image_size=side, search_size=self.fractal_search_size,
+                               patch_size=self.fractal_patch_size, **density)
+
     def fractal_bytes(self) -> int:
-        """Memory of the rendered FractalDB (one byte per grayscale pixel), which is held in memory."""
+        """Bytes of the rendered FractalDB: the disk its render takes (``fractal_on_disk``), else the memory its
+        images take (one byte per grayscale pixel)."""
+        if self.fractal_on_disk:
+            from image2point.pretrain2d.fractal_store import StoreLayout
+
+            return StoreLayout.for_config(self.fractal_config(), self.seed).disk_bytes()
         side = self.image_size or 0
         return self.fractal_categories * self.fractal_instances * side * side
 
@@ -137,6 +156,13 @@ class Pretraining:
     @property
     def name(self) -> str:
         return self.run_dir.name
+
+    @property
+    def render_dir(self) -> Path:
+        """Where a FractalDB source renders its images: beside the pretrainings, shared by every architecture
+        (and kept when an unfinished pretraining starts over)."""
+        out_dir = self.run_dir.parent.parent
+        return out_dir / FRACTALDB_RENDER_DIR / f"{self.source}-seed{self.settings.seed}"
 
 
 @dataclass(frozen=True)
@@ -233,7 +259,7 @@ def run_pretraining(pretraining: Pretraining) -> float:
     return source.pretrain(pretraining)
 
 
-def _pixel_model_factory(arch: str) -> Callable[[int], object] | None:
+def pixel_model_factory(arch: str) -> Callable[[int], object] | None:
     """PointNet++ sees each pixel as a point; every other architecture comes from the 2D registry."""
     if arch != PIXEL_ARCH:
         return None
@@ -249,40 +275,7 @@ def _pretrain_images(pretraining: Pretraining) -> float:
     result = pretrain_on_images(get_source(pretraining.source).dataset, pretraining.root, pretraining.arch,
                                 settings.epochs, settings.batch_size, settings.lr, settings.seed,
                                 pretraining.run_dir, image_size=settings.image_size,
-                                model_factory=_pixel_model_factory(pretraining.arch))
-    return result.top1
-
-
-def _pretrain_fractaldb(pretraining: Pretraining) -> float:
-    """Generate a FractalDB and pretrain on it, as ``make demo`` does (image2point/demo.py)."""
-    from image2point.checkpoint import atomic_write
-    from image2point.models2d import create_model_2d
-    from image2point.pretrain2d.fractaldb import FractalDBConfig
-    from image2point.pretrain2d.train2d import Train2DConfig, pretrain_on_fractaldb
-
-    settings = pretraining.settings
-    side = settings.image_size or FractalDBConfig.image_size
-    density = {} if settings.fractal_points is None else {"points_per_pixel": settings.fractal_points / side**2}
-    config = FractalDBConfig(num_categories=settings.fractal_categories,
-                             instances_per_category=settings.fractal_instances, image_size=side,
-                             search_size=settings.fractal_search_size, patch_size=settings.fractal_patch_size,
-                             **density)
-    factory = _pixel_model_factory(pretraining.arch)
-
-    def build_model(num_classes: int):
-        return factory(num_classes) if factory else create_model_2d(pretraining.arch, num_classes=num_classes)
-
-    pretraining.run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(pretraining.run_dir / CONFIG_FILE, "w") as stream:
-        yaml.safe_dump({"source": pretraining.source, "arch": pretraining.arch,
-                        "settings": dataclasses.asdict(settings)}, stream, sort_keys=False)
-    train_config = Train2DConfig(epochs=settings.epochs, batch_size=settings.batch_size,
-                                 learning_rate=settings.lr, seed=settings.seed)
-    result = pretrain_on_fractaldb(config, build_model, train_config, FRACTALDB_VAL_FRACTION,
-                                   checkpoint_path=pretraining.checkpoint, architecture=pretraining.arch)
-    with atomic_write(pretraining.run_dir / FINISHED_FILE, "w") as stream:
-        json.dump({"val_top1": result.top1, "num_classes": result.num_classes,
-                   "history": [dataclasses.asdict(epoch) for epoch in result.history]}, stream, indent=2)
+                                model_factory=pixel_model_factory(pretraining.arch))
     return result.top1
 
 
@@ -317,7 +310,7 @@ def _fractaldb() -> WeightSource:
                   PAPER: PretrainSettings(epochs=90, image_size=64, fractal_categories=100, fractal_instances=100)},
         pixel_settings={SMALL: PretrainSettings(epochs=6, batch_size=64, image_size=16),
                         PAPER: PretrainSettings(epochs=90, fractal_categories=100, fractal_instances=100)},
-        pretrain=_pretrain_fractaldb)
+        pretrain=pretrain_fractaldb)
 
 
 @register_source
@@ -336,24 +329,24 @@ def _paper_fractaldb(categories: int) -> PretrainSettings:
     """FractalDB-1k / -10k at the generator settings of Kataoka et al. (ACCV 2020) and their renderer
     (github hirokatsukataoka16/FractalDB-Pretrained-ResNet-PyTorch, exe.sh and README): filling rate 0.2
     searched on 512 px, 1,000 instances per category (the renderer's --instance 10), 362 px images,
-    200,000 patches of 3 px per image ('patch_gray'). The paper's ResNet-50s are that repository's
+    200,000 patches of 3 px per image ('patch_gray'). Rendered to disk: 131 GB for FractalDB-1k. The paper's ResNet-50s are that repository's
     checkpoints; the training settings here (90 epochs, SGD 0.1, batch 256) are the PyTorch ImageNet
     example's, not theirs."""
     return PretrainSettings(epochs=90, batch_size=256, lr=0.1, image_size=362, fractal_categories=categories,
                             fractal_instances=1000, fractal_search_size=512, fractal_patch_size=3,
-                            fractal_points=200_000)
+                            fractal_points=200_000, fractal_on_disk=True)
 
 
 @register_source
 def _fractaldb_1k() -> WeightSource:
     return WeightSource("fractaldb-1k", "FractalDB-1k generated here (1,000 fractal categories)", KIND_PRETRAIN,
-                        settings={PAPER: _paper_fractaldb(1000)}, pretrain=_pretrain_fractaldb)
+                        settings={PAPER: _paper_fractaldb(1000)}, pretrain=pretrain_fractaldb)
 
 
 @register_source
 def _fractaldb_10k() -> WeightSource:
     return WeightSource("fractaldb-10k", "FractalDB-10k generated here (10,000 fractal categories)", KIND_PRETRAIN,
-                        settings={PAPER: _paper_fractaldb(10000)}, pretrain=_pretrain_fractaldb)
+                        settings={PAPER: _paper_fractaldb(10000)}, pretrain=pretrain_fractaldb)
 
 
 @register_source
@@ -387,11 +380,7 @@ def describe_pretraining(pretraining: Pretraining) -> str:
     settings = pretraining.settings
     training = f"{settings.epochs} epochs, batch {settings.batch_size}, lr {settings.lr}"
     if pretraining.root is None:
-        size = settings.fractal_bytes() / 1e9
-        return (f"generated here: {settings.fractal_categories} categories x {settings.fractal_instances} images at "
-                f"{settings.image_size} px (searched at {settings.fractal_search_size} px, "
-                f"{settings.fractal_points or 'default'} points of {settings.fractal_patch_size} px per image), "
-                f"{size:.1f} GB of images in memory; then {training}")
+        return f"{describe_fractaldb(pretraining)}; then {training}"
     side = f"{settings.image_size} px" if settings.image_size else "native size"
     return f"pretrained here on {pretraining.root} ({side}, {training})"
 

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from image2point.checkpoint import atomic_write
 from image2point.errors import ConfigError, DataError
@@ -38,7 +36,6 @@ from image2point.pretrain2d.fractaldb import (
     RGB_CHANNELS,
     FractalDBConfig,
     category_seeds,
-    image_to_tensor,
     iter_candidates,
     iter_category_instances,
 )

@@ -119,9 +119,13 @@ def test_paper_fractaldb_sources_at_the_generator_settings(fake_shared, tmp_path
         assert (settings.fractal_categories, settings.fractal_instances, settings.image_size) == (categories, 1000, 362)
         assert (settings.fractal_search_size, settings.fractal_patch_size, settings.fractal_points) == (512, 3, 200_000)
         assert pretraining.run_dir == tmp_path / "out" / "pretrained" / f"{name}-resnet50"
-        assert settings.fractal_bytes() == categories * 1000 * 362 * 362
-    assert "131.0 GB of images in memory" in describe_pretraining(
-        resolve_source("fractaldb-1k", "resnet50", context).pretraining)
+        # Rendered to disk: the pixels, the .npy headers and block rounding of the shards (under 0.1 %).
+        pixels = categories * 1000 * 362 * 362
+        assert settings.fractal_on_disk and pixels < settings.fractal_bytes() < pixels * 1.001
+        assert pretraining.render_dir == tmp_path / "out" / "fractaldb" / f"{name}-seed0"
+    described = describe_pretraining(resolve_source("fractaldb-1k", "resnet50", context).pretraining)
+    assert f"131.1 GB of disk in {tmp_path / 'out' / 'fractaldb' / 'fractaldb-1k-seed0'} (" in described
+    assert "in memory" not in described
     # Small scale has no FractalDB-1k: it says so instead of shrinking it.
     small = resolve_source("fractaldb-1k", "cifar_resnet20", _context(fake_shared, tmp_path / "out"))
     assert "does not pretrain cifar_resnet20 at small scale" in small.missing
