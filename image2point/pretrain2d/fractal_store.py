@@ -264,7 +264,7 @@ def render_to_disk(config: FractalDBConfig, seed: int, root: str | Path, shard_b
              "category_sha256": hashes, "content_sha256": hashlib.sha256("".join(hashes).encode()).hexdigest()}
     with atomic_write(index_path, "w") as stream:
         json.dump(index, stream, indent=1)
-    return index
+    return read_index(root)
 
 
 def read_index(root: str | Path) -> dict:
