@@ -329,9 +329,9 @@ def _paper_fractaldb(categories: int) -> PretrainSettings:
     """FractalDB-1k / -10k at the generator settings of Kataoka et al. (ACCV 2020) and their renderer
     (github hirokatsukataoka16/FractalDB-Pretrained-ResNet-PyTorch, exe.sh and README): filling rate 0.2
     searched on 512 px, 1,000 instances per category (the renderer's --instance 10), 362 px images,
-    200,000 patches of 3 px per image ('patch_gray'). Rendered to disk: 131 GB for FractalDB-1k. The paper's ResNet-50s are that repository's
-    checkpoints; the training settings here (90 epochs, SGD 0.1, batch 256) are the PyTorch ImageNet
-    example's, not theirs."""
+    200,000 patches of 3 px per image ('patch_gray'), rendered to disk (131 GB for FractalDB-1k). The paper's
+    ResNet-50s are that repository's checkpoints; the training settings here (90 epochs, SGD 0.1, batch 256)
+    are the PyTorch ImageNet example's, not theirs."""
     return PretrainSettings(epochs=90, batch_size=256, lr=0.1, image_size=362, fractal_categories=categories,
                             fractal_instances=1000, fractal_search_size=512, fractal_patch_size=3,
                             fractal_points=200_000, fractal_on_disk=True)
