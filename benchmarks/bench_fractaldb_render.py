@@ -6,7 +6,7 @@ The settings are the experiment's ``fractaldb-1k`` source (``image2point.experim
 of 200,000 3-px patches, categories of filling rate >= 0.2 searched at 512 px). Measured in one process:
 
 * the category search: candidates per second at 512 px and the share that passes the filling rate;
-* instance rendering through the streaming writer (``fractal_store``: render, shard, write, hash) against the
+* instance rendering through the streaming writer (``fractal_store.write_category``: render, shard, write, hash) against the
   same images rendered in memory (``render_category``), their ratio, and a check that the pixels are equal.
 
 Times are the process's CPU time (one thread), which other jobs on a shared machine inflate less than the
@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 
 from image2point.experiments.sources import get_source  # noqa: E402
 from image2point.experiments.scales import PAPER  # noqa: E402
-from image2point.pretrain2d.fractal_store import StoreLayout, _render_category  # noqa: E402
+from image2point.pretrain2d.fractal_store import StoreLayout, write_category  # noqa: E402
 from image2point.pretrain2d.fractaldb import iter_candidates, render_category, sample_ifs  # noqa: E402
 
 SECONDS_PER_HOUR = 3600
@@ -68,7 +68,7 @@ def render_rates(config, category, images: int) -> tuple[float, float]:
             for stream in order:
                 started = time.process_time()
                 if stream:
-                    _render_category(Path(root), index, category, layout, np.random.default_rng(index))
+                    write_category(Path(root), index, category, layout, np.random.default_rng(index))
                     streamed += time.process_time() - started
                 else:
                     in_memory = render_category(category, half, np.random.default_rng(index))

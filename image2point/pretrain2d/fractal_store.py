@@ -192,8 +192,8 @@ def _write_shard(path: Path, images: np.ndarray, digest: hashlib._Hash) -> None:
     digest.update(images.data)
 
 
-def _render_category(root: Path, index: int, category: IFS, layout: StoreLayout,
-                     rng: np.random.Generator) -> None:
+def write_category(root: Path, index: int, category: IFS, layout: StoreLayout,
+                   rng: np.random.Generator) -> None:
     """Render category ``index`` shard by shard into ``<name>.partial``, then rename it: only one shard
     of images is held at a time."""
     final = root / category_name(index)
@@ -257,7 +257,7 @@ def render_to_disk(config: FractalDBConfig, seed: int, root: str | Path, shard_b
     for index, (category, render_seed) in enumerate(zip(categories, render_seeds, strict=True)):
         record_path = root / category_name(index) / CATEGORY_FILE
         if not record_path.is_file():
-            _render_category(root, index, category, layout, np.random.default_rng(render_seed))
+            write_category(root, index, category, layout, np.random.default_rng(render_seed))
         hashes.append(json.loads(record_path.read_text())["sha256"])
     index = {**layout.settings_record(), "num_categories": len(categories),
              "instances_per_category": config.instances_per_category, "image_shape": list(layout.image_shape),
