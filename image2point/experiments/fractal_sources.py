@@ -4,62 +4,62 @@ the paper's generator settings), the disk those renders need, and the dry run's 
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from image2point.errors import ConfigError
 
 if TYPE_CHECKING:
-    from image2point.experiments.sources import Pretraining
+    from torch import nn
+
+    from image2point.experiments.sources import Pretraining, PretrainSettings
+    from image2point.pretrain2d.fractaldb import FractalDBConfig
+    from image2point.pretrain2d.train2d import Train2DResult
 
 BYTES_PER_GB = 1e9
 
 
-def pretrain_fractaldb(pretraining: Pretraining) -> float:
-    """Generate a FractalDB and pretrain on it, as ``make demo`` does (image2point/demo.py); with
-    ``fractal_on_disk`` the images are rendered to (or resumed in) ``pretraining.render_dir`` and read per item.
-    Returns the validation top-1 in [0, 1]."""
-    import yaml
+def fractaldb_config(settings: PretrainSettings) -> FractalDBConfig:
+    """The FractalDB generator settings of a source's pretraining settings."""
+    from image2point.pretrain2d.fractaldb import FractalDBConfig
 
-    from image2point.checkpoint import atomic_write
-    from image2point.experiments.sources import (
-        CONFIG_FILE,
-        FINISHED_FILE,
-        FRACTALDB_VAL_FRACTION,
-        pixel_model_factory,
-    )
-    from image2point.models2d import create_model_2d
+    side = settings.image_size or FractalDBConfig.image_size
+    density = {} if settings.fractal_points is None else {"points_per_pixel": settings.fractal_points / side**2}
+    return FractalDBConfig(num_categories=settings.fractal_categories,
+                           instances_per_category=settings.fractal_instances, image_size=side,
+                           search_size=settings.fractal_search_size, patch_size=settings.fractal_patch_size,
+                           **density)
+
+
+def fractaldb_bytes(settings: PretrainSettings) -> int:
+    """The disk a FractalDB rendered to disk takes, else the memory of its images (a byte per grayscale pixel)."""
+    if settings.fractal_on_disk:
+        from image2point.pretrain2d.fractal_store import StoreLayout
+
+        return StoreLayout.for_config(fractaldb_config(settings), settings.seed).disk_bytes()
+    side = settings.image_size or 0
+    return settings.fractal_categories * settings.fractal_instances * side * side
+
+
+def pretrain_fractaldb(pretraining: Pretraining, build_model: Callable[[int], nn.Module],
+                       val_fraction: float) -> Train2DResult:
+    """Generate a FractalDB and pretrain ``build_model(categories)`` on it into ``pretraining.checkpoint``, as
+    ``make demo`` does (image2point/demo.py); with ``fractal_on_disk`` the images are rendered to (or resumed in)
+    ``pretraining.render_dir`` and read one per item. ``val_fraction`` of every category is held out."""
     from image2point.pretrain2d.fractal_store import render_to_disk
     from image2point.pretrain2d.train2d import Train2DConfig, pretrain_on_fractaldb, pretrain_on_fractaldb_files
 
     settings = pretraining.settings
     config = settings.fractal_config()
-    factory = pixel_model_factory(pretraining.arch)
-
-    def build_model(num_classes: int):
-        return factory(num_classes) if factory else create_model_2d(pretraining.arch, num_classes=num_classes)
-
-    pretraining.run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(pretraining.run_dir / CONFIG_FILE, "w") as stream:
-        yaml.safe_dump({"source": pretraining.source, "arch": pretraining.arch,
-                        "settings": dataclasses.asdict(settings)}, stream, sort_keys=False)
     train_config = Train2DConfig(epochs=settings.epochs, batch_size=settings.batch_size,
                                  learning_rate=settings.lr, seed=settings.seed)
-    if settings.fractal_on_disk:
-        render_to_disk(config, settings.seed, pretraining.render_dir)
-        result = pretrain_on_fractaldb_files(pretraining.render_dir, build_model, train_config,
-                                             FRACTALDB_VAL_FRACTION, checkpoint_path=pretraining.checkpoint,
-                                             architecture=pretraining.arch)
-    else:
-        result = pretrain_on_fractaldb(config, build_model, train_config, FRACTALDB_VAL_FRACTION,
+    if not settings.fractal_on_disk:
+        return pretrain_on_fractaldb(config, build_model, train_config, val_fraction,
+                                     checkpoint_path=pretraining.checkpoint, architecture=pretraining.arch)
+    render_to_disk(config, settings.seed, pretraining.render_dir)
+    return pretrain_on_fractaldb_files(pretraining.render_dir, build_model, train_config, val_fraction,
                                        checkpoint_path=pretraining.checkpoint, architecture=pretraining.arch)
-    with atomic_write(pretraining.run_dir / FINISHED_FILE, "w") as stream:
-        json.dump({"val_top1": result.top1, "num_classes": result.num_classes,
-                   "history": [dataclasses.asdict(epoch) for epoch in result.history]}, stream, indent=2)
-    return result.top1
 
 
 def fractaldb_disk_needed(pretraining_list: Iterable[Pretraining]) -> dict[Path, int]:

@@ -29,8 +29,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from image2point.errors import ConfigError, DataError
-from image2point.experiments.fractal_sources import describe_fractaldb, pretrain_fractaldb
+from image2point.experiments import fractal_sources
 from image2point.experiments.scales import PAPER, REPOSITORY_ROOT, SMALL
 
 SHARED_ENV = "IMAGE2POINT_SHARED"
@@ -81,23 +83,12 @@ class PretrainSettings:
 
     def fractal_config(self):
         """The FractalDB generator settings (a ``FractalDBConfig``)."""
-        from image2point.pretrain2d.fractaldb import FractalDBConfig
-
-        side = self.image_size or FractalDBConfig.image_size
-        density = {} if self.fractal_points is None else {"points_per_pixel": self.fractal_points / side**2}
-        return FractalDBConfig(num_categories=self.fractal_categories, instances_per_category=self.fractal_instances,
-                               image_size=side, search_size=self.fractal_search_size,
-                               patch_size=self.fractal_patch_size, **density)
+        return fractal_sources.fractaldb_config(self)
 
     def fractal_bytes(self) -> int:
         """Bytes of the rendered FractalDB: the disk its render takes (``fractal_on_disk``), else the memory its
         images take (one byte per grayscale pixel)."""
-        if self.fractal_on_disk:
-            from image2point.pretrain2d.fractal_store import StoreLayout
-
-            return StoreLayout.for_config(self.fractal_config(), self.seed).disk_bytes()
-        side = self.image_size or 0
-        return self.fractal_categories * self.fractal_instances * side * side
+        return fractal_sources.fractaldb_bytes(self)
 
 
 @dataclass(frozen=True)
@@ -268,6 +259,24 @@ def pixel_model_factory(arch: str) -> Callable[[int], object] | None:
     return pixel_pretraining_network
 
 
+def _pretrain_fractaldb(pretraining: Pretraining) -> float:
+    """Pretrain on a FractalDB generated here (in memory, or on disk: experiments.fractal_sources)."""
+    from image2point.checkpoint import atomic_write
+    from image2point.models2d import create_model_2d
+
+    factory = pixel_model_factory(pretraining.arch)
+    pretraining.run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(pretraining.run_dir / CONFIG_FILE, "w") as stream:
+        yaml.safe_dump({"source": pretraining.source, "arch": pretraining.arch,
+                        "settings": dataclasses.asdict(pretraining.settings)}, stream, sort_keys=False)
+    result = fractal_sources.pretrain_fractaldb(pretraining, lambda classes: factory(classes) if factory else
+                                create_model_2d(pretraining.arch, num_classes=classes), FRACTALDB_VAL_FRACTION)
+    with atomic_write(pretraining.run_dir / FINISHED_FILE, "w") as stream:
+        json.dump({"val_top1": result.top1, "num_classes": result.num_classes,
+                   "history": [dataclasses.asdict(epoch) for epoch in result.history]}, stream, indent=2)
+    return result.top1
+
+
 def _pretrain_images(pretraining: Pretraining) -> float:
     from image2point.pretrain2d.real_images import pretrain_on_images
 
@@ -310,7 +319,7 @@ def _fractaldb() -> WeightSource:
                   PAPER: PretrainSettings(epochs=90, image_size=64, fractal_categories=100, fractal_instances=100)},
         pixel_settings={SMALL: PretrainSettings(epochs=6, batch_size=64, image_size=16),
                         PAPER: PretrainSettings(epochs=90, fractal_categories=100, fractal_instances=100)},
-        pretrain=pretrain_fractaldb)
+        pretrain=_pretrain_fractaldb)
 
 
 @register_source
@@ -340,13 +349,13 @@ def _paper_fractaldb(categories: int) -> PretrainSettings:
 @register_source
 def _fractaldb_1k() -> WeightSource:
     return WeightSource("fractaldb-1k", "FractalDB-1k generated here (1,000 fractal categories)", KIND_PRETRAIN,
-                        settings={PAPER: _paper_fractaldb(1000)}, pretrain=pretrain_fractaldb)
+                        settings={PAPER: _paper_fractaldb(1000)}, pretrain=_pretrain_fractaldb)
 
 
 @register_source
 def _fractaldb_10k() -> WeightSource:
     return WeightSource("fractaldb-10k", "FractalDB-10k generated here (10,000 fractal categories)", KIND_PRETRAIN,
-                        settings={PAPER: _paper_fractaldb(10000)}, pretrain=pretrain_fractaldb)
+                        settings={PAPER: _paper_fractaldb(10000)}, pretrain=_pretrain_fractaldb)
 
 
 @register_source
@@ -380,7 +389,7 @@ def describe_pretraining(pretraining: Pretraining) -> str:
     settings = pretraining.settings
     training = f"{settings.epochs} epochs, batch {settings.batch_size}, lr {settings.lr}"
     if pretraining.root is None:
-        return f"{describe_fractaldb(pretraining)}; then {training}"
+        return f"{fractal_sources.describe_fractaldb(pretraining)}; then {training}"
     side = f"{settings.image_size} px" if settings.image_size else "native size"
     return f"pretrained here on {pretraining.root} ({side}, {training})"
 

@@ -7,8 +7,14 @@ import pytest
 
 from image2point.cli import main
 from image2point.errors import ConfigError
-from image2point.experiments.fractal_sources import check_fractaldb_disk, fractaldb_disk_needed, pretrain_fractaldb
-from image2point.experiments.sources import PretrainSettings, Pretraining, SourceContext, resolve_source
+from image2point.experiments.fractal_sources import check_fractaldb_disk, fractaldb_disk_needed
+from image2point.experiments.sources import (
+    PretrainSettings,
+    Pretraining,
+    SourceContext,
+    resolve_source,
+    run_pretraining,
+)
 from image2point.pretrain2d import fractal_store
 from image2point.pretrain2d.fractal_files import FractalDBFiles
 
@@ -53,7 +59,7 @@ def test_pretraining_from_a_render_on_disk(tmp_path):
                                 fractal_search_size=64, fractal_on_disk=True)
     pretraining = Pretraining("fractaldb", "cifar_resnet20", tmp_path / "pretrained" / "fractaldb-cifar_resnet20",
                               None, settings)
-    top1 = pretrain_fractaldb(pretraining)
+    top1 = run_pretraining(pretraining)
     assert 0 <= top1 <= 1 and pretraining.finished
     assert json.loads((pretraining.run_dir / "metrics.json").read_text())["num_classes"] == 2
     render = FractalDBFiles(tmp_path / "fractaldb" / "fractaldb-seed0")
