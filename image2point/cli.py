@@ -15,7 +15,7 @@ from image2point.errors import Image2PointError
 from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
 
 # What eval --out-dir writes.
-EVAL_OUTPUTS = ("config.yaml", "metrics.json")
+EVAL_OUTPUTS = ("config.yaml", "metrics.json", "outcomes.npz")
 CONFIG_HELP = "YAML config (see configs/); omit for the defaults"
 FRACTALDB_VAL_FRACTION = 0.2
 OVERRIDES_HELP = "config overrides as dotted key=value, e.g. optim.lr=0.01 train.epochs=5"
@@ -239,8 +239,13 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 def _cmd_experiment(args: argparse.Namespace) -> None:
     from image2point.experiments import ExperimentRequest, make_context, parse_seeds, run_experiment
+    from image2point.experiments.claims import CLAIMS_COMMAND, write_claims
+    from image2point.experiments.runner import command_line
 
-    context = make_context(args.scale, args.out_dir, args.weights, args.data_root)
+    context = make_context(args.scale, args.out_dir, args.weights, args.data_root, args.folds)
+    if args.name == CLAIMS_COMMAND:
+        write_claims(context, parse_seeds(args.seeds), command_line(CLAIMS_COMMAND, context, parse_seeds(args.seeds)))
+        return
     run_experiment(ExperimentRequest(args.name, context, parse_seeds(args.seeds), args.dry_run, args.aggregate_only))
 
 
@@ -369,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_cmd_export)
 
     experiment = commands.add_parser("experiment", help="run a table of the paper as a grid of runs, then aggregate it")
-    experiment.add_argument("name", help="table1 ... table7, or all")
+    experiment.add_argument("name", help="table1 ... table7, all, or claims (the paper's claims from finished runs)")
     experiment.add_argument("--scale", default="small", choices=("small", "paper"),
                             help="small: CPU-sized runs on ../shared samples; paper: the paper's recipes (GPUs)")
     experiment.add_argument("--seeds", default="3", help="a count (3: seeds 0,1,2) or a list (0,1,2)")
@@ -381,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--data-root", action="append", default=[], metavar="DATASET=PATH",
                             help="a dataset directory (modelnet40, s3dis, semantickitti, tiny-imagenet, mnist)")
     experiment.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and figures")
+    experiment.add_argument("--folds", action="store_true",
+                            help="cross-validate where the scale names folds (small: 5 folds over the 127 ModelNet40 "
+                                 "shapes, leave-one-scan-out on SemanticKITTI); run ids end in -fK")
     experiment.set_defaults(handler=_cmd_experiment)
 
     env = commands.add_parser("env", help="versions, GPUs, and the sparse backend per device and why")

@@ -86,6 +86,8 @@ def _pretrain(pretraining: Pretraining, context: ExperimentContext, echo: Callab
 def command_line(name: str, context: ExperimentContext, seeds: Sequence[int]) -> str:
     """The command that makes a table, as written in its header."""
     parts = ["image2point experiment", name, f"--scale {context.scale}", f"--seeds {format_seeds(seeds)}"]
+    if context.cross_validate:
+        parts.append("--folds")
     if context.out_dir != DEFAULT_OUT_DIR:
         parts.append(f"--out-dir {context.out_dir}")
     parts += [f"--weights {key}={path}" for key, path in context.weights.items()]
