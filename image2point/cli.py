@@ -15,7 +15,7 @@ from image2point.errors import Image2PointError
 from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
 
 # What eval --out-dir writes.
-EVAL_OUTPUTS = ("config.yaml", "metrics.json", "outcomes.npz")
+EVAL_OUTPUTS = ("config.yaml", "metrics.json")
 CONFIG_HELP = "YAML config (see configs/); omit for the defaults"
 FRACTALDB_VAL_FRACTION = 0.2
 OVERRIDES_HELP = "config overrides as dotted key=value, e.g. optim.lr=0.01 train.epochs=5"
@@ -239,13 +239,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 def _cmd_experiment(args: argparse.Namespace) -> None:
     from image2point.experiments import ExperimentRequest, make_context, parse_seeds, run_experiment
-    from image2point.experiments.claims import CLAIMS_COMMAND, write_claims
-    from image2point.experiments.runner import command_line
-
     context = make_context(args.scale, args.out_dir, args.weights, args.data_root, args.folds)
-    if args.name == CLAIMS_COMMAND:
-        write_claims(context, parse_seeds(args.seeds), command_line(CLAIMS_COMMAND, context, parse_seeds(args.seeds)))
-        return
     run_experiment(ExperimentRequest(args.name, context, parse_seeds(args.seeds), args.dry_run, args.aggregate_only))
 
 
@@ -386,9 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--data-root", action="append", default=[], metavar="DATASET=PATH",
                             help="a dataset directory (modelnet40, s3dis, semantickitti, tiny-imagenet, mnist)")
     experiment.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and figures")
-    experiment.add_argument("--folds", action="store_true",
-                            help="cross-validate where the scale names folds (small: 5 folds over the 127 ModelNet40 "
-                                 "shapes, leave-one-scan-out on SemanticKITTI); run ids end in -fK")
+    experiment.add_argument("--folds", action="store_true", help="cross-validate (small: docs/statistics.md)")
     experiment.set_defaults(handler=_cmd_experiment)
 
     env = commands.add_parser("env", help="versions, GPUs, and the sparse backend per device and why")

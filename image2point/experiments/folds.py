@@ -54,8 +54,9 @@ class SeedValue:
 
 
 def pooled_seed_values(plans: Sequence, metric: str) -> list[SeedValue]:
-    """The cell's value per seed, from planned runs (``spec.seed``, ``spec.run_id``, ``run_dir``, ``fold``): without folds a run's own final metric, with folds the metric of its
-    folds' summed confusions (every fold finished; else value None). Seeds in increasing order.
+    """The cell's value per seed, from its planned runs (``spec.seed``, ``spec.run_id``, ``run_dir``, ``fold``):
+    without folds a run's own final metric, with folds the metric of its folds' summed confusions (every fold
+    finished; else value None). Seeds in increasing order.
 
     The aggregation hook: ``collect_cells`` / ``_cell`` take these values in place of one value per run.
     """

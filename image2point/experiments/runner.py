@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from image2point.experiments.aggregate import write_table_results
+from image2point.experiments.claims import CLAIMS_COMMAND, write_claims
 from image2point.experiments.figures import write_figures
 from image2point.experiments.plan import (
     DEFAULT_OUT_DIR,
@@ -108,7 +109,11 @@ class ExperimentRequest:
 
 
 def run_experiment(request: ExperimentRequest, echo: Callable[[str], None] = print) -> list[Path]:
-    """Dry-run, run or aggregate the requested tables; returns the files written (tables, figures)."""
+    """Dry-run, run or aggregate the requested tables, or judge the paper's claims from finished runs; returns
+    the files written (tables, figures, claims)."""
+    if request.name == CLAIMS_COMMAND:
+        return write_claims(request.context, request.seeds, command_line(CLAIMS_COMMAND, request.context,
+                                                                          request.seeds), echo)
     names = table_names(request.name)
     plans = {name: plan_table(TABLES[name], request.context, request.seeds) for name in names}
     for name in names:

@@ -95,8 +95,7 @@ def train_step(network, batch: Batch, optimizer, scheduler, scaler: torch.amp.Gr
 @torch.no_grad()
 def evaluate(network, loader: Iterable, num_classes: int, class_names: list[str], device: torch.device,
              amp_dtype=None, recorder: OutcomeRecorder | None = None) -> Metrics:
-    """Accuracy / IoU of the whole loader; segmentation is scored on points, not voxels or pixels.
-    ``recorder`` keeps the per-sample outcomes as well."""
+    """Accuracy / IoU of the loader (segmentation scored on points); ``recorder`` keeps per-sample outcomes."""
     network.eval()
     confusion = ConfusionMatrix(num_classes, IGNORE_INDEX, class_names)
     for batch in loader:
@@ -209,7 +208,6 @@ class _Training:
                               torch.amp.GradScaler(context.device.type, enabled=config.train.amp == "fp16"))
         self.amp_dtype = AMP_DTYPES.get(config.train.amp)
         self.trained = DistributedDataParallel(network) if context.world_size > 1 else network
-        self.recorder: OutcomeRecorder | None = None
 
     def run(self, point: ResumePoint | None, quiet: bool | None) -> RunResult:
         config, setup, state = self.config, self.setup, self.state
@@ -231,8 +229,7 @@ class _Training:
             final = self._evaluate()
         result = RunResult(self.run_dir, setup.task, final, state.best_epoch, state.best_score, state.losses)
         if self.context.is_main:
-            # Before metrics.json, which marks the run finished.
-            write_outcomes(self.run_dir, self.recorder, setup.eval_set)
+            write_outcomes(self.run_dir, self.recorder, setup.eval_set)  # before metrics.json: it marks a run done
             _write_final_metrics(result, config)
         if self.context.world_size > 1:
             # No rank leaves (and tears down its process group) while rank 0 is still writing.
@@ -392,13 +389,11 @@ def evaluate_checkpoint(config: RunConfig, checkpoint_path: str | Path, out_dir:
     collate = build_collate(config, task, len(class_names), backend)
     loader = DataLoader(eval_set, batch_size=config.data.eval_batch_size or config.data.batch_size,
                         collate_fn=collate, num_workers=config.data.num_workers)
-    recorder = OutcomeRecorder(task, len(class_names), config.data.voxel_size, len(eval_set))
-    metrics = evaluate(network, loader, len(class_names), class_names, device, recorder=recorder)
+    metrics = evaluate(network, loader, len(class_names), class_names, device)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, out_dir / "config.yaml")
-        write_outcomes(out_dir, recorder, eval_set)
         with atomic_write(out_dir / "metrics.json", "w") as stream:
             stream.write(json_out.dumps({"checkpoint": str(checkpoint_path), "task": task, "final": metrics.as_dict()},
                                         indent=2))

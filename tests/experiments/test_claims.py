@@ -41,7 +41,8 @@ def write_shape_runs(out_dir, run_prefix, seeds, correct_per_fold) -> None:
             labels = np.arange(SHAPES_PER_FOLD)
             predictions = np.where(np.arange(SHAPES_PER_FOLD) < correct_per_fold, labels, labels + 1)
             ids = tuple(f"s_{fold}_{index}" for index in range(SHAPES_PER_FOLD))
-            finish(out_dir / "table1" / f"{run_prefix}-s{seed}-f{fold}", ClassificationOutcomes(ids, labels, predictions))
+            outcomes = ClassificationOutcomes(ids, labels, predictions)
+            finish(out_dir / "table1" / f"{run_prefix}-s{seed}-f{fold}", outcomes)
 
 
 def test_a_claim_that_holds_on_every_shape(folded_context):
@@ -69,7 +70,8 @@ def test_no_verdict_without_runs_or_without_weights(folded_context):
 
 def scan_outcomes(scan: str, right: int, wrong: int) -> SegmentationOutcomes:
     """Two blocks of one scan, class 0 everywhere; ``right`` points predicted 0 and ``wrong`` predicted 1 in each."""
-    cells = np.array([[0, block, 0, 0, 0, right] for block in (0, 1)] + [[0, block, 0, 0, 1, wrong] for block in (0, 1)])
+    cells = np.array([[0, block, 0, 0, prediction, count] for block in (0, 1)
+                      for prediction, count in ((0, right), (1, wrong))])
     return SegmentationOutcomes((scan,), 2, cells[cells[:, 5] > 0], 10.0)
 
 
