@@ -239,10 +239,11 @@ def claims_payload(results: Sequence[ClaimResult], command: str) -> dict:
 
 
 def write_claims(context: ExperimentContext, seeds: Sequence[int], command: str,
-                 echo: Callable[[str], None] = print, replicates: int = DEFAULT_REPLICATES) -> list[Path]:
-    """Evaluate every claim on the runs under ``context.out_dir``; write claims.md and claims.json there."""
+                 echo: Callable[[str], None] = print, write: bool = True,
+                 replicates: int = DEFAULT_REPLICATES) -> list[Path]:
+    """Evaluate every claim on the runs under ``context.out_dir``, print one line each, and (``write``) write
+    claims.md and claims.json there."""
     results = [evaluate_claim(claim, context, seeds, replicates) for claim in CLAIMS]
-    context.out_dir.mkdir(parents=True, exist_ok=True)
     contents = {CLAIMS_MD: render_claims(results, command),
                 CLAIMS_JSON: json.dumps(claims_payload(results, command), indent=2, ensure_ascii=False) + "\n"}
     for item in results:
@@ -251,6 +252,9 @@ def write_claims(context: ExperimentContext, seeds: Sequence[int], command: str,
         else:
             echo(f"{item.claim.name}: {item.result.difference:+.2f} [{item.result.low:+.2f}, {item.result.high:+.2f}]"
                  f" -> {item.verdict.value}")
+    if not write:
+        return []
+    context.out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in contents.items():
         with atomic_write(context.out_dir / name, "w") as stream:
             stream.write(text)

@@ -66,12 +66,22 @@ def pooled_seed_values(plans: Sequence, metric: str) -> list[SeedValue]:
     values = []
     for seed in sorted(by_seed):
         runs = sorted(by_seed[seed], key=lambda planned: -1 if planned.fold is None else planned.fold)
-        confusions = [final_confusion(planned.run_dir / METRICS_FILE) for planned in runs]
-        value = None
-        if all(confusion is not None for confusion in confusions):
-            value = confusion_metric(np.sum(confusions, axis=0), metric)
+        if all(planned.fold is None for planned in runs):
+            # Official splits: the run's own headline, exactly as a table without folds reads it.
+            value = _final_value(runs[0].run_dir / METRICS_FILE, metric)
+        else:
+            confusions = [final_confusion(planned.run_dir / METRICS_FILE) for planned in runs]
+            finished = all(confusion is not None for confusion in confusions)
+            value = confusion_metric(np.sum(confusions, axis=0), metric) if finished else None
         values.append(SeedValue(seed, value, tuple(p.spec.run_id for p in runs), tuple(p.run_dir for p in runs)))
     return values
+
+
+def _final_value(metrics_file: Path, metric: str) -> float | None:
+    if not metrics_file.is_file():
+        return None
+    value = json.loads(metrics_file.read_text())["final"].get(metric)
+    return None if value is None else value * PERCENT
 
 
 def final_confusion(metrics_file: Path) -> np.ndarray | None:

@@ -113,7 +113,7 @@ def run_experiment(request: ExperimentRequest, echo: Callable[[str], None] = pri
     the files written (tables, figures, claims)."""
     if request.name == CLAIMS_COMMAND:
         return write_claims(request.context, request.seeds, command_line(CLAIMS_COMMAND, request.context,
-                                                                          request.seeds), echo)
+                                                                          request.seeds), echo, not request.dry_run)
     names = table_names(request.name)
     plans = {name: plan_table(TABLES[name], request.context, request.seeds) for name in names}
     for name in names:

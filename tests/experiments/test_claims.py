@@ -105,3 +105,11 @@ def test_claims_command_writes_both_files(folded_context, capsys):
     assert "| b · ModelNet40 | table1 | I,O,µ,σ,W,b | scratch | ModelNet40 | +0.00 |" in (
         folded_context.out_dir / CLAIMS_MD).read_text()
     assert "b · ModelNet40: +0.00" in capsys.readouterr().out
+
+
+def test_a_dry_run_prints_the_verdicts_and_writes_nothing(folded_context, capsys):
+    argv = ["experiment", "claims", "--scale", "small", "--seeds", "1", "--folds", "--dry-run", "--out-dir",
+            str(folded_context.out_dir)]
+    assert main(argv) == 0
+    assert "b · ModelNet40: no verdict (10 runs not finished: modelnet40-cifar10-io_bn-s0-f0" in capsys.readouterr().out
+    assert not folded_context.out_dir.exists()
