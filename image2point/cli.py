@@ -368,12 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_cmd_export)
 
     experiment = commands.add_parser("experiment", help="run a table of the paper as a grid of runs, then aggregate it")
-    experiment.add_argument("name", help="table1 ... table7, all, or claims (the paper's claims from finished runs)")
+    experiment.add_argument("name", help="table1 ... table14 (8-14: stability views of 1-7), all, or claims")
     experiment.add_argument("--scale", default="small", choices=("small", "paper"),
                             help="small: CPU-sized runs on ../shared samples; paper: the paper's recipes (GPUs)")
-    experiment.add_argument("--seeds", default="3", help="a count (3: seeds 0,1,2) or a list (0,1,2)")
+    experiment.add_argument("--seeds", help="a count (3: seeds 0,1,2) or a list (0,1,2); default 3, paper: the paper's")
     experiment.add_argument("--out-dir", default="runs/experiments", help="runs go to OUT/<table>/<run id>/")
-    experiment.add_argument("--dry-run", action="store_true", help="list every run and its status; write nothing")
+    experiment.add_argument("--dry-run", action="store_true", help="list the protocol and every run; write nothing")
     experiment.add_argument("--weights", action="append", default=[], metavar="SOURCE=PATH",
                             help="a checkpoint for a weights source (imagenet, cityscapes, ...; SOURCE:ARCH=PATH "
                                  "for one architecture)")

@@ -73,8 +73,11 @@ class PlannedRun:
         return REPOSITORY_ROOT / self.spec.recipe
 
 
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """``"3"``: seeds 0, 1, 2; ``"0,1,2"`` or ``"5,"``: exactly those seeds."""
+def parse_seeds(text: str | None) -> tuple[int, ...] | None:
+    """``"3"``: seeds 0, 1, 2; ``"0,1,2"`` or ``"5,"``: exactly those seeds; None (no --seeds): None, the
+    table's default (three; at paper scale the paper's trials per column)."""
+    if text is None:
+        return None
     try:
         if "," in text:
             seeds = tuple(int(part) for part in text.split(",") if part.strip())

@@ -133,11 +133,13 @@ SMALL_SETUP = ScaleSetup(
 
 PAPER_SETUP = ScaleSetup(
     name=PAPER,
-    description="the paper's recipes: ResNet-18 from ImageNet, full datasets, the paper's epochs (GPUs)",
+    description=("the paper's recipes: its backbones (ResNet-18, -50, -152) and sources, full datasets, the paper's "
+                 "epochs and trials (GPUs)"),
     backbone="resnet18",
     depth_backbones=("resnet18", "resnet50", "resnet152"),
     classification_source="imagenet",
-    pointnet2_source="imagenet",
+    # The paper pretrains PointNet++ on Tiny-ImageNet, each pixel a point (Section 4.2, appendix 6.1).
+    pointnet2_source="tiny-imagenet",
     datasets={
         name: DatasetSetup(name, f"configs/{name}/resnet18_io.yaml", (), None, metric)
         for name, metric in ((MODELNET40, CLASSIFICATION_METRIC), (S3DIS, SEGMENTATION_METRIC),
@@ -148,7 +150,8 @@ PAPER_SETUP = ScaleSetup(
         # epochs) from PointNet++'s 1024 points; as configs/modelnet40/pointnet2_ssg_*.yaml.
         "pointnet2": {MODELNET40: ("model.family=pointnet2", "model.backbone=pointnet2_ssg", "data.num_points=1024",
                                    "data.batch_size=32", "optim.name=adam", "optim.lr=0.001", "train.epochs=200")},
-        "range": {SEMANTICKITTI: ("model.family=range", "model.backbone=hrnet_w18")},
+        # The paper's HRNetV2-W48 (Table 2; appendix 6.1: the Cityscapes HRNet of the official code).
+        "range": {SEMANTICKITTI: ("model.family=range", "model.backbone=hrnet_w48")},
     },
 )
 

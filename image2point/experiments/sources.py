@@ -4,9 +4,14 @@
 * ``fractaldb``, ``tiny-imagenet``, ``mnist``: pretrained by the experiment itself, once per architecture,
   into ``<out>/pretrained/<source>-<arch>/model.pt`` and reused by every run of every table.
 * ``random``: no weights (``model.pretrained=null``): a random backbone, frozen by the partial schemes.
-* ``imagenet``, ``cityscapes``: exist only when the user gives them (``--weights imagenet=PATH``, or
-  ``--weights imagenet:resnet50=PATH`` for another architecture than the scale's backbone); runs needing
-  them are reported missing.
+* ``fractaldb-1k``, ``fractaldb-10k`` (paper scale): generated and pretrained by the experiment at the
+  FractalDB paper's generator settings.
+* ``imagenet``, ``imagenet21k``, ``cityscapes``, ``ade20k``: exist only when the user gives them
+  (``--weights imagenet=PATH``, or ``--weights imagenet:resnet50=PATH`` for another architecture than the
+  scale's backbone); runs needing them are reported missing.
+
+At paper scale a source pretrained on an image dataset needs the full dataset (``--data-root``): the
+shared directory holds samples, and a pretraining on one would stand in silently for the real thing.
 
 ``--weights`` also replaces the pretraining of the sources pretrained here. The shared directory is
 ``$IMAGE2POINT_SHARED`` when set, else the directory ``shared`` beside the repository.
@@ -63,7 +68,17 @@ class PretrainSettings:
     image_size: int | None = 32
     fractal_categories: int = 10
     fractal_instances: int = 48
+    # FractalDB generator: side of the filling-rate search image, side of the patch drawn per point,
+    # chaos-game points per image (None: the generator's default density).
+    fractal_search_size: int = FRACTALDB_SEARCH_SIZE
+    fractal_patch_size: int = 1
+    fractal_points: int | None = None
     seed: int = PRETRAINING_SEED
+
+    def fractal_bytes(self) -> int:
+        """Memory of the rendered FractalDB (one byte per grayscale pixel), which is held in memory."""
+        side = self.image_size or 0
+        return self.fractal_categories * self.fractal_instances * side * side
 
 
 @dataclass(frozen=True)
@@ -165,7 +180,12 @@ def resolve_source(name: str, arch: str, context: SourceContext) -> Resolution:
         return _shared_weights(source, arch, context)
     settings = (source.pixel_settings if arch == PIXEL_ARCH else source.settings).get(context.scale)
     if settings is None:
-        return Resolution(missing=f"{name} does not pretrain {arch} (--weights {name}:{arch}=PATH)")
+        return Resolution(missing=f"{name} does not pretrain {arch} at {context.scale} scale "
+                                  f"(--weights {name}:{arch}=PATH)")
+    if context.scale == PAPER and source.dataset is not None and source.dataset not in context.data_roots:
+        # ../shared holds samples: pretraining on one would stand in silently for the full dataset.
+        return Resolution(missing=f"{name} pretrains on the full {source.dataset} at paper scale (../shared holds a "
+                                  f"sample): give --data-root {source.dataset}=PATH or --weights {name}:{arch}=PATH")
     root = _pretraining_root(source, context)
     run_dir = context.out_dir / PRETRAINED_DIR / f"{name}-{arch}"
     pretraining = Pretraining(name, arch, run_dir, root, settings)
@@ -241,9 +261,12 @@ def _pretrain_fractaldb(pretraining: Pretraining) -> float:
     from image2point.pretrain2d.train2d import Train2DConfig, pretrain_on_fractaldb
 
     settings = pretraining.settings
+    side = settings.image_size or FractalDBConfig.image_size
+    density = {} if settings.fractal_points is None else {"points_per_pixel": settings.fractal_points / side**2}
     config = FractalDBConfig(num_categories=settings.fractal_categories,
-                             instances_per_category=settings.fractal_instances,
-                             image_size=settings.image_size, search_size=FRACTALDB_SEARCH_SIZE)
+                             instances_per_category=settings.fractal_instances, image_size=side,
+                             search_size=settings.fractal_search_size, patch_size=settings.fractal_patch_size,
+                             **density)
     factory = _pixel_model_factory(pretraining.arch)
 
     def build_model(num_classes: int):
@@ -298,12 +321,51 @@ def _fractaldb() -> WeightSource:
 
 
 @register_source
+def _imagenet21k() -> WeightSource:
+    # The paper's ResNet-50 on ImageNet-21K comes from Alibaba-MIIL/ImageNet21K (appendix 6.1, ref. [78]).
+    return WeightSource("imagenet21k", "ImageNet-21K (14.2M natural images, 21,841 classes)", KIND_USER)
+
+
+@register_source
+def _ade20k() -> WeightSource:
+    # The paper's ResNet-18 on ADE20K: CSAILVision/semantic-segmentation-pytorch (appendix 6.1).
+    return WeightSource("ade20k", "ADE20K (scene parsing segmentation)", KIND_USER)
+
+
+def _paper_fractaldb(categories: int) -> PretrainSettings:
+    """FractalDB-1k / -10k at the generator settings of Kataoka et al. (ACCV 2020) and their renderer
+    (github hirokatsukataoka16/FractalDB-Pretrained-ResNet-PyTorch, exe.sh and README): filling rate 0.2
+    searched on 512 px, 1,000 instances per category (the renderer's --instance 10), 362 px images,
+    200,000 patches of 3 px per image ('patch_gray'). The paper's ResNet-50s are that repository's
+    checkpoints; the training settings here (90 epochs, SGD 0.1, batch 256) are the PyTorch ImageNet
+    example's, not theirs."""
+    return PretrainSettings(epochs=90, batch_size=256, lr=0.1, image_size=362, fractal_categories=categories,
+                            fractal_instances=1000, fractal_search_size=512, fractal_patch_size=3,
+                            fractal_points=200_000)
+
+
+@register_source
+def _fractaldb_1k() -> WeightSource:
+    return WeightSource("fractaldb-1k", "FractalDB-1k generated here (1,000 fractal categories)", KIND_PRETRAIN,
+                        settings={PAPER: _paper_fractaldb(1000)}, pretrain=_pretrain_fractaldb)
+
+
+@register_source
+def _fractaldb_10k() -> WeightSource:
+    return WeightSource("fractaldb-10k", "FractalDB-10k generated here (10,000 fractal categories)", KIND_PRETRAIN,
+                        settings={PAPER: _paper_fractaldb(10000)}, pretrain=_pretrain_fractaldb)
+
+
+@register_source
 def _tiny_imagenet() -> WeightSource:
-    # Small: the 10k-image sample at 32x32 for 3 epochs (~2 minutes on one core).
+    # Small: the 10k-image sample at 32x32 for 3 epochs (~2 minutes on one core). Paper: the full set at
+    # 64 px, 90 epochs as the PyTorch ImageNet example the paper names (appendix 6.1); PointNet++ as the
+    # paper's Section 4.2 detail: each pixel a point, batch 64, SGD 0.1, 90 epochs.
     return WeightSource(
         "tiny-imagenet", "Tiny-ImageNet (natural images, 200 classes)", KIND_PRETRAIN,
         dataset="tiny-imagenet", shared_path="data/tiny-imagenet-200",
         settings={SMALL: PretrainSettings(epochs=3), PAPER: PretrainSettings(epochs=90, image_size=None)},
+        pixel_settings={PAPER: PretrainSettings(epochs=90, batch_size=64, lr=0.1, image_size=None)},
         pretrain=_pretrain_images)
 
 
@@ -318,6 +380,20 @@ def _mnist() -> WeightSource:
         pixel_settings={SMALL: PretrainSettings(epochs=1, batch_size=64, lr=0.05, image_size=16),
                         PAPER: PretrainSettings(epochs=30)},
         pretrain=_pretrain_images)
+
+
+def describe_pretraining(pretraining: Pretraining) -> str:
+    """One line: what the experiment makes for a source before its first run."""
+    settings = pretraining.settings
+    training = f"{settings.epochs} epochs, batch {settings.batch_size}, lr {settings.lr}"
+    if pretraining.root is None:
+        size = settings.fractal_bytes() / 1e9
+        return (f"generated here: {settings.fractal_categories} categories x {settings.fractal_instances} images at "
+                f"{settings.image_size} px (searched at {settings.fractal_search_size} px, "
+                f"{settings.fractal_points or 'default'} points of {settings.fractal_patch_size} px per image), "
+                f"{size:.1f} GB of images in memory; then {training}")
+    side = f"{settings.image_size} px" if settings.image_size else "native size"
+    return f"pretrained here on {pretraining.root} ({side}, {training})"
 
 
 PRETRAINING_DATASETS = tuple(source.dataset for source in SOURCES.values() if source.dataset is not None)
