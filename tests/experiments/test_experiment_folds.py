@@ -73,3 +73,21 @@ def test_an_empty_confusion_has_no_value():
     import numpy as np
 
     assert confusion_metric(np.zeros((2, 2)), "miou") is None
+
+
+def test_a_table_cell_pools_folds_per_seed(small_context):
+    from image2point.experiments.aggregate import collect_cells
+
+    table = get_table("table5")
+    context = dataclasses.replace(small_context, cross_validate=True)
+    plans = plan_table(table, context, (0,))
+    cell_plans = [plan for plan in plans if plan.spec.run_id.startswith("semantickitti-cifar10-io_bn")]
+    for plan, confusion in zip(cell_plans, ([[1, 0], [0, 0]], [[2, 0], [0, 1]], [[0, 3], [0, 0]]), strict=True):
+        write_confusion(plan.run_dir, confusion)
+    row, column = cell_plans[0].spec.row, cell_plans[0].spec.column
+    cell = next(c for c in collect_cells(table, plans, "small") if (c.row, c.column) == (row, column))
+    # One value for the seed, not one per fold run: the mIoU of the pooled confusion [[3, 3], [0, 1]],
+    # IoU 3 / 6 and 1 / 4.
+    assert cell.n == 1 and cell.expected == 1 and cell.seeds == (0,)
+    assert cell.values == (pytest.approx(100 * (0.5 + 0.25) / 2),)
+    assert len(cell.runs) == 3
