@@ -15,15 +15,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from image2point.checkpoint import atomic_write
-from image2point.experiments.plan import (
-    FINISHED,
-    METRICS_FILE,
-    MISSING,
-    NO_DATA,
-    ExperimentContext,
-    PlannedRun,
-    headline_value,
-)
+from image2point.experiments.folds import pooled_seed_values
+from image2point.experiments.plan import MISSING, NO_DATA, ExperimentContext, PlannedRun
 from image2point.experiments.paper_numbers import PaperCell
 from image2point.experiments.scales import METRIC_NAMES, scale_setup
 from image2point.experiments.specs import TableLayout, TableSpec
@@ -101,18 +94,14 @@ def _cell(row: str, column: str, metric: str, plans: Sequence[PlannedRun]) -> Ce
     if unavailable is not None:
         return CellResult(row, column, metric, unavailable.status, (), (), (), None, None, 0, len(plans), paper,
                           unavailable.reason)
-    finished = []
-    for planned in plans:
-        metrics_file = planned.run_dir / METRICS_FILE
-        if planned.status == FINISHED or metrics_file.is_file():
-            value = headline_value(metrics_file, metric)
-            if value is not None:
-                finished.append((planned, value))
-    values = tuple(value for _, value in finished)
+    # One value per seed: a run's own headline, or with folds the metric of its folds' pooled confusions.
+    pooled = [seed_value for seed_value in pooled_seed_values(plans, metric) if seed_value.value is not None]
+    values = tuple(seed_value.value for seed_value in pooled)
     mean, std = summarise(values)
-    status = OK if finished else (PENDING_CELL if plans else EMPTY)
-    return CellResult(row, column, metric, status, tuple(p.spec.run_id for p, _ in finished),
-                      tuple(p.spec.seed for p, _ in finished), values, mean, std, len(finished), len(plans), paper)
+    status = OK if pooled else (PENDING_CELL if plans else EMPTY)
+    expected = len({planned.spec.seed for planned in plans})
+    return CellResult(row, column, metric, status, tuple(run for seed_value in pooled for run in seed_value.runs),
+                      tuple(seed_value.seed for seed_value in pooled), values, mean, std, len(pooled), expected, paper)
 
 
 def footnotes(cells: Sequence[CellResult]) -> dict[str, int]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from image2point.experiments.aggregate import write_table_results
+from image2point.experiments.claims import CLAIMS_COMMAND, write_claims
 from image2point.experiments.figures import write_figures
 from image2point.experiments.fractal_sources import check_fractaldb_disk
 from image2point.experiments.plan import (
@@ -34,7 +35,7 @@ from image2point.experiments.plan import (
 from image2point.experiments.protocol import describe_protocol
 from image2point.experiments.scales import METRIC_NAMES, scale_setup
 from image2point.experiments.sources import Pretraining, run_pretraining
-from image2point.experiments.specs import TABLES, TableSpec
+from image2point.experiments.specs import DEFAULT_TRIALS, TABLES, TableSpec
 
 
 def execute_plan(table: TableSpec, plans: Sequence[PlannedRun], context: ExperimentContext,
@@ -90,6 +91,8 @@ def command_line(name: str, context: ExperimentContext, seeds: Sequence[int] | N
     parts = ["image2point experiment", name, f"--scale {context.scale}"]
     if seeds is not None:
         parts.append(f"--seeds {format_seeds(seeds)}")
+    if context.cross_validate:
+        parts.append("--folds")
     if context.out_dir != DEFAULT_OUT_DIR:
         parts.append(f"--out-dir {context.out_dir}")
     parts += [f"--weights {key}={path}" for key, path in context.weights.items()]
@@ -119,7 +122,12 @@ class ExperimentRequest:
 
 
 def run_experiment(request: ExperimentRequest, echo: Callable[[str], None] = print) -> list[Path]:
-    """Dry-run, run or aggregate the requested tables; returns the files written (tables, figures)."""
+    """Dry-run, run or aggregate the requested tables, or judge the paper's claims from finished runs; returns
+    the files written (tables, figures, claims)."""
+    if request.name == CLAIMS_COMMAND:
+        seeds = request.seeds if request.seeds is not None else tuple(range(DEFAULT_TRIALS))
+        return write_claims(request.context, seeds, command_line(CLAIMS_COMMAND, request.context, request.seeds),
+                            echo, not request.dry_run)
     names = table_names(request.name)
     plans = {name: plan_trials(TABLES[name], request.context, request.seeds) for name in names}
     for name in names:
