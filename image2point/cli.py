@@ -239,8 +239,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 def _cmd_experiment(args: argparse.Namespace) -> None:
     from image2point.experiments import ExperimentRequest, make_context, parse_seeds, run_experiment
-
-    context = make_context(args.scale, args.out_dir, args.weights, args.data_root)
+    context = make_context(args.scale, args.out_dir, args.weights, args.data_root, args.folds)
     run_experiment(ExperimentRequest(args.name, context, parse_seeds(args.seeds), args.dry_run, args.aggregate_only))
 
 
@@ -369,18 +368,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_cmd_export)
 
     experiment = commands.add_parser("experiment", help="run a table of the paper as a grid of runs, then aggregate it")
-    experiment.add_argument("name", help="table1 ... table7, or all")
+    experiment.add_argument("name", help="table1 ... table14 (8-14: stability views of 1-7), all, or claims")
     experiment.add_argument("--scale", default="small", choices=("small", "paper"),
                             help="small: CPU-sized runs on ../shared samples; paper: the paper's recipes (GPUs)")
-    experiment.add_argument("--seeds", default="3", help="a count (3: seeds 0,1,2) or a list (0,1,2)")
+    experiment.add_argument("--seeds", help="a count (3: seeds 0,1,2) or a list (0,1,2); default 3, paper: the paper's")
     experiment.add_argument("--out-dir", default="runs/experiments", help="runs go to OUT/<table>/<run id>/")
-    experiment.add_argument("--dry-run", action="store_true", help="list every run and its status; write nothing")
+    experiment.add_argument("--dry-run", action="store_true", help="list the protocol and every run; write nothing")
     experiment.add_argument("--weights", action="append", default=[], metavar="SOURCE=PATH",
                             help="a checkpoint for a weights source (imagenet, cityscapes, ...; SOURCE:ARCH=PATH "
                                  "for one architecture)")
     experiment.add_argument("--data-root", action="append", default=[], metavar="DATASET=PATH",
                             help="a dataset directory (modelnet40, s3dis, semantickitti, tiny-imagenet, mnist)")
     experiment.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and figures")
+    experiment.add_argument("--folds", action="store_true", help="cross-validate (small: docs/statistics.md)")
     experiment.set_defaults(handler=_cmd_experiment)
 
     env = commands.add_parser("env", help="versions, GPUs, and the sparse backend per device and why")

@@ -16,7 +16,9 @@ import re
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import Dataset
 
+from image2point.data.folds import fold_choice, open_fold
 from image2point.data.pipelines import POINT_SAMPLINGS, DatasetPipeline, PipelineSettings, PointSampling
 from image2point.data.registry import DatasetLabels, DatasetRequest, register_dataset
 from image2point.data.sample import PointCloudDataset, ShapeSample, Transform, normalize_to_unit_sphere
@@ -304,7 +306,15 @@ def _modelnet40_pipeline(settings: PipelineSettings) -> DatasetPipeline:
 
 @register_dataset("modelnet40", Task.CLASSIFICATION, MODELNET40_CLASS_NAMES, pipeline=_modelnet40_pipeline,
                   palette=modelnet40_palette(), needs_root=True, read_labels=read_modelnet40_labels, splits=SPLITS)
-def open_modelnet40_split(request: DatasetRequest) -> ModelNet40 | ModelNet40H5:
+def open_modelnet40_split(request: DatasetRequest) -> Dataset:
+    """The split, or with ``data.folds`` the fold's part of the train and test lists pooled."""
     data = request.data
-    return open_modelnet40(request.root, request.split, data.num_points, request.transform, data.dataset_seed,
-                           data.modelnet40.point_sampling)
+
+    def open_split(split: str) -> ModelNet40 | ModelNet40H5:
+        return open_modelnet40(request.root, split, data.num_points, request.transform, data.dataset_seed,
+                               data.modelnet40.point_sampling)
+
+    choice = fold_choice(data)
+    if choice is None:
+        return open_split(request.split)
+    return open_fold(open_split, SPLITS, choice, request.train, request.split)

@@ -76,6 +76,10 @@ class DataSettings(Protocol):
     train_scans: list[str] | None
     eval_scans: list[str] | None
     test_area: int
+    # Cross-validation (image2point.data.folds): None keeps the official splits.
+    folds: int | None
+    fold: int
+    fold_seed: int
     modelnet40: ModelNet40Pipeline
     s3dis: S3DISPipeline
     semantickitti: SemanticKITTIPipeline

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import Dataset
 
+from image2point.data.folds import fold_choice, fold_dataset
 from image2point.data.pipelines import DatasetPipeline, PipelineSettings
 from image2point.data.registry import DatasetLabels, DatasetRequest, InputFields, register_dataset
 from image2point.data.sample import IGNORE_INDEX, PointCloudDataset, SceneSample, Transform
@@ -231,8 +233,29 @@ def _semantickitti_pipeline(settings: PipelineSettings) -> DatasetPipeline:
 @register_dataset("semantickitti", Task.SEGMENTATION, KittiLabelTables.official().class_names(), inputs=INTENSITY,
                   pipeline=_semantickitti_pipeline, palette=semantickitti_palette(), needs_root=True,
                   read_labels=read_semantickitti_labels, splits=tuple(SPLIT_SEQUENCES))
-def open_semantickitti_split(request: DatasetRequest) -> SemanticKITTI:
-    """The split's sequences, or data.train_scans / data.eval_scans when set."""
-    scans = request.data.train_scans if request.train else request.data.eval_scans
-    return SemanticKITTI(request.root, request.split, scans=scans, transform=request.transform,
-                         seed=request.data.dataset_seed)
+def open_semantickitti_split(request: DatasetRequest) -> Dataset:
+    """The split's sequences, or data.train_scans / data.eval_scans when set; with ``data.folds``, the fold's
+    part of the training and evaluation scans pooled (in that order: leave-one-scan-out when data.folds is
+    their number)."""
+    data = request.data
+    choice = fold_choice(data)
+    if choice is None:
+        scans = data.train_scans if request.train else data.eval_scans
+        return SemanticKITTI(request.root, request.split, scans=scans, transform=request.transform,
+                             seed=data.dataset_seed)
+    pooled = SemanticKITTI(request.root, request.split, scans=_pooled_scans(request), transform=request.transform,
+                           seed=data.dataset_seed)
+    return fold_dataset(pooled, choice, request.train)
+
+
+def _pooled_scans(request: DatasetRequest) -> list[ScanId]:
+    """The training then the evaluation scans, each once: the explicit lists, else their splits' sequences."""
+    data = request.data
+    pooled: list[ScanId] = []
+    for scans, split in ((data.train_scans, "train"), (data.eval_scans, data.eval_split)):
+        if scans is None:
+            listed = SemanticKITTI(request.root, split, transform=None, seed=data.dataset_seed).scans
+        else:
+            listed = tuple(ScanId.parse(scan) for scan in scans)
+        pooled += [scan for scan in listed if scan not in pooled]
+    return pooled

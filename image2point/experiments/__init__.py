@@ -2,8 +2,9 @@
 at two scales, a runner that skips finished runs and resumes interrupted ones, aggregation into the
 paper's layout, and figures. ``image2point experiment table1 --scale small --seeds 3``."""
 
-from image2point.experiments import tables as _tables  # noqa: F401  (registers table1 … table7)
+from image2point.experiments import tables as _tables  # noqa: F401  (registers table1 … table14)
 from image2point.experiments.aggregate import CellResult, collect_cells, summarise, write_table_results
+from image2point.experiments.paper_numbers import PAPER_CELLS, PaperCell, PaperKind, paper_cell, paper_cells
 from image2point.experiments.plan import ExperimentContext, PlannedRun, make_context, parse_seeds, plan_run, plan_table
 from image2point.experiments.runner import ExperimentRequest, run_experiment
 from image2point.experiments.scales import PAPER, SCALES, SMALL, scale_setup
@@ -12,6 +13,7 @@ from image2point.experiments.specs import TABLES, RunSpec, TableLayout, TableSpe
 
 __all__ = [
     "PAPER",
+    "PAPER_CELLS",
     "SCALES",
     "SMALL",
     "SOURCES",
@@ -19,6 +21,8 @@ __all__ = [
     "CellResult",
     "ExperimentContext",
     "ExperimentRequest",
+    "PaperCell",
+    "PaperKind",
     "PlannedRun",
     "RunSpec",
     "TableLayout",
@@ -27,6 +31,8 @@ __all__ = [
     "collect_cells",
     "get_table",
     "make_context",
+    "paper_cell",
+    "paper_cells",
     "parse_seeds",
     "plan_run",
     "plan_table",

@@ -11,27 +11,22 @@ import io
 import json
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from image2point.checkpoint import atomic_write
-from image2point.experiments.plan import (
-    FINISHED,
-    METRICS_FILE,
-    MISSING,
-    NO_DATA,
-    ExperimentContext,
-    PlannedRun,
-    headline_value,
-)
+from image2point.experiments.folds import pooled_seed_values
+from image2point.experiments.plan import MISSING, NO_DATA, ExperimentContext, PlannedRun
+from image2point.experiments.paper_numbers import PaperCell
 from image2point.experiments.scales import METRIC_NAMES, scale_setup
-from image2point.experiments.specs import TableSpec
+from image2point.experiments.specs import TableLayout, TableSpec
 
 OK, PENDING_CELL, EMPTY = "ok", "pending", "n/a"
-NOT_TRANSCRIBED = "n/t"
+# Beside a cell the paper has no number for; its reason is in ``paper_gap``.
+NO_PAPER = "—"
 RESULTS_JSON, RESULTS_CSV, TABLE_MD = "results.json", "results.csv", "table.md"
-CSV_FIELDS = ("table", "row", "column", "metric", "status", "n", "expected", "mean", "std", "paper", "seeds",
-              "values", "runs", "reason")
+CSV_FIELDS = ("table", "row", "column", "metric", "status", "n", "expected", "mean", "std", "paper", "paper_std",
+              "paper_kind", "paper_cell", "paper_gap", "seeds", "values", "runs", "reason")
 
 
 @dataclass(frozen=True)
@@ -49,8 +44,20 @@ class CellResult:
     std: float | None
     n: int
     expected: int
+    # The paper's number beside this cell (percent; ``paper_std`` for Tables 8-14), which cell of the paper
+    # it is, and what kind; or, when there is none, why (``paper_gap``).
     paper: float | None
     reason: str | None = None
+    paper_std: float | None = None
+    paper_kind: str | None = None
+    paper_cell: str | None = None
+    paper_gap: str | None = None
+
+    def paper_text(self) -> str:
+        """``78.69``, ``79.32 ± 0.46``, or ``—`` where the paper has no such cell."""
+        if self.paper is None:
+            return NO_PAPER
+        return f"{self.paper:.2f}" if self.paper_std is None else f"{self.paper:.2f} ± {self.paper_std:.2f}"
 
 
 def summarise(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -66,29 +73,35 @@ def collect_cells(table: TableSpec, plans: Sequence[PlannedRun], scale: str) -> 
     cells = []
     for row in layout.rows:
         for column in layout.columns:
-            cell_plans = sorted((p for p in plans if p.spec.row == row and p.spec.column == column),
+            runs_cell = layout.runs_cell(row, column)
+            cell_plans = sorted((p for p in plans if (p.spec.row, p.spec.column) == runs_cell),
                                 key=lambda p: p.spec.seed)
-            cells.append(_cell(row, column, layout.metrics[column], cell_plans, table.paper.get((row, column))))
+            result = _cell(row, column, layout.metrics[column], cell_plans)
+            cells.append(replace(result, **_paper_fields(layout, row, column)))
     return cells
 
 
-def _cell(row: str, column: str, metric: str, plans: Sequence[PlannedRun], paper: float | None) -> CellResult:
+def _paper_fields(layout: TableLayout, row: str, column: str) -> dict:
+    cell = layout.paper.get((row, column))
+    if cell is None:
+        return {"paper": None, "paper_gap": layout.paper_gap(row, column)}
+    return {"paper": cell.value, "paper_std": cell.std, "paper_kind": cell.kind.value, "paper_cell": cell.label}
+
+
+def _cell(row: str, column: str, metric: str, plans: Sequence[PlannedRun]) -> CellResult:
+    paper = None
     unavailable = next((p for p in plans if p.status in (MISSING, NO_DATA)), None)
     if unavailable is not None:
         return CellResult(row, column, metric, unavailable.status, (), (), (), None, None, 0, len(plans), paper,
                           unavailable.reason)
-    finished = []
-    for planned in plans:
-        metrics_file = planned.run_dir / METRICS_FILE
-        if planned.status == FINISHED or metrics_file.is_file():
-            value = headline_value(metrics_file, metric)
-            if value is not None:
-                finished.append((planned, value))
-    values = tuple(value for _, value in finished)
+    # One value per seed: a run's own headline, or with folds the metric of its folds' pooled confusions.
+    pooled = [seed_value for seed_value in pooled_seed_values(plans, metric) if seed_value.value is not None]
+    values = tuple(seed_value.value for seed_value in pooled)
     mean, std = summarise(values)
-    status = OK if finished else (PENDING_CELL if plans else EMPTY)
-    return CellResult(row, column, metric, status, tuple(p.spec.run_id for p, _ in finished),
-                      tuple(p.spec.seed for p, _ in finished), values, mean, std, len(finished), len(plans), paper)
+    status = OK if pooled else (PENDING_CELL if plans else EMPTY)
+    expected = len({planned.spec.seed for planned in plans})
+    return CellResult(row, column, metric, status, tuple(run for seed_value in pooled for run in seed_value.runs),
+                      tuple(seed_value.seed for seed_value in pooled), values, mean, std, len(pooled), expected, paper)
 
 
 def footnotes(cells: Sequence[CellResult]) -> dict[str, int]:
@@ -113,14 +126,35 @@ def format_cell(cell: CellResult, notes: dict[str, int]) -> str:
     return f"{cell.mean:.2f}{spread} ({count})"
 
 
-def format_paper(value: float | None) -> str:
-    return NOT_TRANSCRIBED if value is None else f"{value:.2f}"
+def paper_gap_notes(cells: Sequence[CellResult]) -> dict[str, str]:
+    """Every distinct reason a cell has no paper number, lettered (a, b, ...) in order of appearance."""
+    letters: dict[str, str] = {}
+    for cell in cells:
+        if cell.paper is None and cell.paper_gap is not None and cell.paper_gap not in letters:
+            letters[cell.paper_gap] = chr(ord("a") + len(letters) % 26) * (1 + len(letters) // 26)
+    return letters
+
+
+def format_paper(cell: CellResult, letters: dict[str, str]) -> str:
+    if cell.paper is None and cell.paper_gap is not None:
+        return f"{NO_PAPER} ({letters[cell.paper_gap]})"
+    return cell.paper_text()
+
+
+def _unplaced_lines(table: TableSpec, scale: str) -> list[str]:
+    unplaced = table.unplaced_paper_cells(scale)
+    if not unplaced:
+        return []
+    lines = ["", f"Paper cells beside none of ours at this scale ({len(unplaced)}):", ""]
+    lines += [f"- {cell.label}: {cell.text()}" for cell in unplaced]
+    return lines
 
 
 def render_markdown(table: TableSpec, cells: Sequence[CellResult], scale: str, command: str, date: str) -> str:
     """The table in the paper's layout, each of our cells beside the paper's number, with its header."""
     layout = table.layout(scale)
     notes = footnotes(cells)
+    letters = paper_gap_notes(cells)
     by_cell = {(cell.row, cell.column): cell for cell in cells}
     metrics = "; ".join(f"{column}: {METRIC_NAMES[layout.metrics[column]]}" for column in layout.columns)
     lines = [
@@ -140,9 +174,14 @@ def render_markdown(table: TableSpec, cells: Sequence[CellResult], scale: str, c
         entries = []
         for column in layout.columns:
             cell = by_cell[(row, column)]
-            entries += [format_cell(cell, notes), format_paper(cell.paper)]
+            entries += [format_cell(cell, notes), format_paper(cell, letters)]
         lines.append(f"| {row} | " + " | ".join(entries) + " |")
-    lines += ["", "n/t: the paper's number is not transcribed here.", ""]
+    kinds = sorted({cell.paper_kind for cell in cells if cell.paper_kind})
+    gap = f"; {NO_PAPER}: the paper has no such cell, because:" if letters else "."
+    lines += ["", f"paper: the paper's Table {table.paper_table} ({'; '.join(kinds) or 'no cell placed'}){gap}"]
+    lines += [f"({letter}) {reason}" for reason, letter in letters.items()]
+    lines += _unplaced_lines(table, scale)
+    lines.append("")
     lines += [f"- {note}" for note in table.notes_for(scale)]
     if notes:
         lines.append("")
@@ -160,7 +199,10 @@ def render_csv(table: TableSpec, cells: Sequence[CellResult]) -> str:
             "status": cell.status, "n": cell.n, "expected": cell.expected,
             "mean": "" if cell.mean is None else f"{cell.mean:.4f}",
             "std": "" if cell.std is None else f"{cell.std:.4f}",
-            "paper": "" if cell.paper is None else cell.paper, "seeds": ";".join(map(str, cell.seeds)),
+            "paper": NO_PAPER if cell.paper is None else cell.paper,
+            "paper_std": "" if cell.paper_std is None else cell.paper_std, "paper_kind": cell.paper_kind or "",
+            "paper_cell": cell.paper_cell or "", "paper_gap": cell.paper_gap or "",
+            "seeds": ";".join(map(str, cell.seeds)),
             "values": ";".join(f"{value:.4f}" for value in cell.values), "runs": ";".join(cell.runs),
             "reason": cell.reason or "",
         })
@@ -174,8 +216,15 @@ def results_payload(table: TableSpec, cells: Sequence[CellResult], scale: str, c
         "command": command, "date": date, "unit": "percent", "rows": list(layout.rows),
         "columns": list(layout.columns), "metrics": dict(layout.metrics), "notes": list(table.notes_for(scale)),
         "footnotes": {str(number): reason for reason, number in footnotes(cells).items()},
+        "paper_table": table.paper_table, "stability_of": table.stability_of,
         "cells": [asdict(cell) for cell in cells],
+        "unplaced_paper_cells": [_paper_cell_payload(cell) for cell in table.unplaced_paper_cells(scale)],
     }
+
+
+def _paper_cell_payload(cell: PaperCell) -> dict:
+    return {"table": cell.table, "row": cell.row, "column": cell.column, "value": cell.value, "std": cell.std,
+            "kind": cell.kind.value, "trials": cell.trials, "spans": list(cell.spans)}
 
 
 def write_table_results(table: TableSpec, plans: Sequence[PlannedRun], context: ExperimentContext, command: str,

@@ -14,6 +14,7 @@ from image2point.experiments.aggregate import OK, CellResult, collect_cells
 from image2point.experiments.plan import ExperimentContext, PlannedRun
 from image2point.experiments.scales import METRIC_NAMES
 from image2point.experiments.specs import TableSpec
+from image2point.experiments.tables.table7 import learned_row
 from image2point.inflate.transforms import filter_transform
 
 BEST_CHECKPOINT = "best.pt"
@@ -23,8 +24,6 @@ TRANSFORM_KEY_SUFFIX = ".transform.transform"
 KERNEL_SIZE = 3
 DPI = 120
 PER_CONV_COLUMNS = 6
-SHARED_ROW = "learned T, shared, default init"
-PER_CONV_ROW = "learned T, per conv, default init"
 
 FigureWriter = Callable[[TableSpec, Sequence[PlannedRun], ExperimentContext], list[Path]]
 FIGURES: dict[str, FigureWriter] = {}
@@ -179,10 +178,10 @@ def _table7_figure(table: TableSpec, plans: Sequence[PlannedRun], context: Exper
     """Per column with a finished per-conv run: its learned Ts beside the default T and the shared one."""
     written = []
     for column in table.layout(context.scale).columns:
-        per_conv_checkpoint = _first_checkpoint(plans, PER_CONV_ROW, column)
+        per_conv_checkpoint = _first_checkpoint(plans, learned_row(context.scale, "per_conv", "default"), column)
         if per_conv_checkpoint is None:
             continue
-        shared_checkpoint = _first_checkpoint(plans, SHARED_ROW, column)
+        shared_checkpoint = _first_checkpoint(plans, learned_row(context.scale, "shared", "default"), column)
         shared = None
         if shared_checkpoint is not None:
             shared = next(iter(load_learned_transforms(shared_checkpoint).values()), None)

@@ -8,12 +8,14 @@ missing / no data and never run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from image2point.errors import ConfigError, DataError
+from image2point.experiments.folds import expand_folds
 from image2point.experiments.scales import PAPER, REPOSITORY_ROOT, SMALL, scale_setup
 from image2point.experiments.sources import (
     PRETRAINING_DATASETS,
@@ -45,6 +47,8 @@ class ExperimentContext:
     weights: Mapping[str, Path] = field(default_factory=dict)
     data_roots: Mapping[str, Path] = field(default_factory=dict)
     shared: Path = field(default_factory=shared_root)
+    # Cross-validate the datasets the scale names folds for (ScaleSetup.folds); False: official splits.
+    cross_validate: bool = False
 
     def source_context(self) -> SourceContext:
         return SourceContext(self.scale, scale_setup(self.scale).backbone, self.out_dir, self.weights,
@@ -61,14 +65,19 @@ class PlannedRun:
     overrides: tuple[str, ...]
     reason: str | None = None
     pretraining: Pretraining | None = None
+    # The cross-validation fold this run evaluates (image2point.experiments.folds); None: official splits.
+    fold: int | None = None
 
     @property
     def recipe(self) -> Path:
         return REPOSITORY_ROOT / self.spec.recipe
 
 
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """``"3"``: seeds 0, 1, 2; ``"0,1,2"`` or ``"5,"``: exactly those seeds."""
+def parse_seeds(text: str | None) -> tuple[int, ...] | None:
+    """``"3"``: seeds 0, 1, 2; ``"0,1,2"`` or ``"5,"``: exactly those seeds; None (no --seeds): None, the
+    table's default (three; at paper scale the paper's trials per column)."""
+    if text is None:
+        return None
     try:
         if "," in text:
             seeds = tuple(int(part) for part in text.split(",") if part.strip())
@@ -105,12 +114,12 @@ def parse_assignments(items: Sequence[str], option: str, known: Sequence[str]) -
 
 
 def make_context(scale: str, out_dir: str | Path, weights: Sequence[str] = (),
-                 data_roots: Sequence[str] = ()) -> ExperimentContext:
+                 data_roots: Sequence[str] = (), cross_validate: bool = False) -> ExperimentContext:
     """Validate the command line's scale, ``--weights`` and ``--data-root`` into a context."""
     setup = scale_setup(scale)
     datasets = (*setup.datasets, *PRETRAINING_DATASETS)
     return ExperimentContext(scale, Path(out_dir), parse_assignments(weights, "--weights", tuple(SOURCES)),
-                             parse_assignments(data_roots, "--data-root", datasets), shared_root())
+                             parse_assignments(data_roots, "--data-root", datasets), shared_root(), cross_validate)
 
 
 def table_names(name: str) -> list[str]:
@@ -159,7 +168,12 @@ def plan_run(spec: RunSpec, context: ExperimentContext) -> PlannedRun:
 
 
 def plan_table(table: TableSpec, context: ExperimentContext, seeds: Sequence[int]) -> list[PlannedRun]:
-    return [plan_run(spec, context) for spec in table.runs(context.scale, seeds)]
+    """Every run of the table; with ``context.cross_validate`` each is repeated per fold where the scale
+    names folds for its dataset (run id ``...-sN-fK``, see :mod:`image2point.experiments.folds`)."""
+    folds = scale_setup(context.scale).folds if context.cross_validate else {}
+    return [dataclasses.replace(plan_run(fold_spec, context), fold=fold)
+            for spec in table.runs(context.scale, seeds)
+            for fold_spec, fold in expand_folds(spec, folds.get(spec.dataset))]
 
 
 def load_run_config(planned: PlannedRun) -> RunConfig:

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from image2point.experiments.aggregate import write_table_results
+from image2point.experiments.claims import CLAIMS_COMMAND, write_claims
 from image2point.experiments.figures import write_figures
+from image2point.experiments.fractal_sources import check_fractaldb_disk
 from image2point.experiments.plan import (
     DEFAULT_OUT_DIR,
     FINISHED,
@@ -30,9 +32,10 @@ from image2point.experiments.plan import (
     plan_table,
     table_names,
 )
+from image2point.experiments.protocol import describe_protocol
 from image2point.experiments.scales import METRIC_NAMES, scale_setup
 from image2point.experiments.sources import Pretraining, run_pretraining
-from image2point.experiments.specs import TABLES, TableSpec
+from image2point.experiments.specs import DEFAULT_TRIALS, TABLES, TableSpec
 
 
 def execute_plan(table: TableSpec, plans: Sequence[PlannedRun], context: ExperimentContext,
@@ -83,9 +86,13 @@ def _pretrain(pretraining: Pretraining, context: ExperimentContext, echo: Callab
          f"({time.perf_counter() - started:.1f} s) -> {pretraining.checkpoint}")
 
 
-def command_line(name: str, context: ExperimentContext, seeds: Sequence[int]) -> str:
-    """The command that makes a table, as written in its header."""
-    parts = ["image2point experiment", name, f"--scale {context.scale}", f"--seeds {format_seeds(seeds)}"]
+def command_line(name: str, context: ExperimentContext, seeds: Sequence[int] | None) -> str:
+    """The command that makes a table, as written in its header (no --seeds: the scale's default trials)."""
+    parts = ["image2point experiment", name, f"--scale {context.scale}"]
+    if seeds is not None:
+        parts.append(f"--seeds {format_seeds(seeds)}")
+    if context.cross_validate:
+        parts.append("--folds")
     if context.out_dir != DEFAULT_OUT_DIR:
         parts.append(f"--out-dir {context.out_dir}")
     parts += [f"--weights {key}={path}" for key, path in context.weights.items()]
@@ -93,36 +100,59 @@ def command_line(name: str, context: ExperimentContext, seeds: Sequence[int]) ->
     return " ".join(parts)
 
 
+def plan_trials(table: TableSpec, context: ExperimentContext, seeds: Sequence[int] | None) -> list[PlannedRun]:
+    """The table's plan for ``seeds``; without seeds, the table's default ones, and at paper scale each
+    column keeps the paper's number of trials (Table 3: 20 / 15 / 10 / 3)."""
+    chosen = tuple(seeds) if seeds is not None else table.default_seeds(context.scale)
+    return [planned for planned in plan_table(table, context, chosen)
+            if table.keeps(planned.spec, context.scale, seeds is not None)]
+
+
 @dataclass(frozen=True)
 class ExperimentRequest:
-    """One ``image2point experiment`` invocation."""
+    """One ``image2point experiment`` invocation; ``seeds`` None: three at small scale, the paper's trials
+    (per column) at paper scale."""
 
     name: str
     context: ExperimentContext
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...] | None
     dry_run: bool = False
     aggregate_only: bool = False
     date: str = field(default_factory=lambda: datetime.date.today().isoformat())
 
 
 def run_experiment(request: ExperimentRequest, echo: Callable[[str], None] = print) -> list[Path]:
-    """Dry-run, run or aggregate the requested tables; returns the files written (tables, figures)."""
+    """Dry-run, run or aggregate the requested tables, or judge the paper's claims from finished runs; returns
+    the files written (tables, figures, claims)."""
+    if request.name == CLAIMS_COMMAND:
+        seeds = request.seeds if request.seeds is not None else tuple(range(DEFAULT_TRIALS))
+        return write_claims(request.context, seeds, command_line(CLAIMS_COMMAND, request.context, request.seeds),
+                            echo, not request.dry_run)
     names = table_names(request.name)
-    plans = {name: plan_table(TABLES[name], request.context, request.seeds) for name in names}
+    plans = {name: plan_trials(TABLES[name], request.context, request.seeds) for name in names}
     for name in names:
         for planned in plans[name]:
             load_run_config(planned)
     if request.dry_run:
         for name in names:
-            for line in describe_plan(TABLES[name], plans[name]):
+            table = TABLES[name]
+            # A stability table's runs are its main table's, listed by the main table's dry run.
+            listing = describe_plan(table, plans[name]) if table.stability_of is None else []
+            for line in (*describe_protocol(table, plans[name], request.context), *listing):
                 echo(line)
         return []
+    if not request.aggregate_only:
+        # A FractalDB render that cannot fit stops the experiment before anything runs.
+        check_fractaldb_disk([planned.pretraining for name in names for planned in plans[name]
+                              if planned.pretraining is not None], request.context.out_dir)
     written: list[Path] = []
     for name in names:
         table = TABLES[name]
-        if not request.aggregate_only:
+        if table.stability_of is not None:
+            echo(f"{name}: no runs of its own; aggregates the runs of {table.stability_of}")
+        elif not request.aggregate_only:
             execute_plan(table, plans[name], request.context, echo)
-            plans[name] = plan_table(table, request.context, request.seeds)
+            plans[name] = plan_trials(table, request.context, request.seeds)
         command = command_line(name, request.context, request.seeds)
         files = write_table_results(table, plans[name], request.context, command, request.date)
         files += write_figures(table, plans[name], request.context)

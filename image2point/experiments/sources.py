@@ -4,9 +4,15 @@
 * ``fractaldb``, ``tiny-imagenet``, ``mnist``: pretrained by the experiment itself, once per architecture,
   into ``<out>/pretrained/<source>-<arch>/model.pt`` and reused by every run of every table.
 * ``random``: no weights (``model.pretrained=null``): a random backbone, frozen by the partial schemes.
-* ``imagenet``, ``cityscapes``: exist only when the user gives them (``--weights imagenet=PATH``, or
-  ``--weights imagenet:resnet50=PATH`` for another architecture than the scale's backbone); runs needing
-  them are reported missing.
+* ``fractaldb-1k``, ``fractaldb-10k`` (paper scale): generated and pretrained by the experiment at the
+  FractalDB paper's generator settings, rendered to disk (``<out>/fractaldb/<source>-seed<seed>/``, shared by
+  every architecture and resumed after an interruption) and read one image at a time.
+* ``imagenet``, ``imagenet21k``, ``cityscapes``, ``ade20k``: exist only when the user gives them
+  (``--weights imagenet=PATH``, or ``--weights imagenet:resnet50=PATH`` for another architecture than the
+  scale's backbone); runs needing them are reported missing.
+
+At paper scale a source pretrained on an image dataset needs the full dataset (``--data-root``): the
+shared directory holds samples, and a pretraining on one would stand in silently for the real thing.
 
 ``--weights`` also replaces the pretraining of the sources pretrained here. The shared directory is
 ``$IMAGE2POINT_SHARED`` when set, else the directory ``shared`` beside the repository.
@@ -26,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from image2point.errors import ConfigError, DataError
+from image2point.experiments import fractal_sources
 from image2point.experiments.scales import PAPER, REPOSITORY_ROOT, SMALL
 
 SHARED_ENV = "IMAGE2POINT_SHARED"
@@ -40,6 +47,8 @@ CIFAR_ARCH = re.compile(r"cifar_resnet(\d+)")
 PRETRAINING_SEED = 0
 FRACTALDB_VAL_FRACTION = 0.2
 FRACTALDB_SEARCH_SIZE = 128
+# Under the out-dir: the FractalDB renders on disk, one per source and seed.
+FRACTALDB_RENDER_DIR = "fractaldb"
 # PointNet++ pretrained on images, each pixel a point (image2point.models.pointnet2).
 PIXEL_ARCH = "pointnet2_ssg"
 
@@ -63,7 +72,23 @@ class PretrainSettings:
     image_size: int | None = 32
     fractal_categories: int = 10
     fractal_instances: int = 48
+    # FractalDB generator: side of the filling-rate search image, side of the patch drawn per point,
+    # chaos-game points per image (None: the generator's default density).
+    fractal_search_size: int = FRACTALDB_SEARCH_SIZE
+    fractal_patch_size: int = 1
+    fractal_points: int | None = None
+    # Render the FractalDB to disk and read it per image (the paper-scale sources), instead of in memory.
+    fractal_on_disk: bool = False
     seed: int = PRETRAINING_SEED
+
+    def fractal_config(self):
+        """The FractalDB generator settings (a ``FractalDBConfig``)."""
+        return fractal_sources.fractaldb_config(self)
+
+    def fractal_bytes(self) -> int:
+        """Bytes of the rendered FractalDB: the disk its render takes (``fractal_on_disk``), else the memory its
+        images take (one byte per grayscale pixel)."""
+        return fractal_sources.fractaldb_bytes(self)
 
 
 @dataclass(frozen=True)
@@ -123,6 +148,13 @@ class Pretraining:
     def name(self) -> str:
         return self.run_dir.name
 
+    @property
+    def render_dir(self) -> Path:
+        """Where a FractalDB source renders its images: beside the pretrainings, shared by every architecture
+        (and kept when an unfinished pretraining starts over)."""
+        out_dir = self.run_dir.parent.parent
+        return out_dir / FRACTALDB_RENDER_DIR / f"{self.source}-seed{self.settings.seed}"
+
 
 @dataclass(frozen=True)
 class Resolution:
@@ -165,7 +197,12 @@ def resolve_source(name: str, arch: str, context: SourceContext) -> Resolution:
         return _shared_weights(source, arch, context)
     settings = (source.pixel_settings if arch == PIXEL_ARCH else source.settings).get(context.scale)
     if settings is None:
-        return Resolution(missing=f"{name} does not pretrain {arch} (--weights {name}:{arch}=PATH)")
+        return Resolution(missing=f"{name} does not pretrain {arch} at {context.scale} scale "
+                                  f"(--weights {name}:{arch}=PATH)")
+    if context.scale == PAPER and source.dataset is not None and source.dataset not in context.data_roots:
+        # ../shared holds samples: pretraining on one would stand in silently for the full dataset.
+        return Resolution(missing=f"{name} pretrains on the full {source.dataset} at paper scale (../shared holds a "
+                                  f"sample): give --data-root {source.dataset}=PATH or --weights {name}:{arch}=PATH")
     root = _pretraining_root(source, context)
     run_dir = context.out_dir / PRETRAINED_DIR / f"{name}-{arch}"
     pretraining = Pretraining(name, arch, run_dir, root, settings)
@@ -213,13 +250,31 @@ def run_pretraining(pretraining: Pretraining) -> float:
     return source.pretrain(pretraining)
 
 
-def _pixel_model_factory(arch: str) -> Callable[[int], object] | None:
+def pixel_model_factory(arch: str) -> Callable[[int], object] | None:
     """PointNet++ sees each pixel as a point; every other architecture comes from the 2D registry."""
     if arch != PIXEL_ARCH:
         return None
     from image2point.models.pointnet2 import pixel_pretraining_network
 
     return pixel_pretraining_network
+
+
+def _pretrain_fractaldb(pretraining: Pretraining) -> float:
+    """Pretrain on a FractalDB generated here (in memory, or on disk: experiments.fractal_sources)."""
+    from image2point.checkpoint import atomic_write
+    from image2point.models2d import create_model_2d
+
+    factory = pixel_model_factory(pretraining.arch)
+    pretraining.run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(pretraining.run_dir / CONFIG_FILE, "w") as stream:
+        yaml.safe_dump({"source": pretraining.source, "arch": pretraining.arch,
+                        "settings": dataclasses.asdict(pretraining.settings)}, stream, sort_keys=False)
+    result = fractal_sources.pretrain_fractaldb(pretraining, lambda classes: factory(classes) if factory else
+                                create_model_2d(pretraining.arch, num_classes=classes), FRACTALDB_VAL_FRACTION)
+    with atomic_write(pretraining.run_dir / FINISHED_FILE, "w") as stream:
+        json.dump({"val_top1": result.top1, "num_classes": result.num_classes,
+                   "history": [dataclasses.asdict(epoch) for epoch in result.history]}, stream, indent=2)
+    return result.top1
 
 
 def _pretrain_images(pretraining: Pretraining) -> float:
@@ -229,37 +284,7 @@ def _pretrain_images(pretraining: Pretraining) -> float:
     result = pretrain_on_images(get_source(pretraining.source).dataset, pretraining.root, pretraining.arch,
                                 settings.epochs, settings.batch_size, settings.lr, settings.seed,
                                 pretraining.run_dir, image_size=settings.image_size,
-                                model_factory=_pixel_model_factory(pretraining.arch))
-    return result.top1
-
-
-def _pretrain_fractaldb(pretraining: Pretraining) -> float:
-    """Generate a FractalDB and pretrain on it, as ``make demo`` does (image2point/demo.py)."""
-    from image2point.checkpoint import atomic_write
-    from image2point.models2d import create_model_2d
-    from image2point.pretrain2d.fractaldb import FractalDBConfig
-    from image2point.pretrain2d.train2d import Train2DConfig, pretrain_on_fractaldb
-
-    settings = pretraining.settings
-    config = FractalDBConfig(num_categories=settings.fractal_categories,
-                             instances_per_category=settings.fractal_instances,
-                             image_size=settings.image_size, search_size=FRACTALDB_SEARCH_SIZE)
-    factory = _pixel_model_factory(pretraining.arch)
-
-    def build_model(num_classes: int):
-        return factory(num_classes) if factory else create_model_2d(pretraining.arch, num_classes=num_classes)
-
-    pretraining.run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(pretraining.run_dir / CONFIG_FILE, "w") as stream:
-        yaml.safe_dump({"source": pretraining.source, "arch": pretraining.arch,
-                        "settings": dataclasses.asdict(settings)}, stream, sort_keys=False)
-    train_config = Train2DConfig(epochs=settings.epochs, batch_size=settings.batch_size,
-                                 learning_rate=settings.lr, seed=settings.seed)
-    result = pretrain_on_fractaldb(config, build_model, train_config, FRACTALDB_VAL_FRACTION,
-                                   checkpoint_path=pretraining.checkpoint, architecture=pretraining.arch)
-    with atomic_write(pretraining.run_dir / FINISHED_FILE, "w") as stream:
-        json.dump({"val_top1": result.top1, "num_classes": result.num_classes,
-                   "history": [dataclasses.asdict(epoch) for epoch in result.history]}, stream, indent=2)
+                                model_factory=pixel_model_factory(pretraining.arch))
     return result.top1
 
 
@@ -298,12 +323,51 @@ def _fractaldb() -> WeightSource:
 
 
 @register_source
+def _imagenet21k() -> WeightSource:
+    # The paper's ResNet-50 on ImageNet-21K comes from Alibaba-MIIL/ImageNet21K (appendix 6.1, ref. [78]).
+    return WeightSource("imagenet21k", "ImageNet-21K (14.2M natural images, 21,841 classes)", KIND_USER)
+
+
+@register_source
+def _ade20k() -> WeightSource:
+    # The paper's ResNet-18 on ADE20K: CSAILVision/semantic-segmentation-pytorch (appendix 6.1).
+    return WeightSource("ade20k", "ADE20K (scene parsing segmentation)", KIND_USER)
+
+
+def _paper_fractaldb(categories: int) -> PretrainSettings:
+    """FractalDB-1k / -10k at the generator settings of Kataoka et al. (ACCV 2020) and their renderer
+    (github hirokatsukataoka16/FractalDB-Pretrained-ResNet-PyTorch, exe.sh and README): filling rate 0.2
+    searched on 512 px, 1,000 instances per category (the renderer's --instance 10), 362 px images,
+    200,000 patches of 3 px per image ('patch_gray'), rendered to disk (131 GB for FractalDB-1k). The paper's
+    ResNet-50s are that repository's checkpoints; the training settings here (90 epochs, SGD 0.1, batch 256)
+    are the PyTorch ImageNet example's, not theirs."""
+    return PretrainSettings(epochs=90, batch_size=256, lr=0.1, image_size=362, fractal_categories=categories,
+                            fractal_instances=1000, fractal_search_size=512, fractal_patch_size=3,
+                            fractal_points=200_000, fractal_on_disk=True)
+
+
+@register_source
+def _fractaldb_1k() -> WeightSource:
+    return WeightSource("fractaldb-1k", "FractalDB-1k generated here (1,000 fractal categories)", KIND_PRETRAIN,
+                        settings={PAPER: _paper_fractaldb(1000)}, pretrain=_pretrain_fractaldb)
+
+
+@register_source
+def _fractaldb_10k() -> WeightSource:
+    return WeightSource("fractaldb-10k", "FractalDB-10k generated here (10,000 fractal categories)", KIND_PRETRAIN,
+                        settings={PAPER: _paper_fractaldb(10000)}, pretrain=_pretrain_fractaldb)
+
+
+@register_source
 def _tiny_imagenet() -> WeightSource:
-    # Small: the 10k-image sample at 32x32 for 3 epochs (~2 minutes on one core).
+    # Small: the 10k-image sample at 32x32 for 3 epochs (~2 minutes on one core). Paper: the full set at
+    # 64 px, 90 epochs as the PyTorch ImageNet example the paper names (appendix 6.1); PointNet++ as the
+    # paper's Section 4.2 detail: each pixel a point, batch 64, SGD 0.1, 90 epochs.
     return WeightSource(
         "tiny-imagenet", "Tiny-ImageNet (natural images, 200 classes)", KIND_PRETRAIN,
         dataset="tiny-imagenet", shared_path="data/tiny-imagenet-200",
         settings={SMALL: PretrainSettings(epochs=3), PAPER: PretrainSettings(epochs=90, image_size=None)},
+        pixel_settings={PAPER: PretrainSettings(epochs=90, batch_size=64, lr=0.1, image_size=None)},
         pretrain=_pretrain_images)
 
 
@@ -318,6 +382,16 @@ def _mnist() -> WeightSource:
         pixel_settings={SMALL: PretrainSettings(epochs=1, batch_size=64, lr=0.05, image_size=16),
                         PAPER: PretrainSettings(epochs=30)},
         pretrain=_pretrain_images)
+
+
+def describe_pretraining(pretraining: Pretraining) -> str:
+    """One line: what the experiment makes for a source before its first run."""
+    settings = pretraining.settings
+    training = f"{settings.epochs} epochs, batch {settings.batch_size}, lr {settings.lr}"
+    if pretraining.root is None:
+        return f"{fractal_sources.describe_fractaldb(pretraining)}; then {training}"
+    side = f"{settings.image_size} px" if settings.image_size else "native size"
+    return f"pretrained here on {pretraining.root} ({side}, {training})"
 
 
 PRETRAINING_DATASETS = tuple(source.dataset for source in SOURCES.values() if source.dataset is not None)

@@ -38,11 +38,12 @@ def voxel_run(table: str, row: str, column: str, seed: int, scale: str, dataset:
 
 
 def family_run(table: str, row: str, column: str, seed: int, scale: str, dataset: str, family: str, arch: str, *,
-                source: str | None) -> RunSpec:
-    """A PointNet++ or range-image run (Table 2): everything trains, from the source's weights or none."""
+                source: str | None, scheme: str = "all") -> RunSpec:
+    """A PointNet++ or range-image run (Table 2), from the source's weights or none; ``scheme`` is what
+    trains (everything by default)."""
     setup = scale_setup(scale)
     data = setup.dataset(dataset)
     overrides = (*data.overrides, *setup.common_overrides, *setup.family_overrides[family][dataset],
-                 "finetune.scheme=all", f"train.seed={seed}")
-    return RunSpec(table, row, column, seed, run_id(dataset, arch, source or "none", "all", seed=seed), dataset,
+                 f"finetune.scheme={scheme}", f"train.seed={seed}")
+    return RunSpec(table, row, column, seed, run_id(dataset, arch, source or "none", scheme, seed=seed), dataset,
                    data.recipe, overrides, source, arch if source else None)

@@ -1,5 +1,5 @@
-"""Offline 2D pretraining: FractalDB, real image datasets (Tiny-ImageNet, image folders, MNIST), pixels as
-points for PointNet++, and a plain 2D classification loop."""
+"""Offline 2D pretraining: FractalDB (in memory, or streamed to disk and read per image), real image datasets
+(Tiny-ImageNet, image folders, MNIST), pixels as points for PointNet++, and a plain 2D classification loop."""
 
 from image2point.pretrain2d.fractaldb import (
     IFS,
@@ -14,6 +14,8 @@ from image2point.pretrain2d.fractaldb import (
     render_ifs,
     search_categories,
 )
+from image2point.pretrain2d.fractal_files import FractalDBFiles
+from image2point.pretrain2d.fractal_store import render_to_disk
 from image2point.pretrain2d.image_folders import MNIST, ImageFolder, TinyImageNet
 from image2point.pretrain2d.pixels_as_points import PixelPointCloudDataset, PixelsAsPoints, image_to_points
 from image2point.pretrain2d.real_images import pretrain_on_images
@@ -40,6 +42,7 @@ __all__ = [
     "EpochStats",
     "FractalDB",
     "FractalDBConfig",
+    "FractalDBFiles",
     "InstanceVariant",
     "Train2DConfig",
     "Train2DResult",
@@ -49,6 +52,7 @@ __all__ = [
     "instance_variants",
     "iter_candidates",
     "render_ifs",
+    "render_to_disk",
     "search_categories",
     "split_train_val",
     "train_2d",

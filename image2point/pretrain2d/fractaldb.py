@@ -54,7 +54,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class FractalDBConfig:
     """How FractalDB is searched and rendered. The defaults build 100 categories x 100 instances at
-    64 x 64 in memory; the paper's FractalDB-1k uses 1,000 x 1,000 at a larger size."""
+    64 x 64 (in memory with :class:`FractalDB`); the paper's FractalDB-1k uses 1,000 x 1,000 at 362 px,
+    which :mod:`image2point.pretrain2d.fractal_store` streams to disk."""
 
     num_categories: int = 100
     instances_per_category: int = 100
@@ -232,18 +233,37 @@ def render_instance(
     return np.ascontiguousarray(image)
 
 
-def render_category(category: IFS, config: FractalDBConfig, rng: np.random.Generator) -> np.ndarray:
-    """``config.instances_per_category`` images of ``category`` ``[I, H, W(, 3)]``. Instances take the
+def iter_category_instances(
+    category: IFS, config: FractalDBConfig, rng: np.random.Generator
+) -> Iterator[np.ndarray]:
+    """The ``config.instances_per_category`` images of ``category``, one at a time. Instances take the
     variants in a random order, cycling when there are more instances than variants (repeats still
     differ: each rendering draws its own chaos-game points)."""
     variants = instance_variants(config)
     order = rng.permutation(len(variants))
-    return np.stack(
-        [
-            render_instance(category, variants[order[index % len(variants)]], config, rng)
-            for index in range(config.instances_per_category)
-        ]
-    )
+    for index in range(config.instances_per_category):
+        yield render_instance(category, variants[order[index % len(variants)]], config, rng)
+
+
+def render_category(category: IFS, config: FractalDBConfig, rng: np.random.Generator) -> np.ndarray:
+    """``config.instances_per_category`` images of ``category`` ``[I, H, W(, 3)]``, held at once: the
+    in-memory path (:mod:`image2point.pretrain2d.fractal_store` streams the same images to disk)."""
+    return np.stack(list(iter_category_instances(category, config, rng)))
+
+
+def category_seeds(seed: int, num_categories: int) -> tuple[np.random.SeedSequence, list[np.random.SeedSequence]]:
+    """The seed of the category search and one rendering seed per category, derived from ``seed``; a
+    category's images do not depend on the others'."""
+    search_seed, render_seed = np.random.SeedSequence(seed).spawn(2)
+    return search_seed, render_seed.spawn(num_categories)
+
+
+def image_to_tensor(image: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """A uint8 image ``[H, W]`` or ``[H, W, 3]`` as float32 ``[3, H, W]`` normalised with ``mean`` and
+    ``std`` (``[3, 1, 1]``); grayscale is repeated over the channels."""
+    pixels = torch.from_numpy(image).float() / UINT8_MAX
+    channels_first = pixels.expand(RGB_CHANNELS, -1, -1) if pixels.ndim == 2 else pixels.permute(2, 0, 1)
+    return (channels_first - mean) / std
 
 
 class FractalDB(Dataset):
@@ -257,14 +277,12 @@ class FractalDB(Dataset):
     def __init__(self, config: FractalDBConfig, seed: int = 0):
         self.config = config
         self.seed = seed
-        search_seed, render_seed = np.random.SeedSequence(seed).spawn(2)
+        search_seed, render_seeds = category_seeds(seed, config.num_categories)
         self.categories = search_categories(config, np.random.default_rng(search_seed))
-        # One stream per category, so a category's images do not depend on the others.
-        category_seeds = render_seed.spawn(len(self.categories))
         self.images = np.concatenate(
             [
-                render_category(category, config, np.random.default_rng(category_seed))
-                for category, category_seed in zip(self.categories, category_seeds, strict=True)
+                render_category(category, config, np.random.default_rng(render_seed))
+                for category, render_seed in zip(self.categories, render_seeds, strict=True)
             ]
         )
         self.labels = np.repeat(np.arange(len(self.categories)), config.instances_per_category)
@@ -279,9 +297,7 @@ class FractalDB(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = torch.from_numpy(self.images[index]).float() / UINT8_MAX
-        channels_first = image.expand(RGB_CHANNELS, -1, -1) if image.ndim == 2 else image.permute(2, 0, 1)
-        return (channels_first - self._mean) / self._std, int(self.labels[index])
+        return image_to_tensor(self.images[index], self._mean, self._std), int(self.labels[index])
 
     def save_png_tree(self, root: str | Path) -> list[Path]:
         """Write every image as ``root/<category>/<instance>.png`` (zero-padded numbers, so names

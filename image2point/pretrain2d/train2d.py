@@ -315,3 +315,25 @@ def pretrain_on_fractaldb(
     train_set, val_set = split_train_val(dataset, val_fraction, cfg.seed, labels=dataset.labels)
     model = build_model(dataset.num_classes)
     return train_2d(model, train_set, val_set, cfg, checkpoint_path=checkpoint_path, architecture=architecture)
+
+
+def pretrain_on_fractaldb_files(
+    root: str | Path,
+    build_model: Callable[[int], nn.Module],
+    cfg: Train2DConfig,
+    val_fraction: float,
+    checkpoint_path: str | Path | None = None,
+    architecture: str = "",
+) -> Train2DResult:
+    """:func:`pretrain_on_fractaldb` on a FractalDB rendered to disk under ``root``
+    (:func:`~image2point.pretrain2d.fractal_store.render_to_disk`): images are read one per item, so memory
+    does not grow with the database; ``val_fraction`` of every category is held out, drawn with ``cfg.seed``."""
+    from image2point.pretrain2d.fractal_files import FractalDBFiles, category_split
+
+    seed_everything(cfg.seed)
+    dataset = FractalDBFiles(root)
+    train_indices, val_indices = category_split(dataset.num_classes, dataset.instances_per_category,
+                                                val_fraction, cfg.seed)
+    model = build_model(dataset.num_classes)
+    return train_2d(model, Subset(dataset, train_indices), Subset(dataset, val_indices), cfg,
+                    checkpoint_path=checkpoint_path, architecture=architecture)

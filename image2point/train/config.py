@@ -49,6 +49,15 @@ def _require_eval_split(data: DataConfig) -> None:
                  data.eval_split)
 
 
+def _require_fold(data: DataConfig) -> None:
+    _require(data.folds is None or data.folds >= 2, "folds", "at least 2 or null", data.folds)
+    if data.folds is None:
+        _require(data.fold == 0, "fold", "0 when folds is null", data.fold)
+    else:
+        _require(0 <= data.fold < data.folds, "fold", f"in 0..{data.folds - 1} (folds is {data.folds})", data.fold)
+    _require_seed(data.fold_seed, "fold_seed")
+
+
 @dataclasses.dataclass
 class RangeImageConfig:
     """Spherical projection of LiDAR scans for ``model.family=range`` (defaults: the HDL-64E of KITTI)."""
@@ -98,6 +107,12 @@ class DataConfig:
     eval_scans: list[str] | None = None
     # S3DIS: the held-out area (the paper tests on area 5).
     test_area: int = 5
+    # Cross-validation (image2point.data.folds): pool the official splits, cut them into ``folds`` folds
+    # (stratified by class, drawn with fold_seed; scans in contiguous blocks), train on all but ``fold``
+    # and evaluate ``fold``. None keeps the official splits.
+    folds: int | None = None
+    fold: int = 0
+    fold_seed: int = 0
     # model.family=range: how scans become range images.
     range_image: RangeImageConfig = dataclasses.field(default_factory=RangeImageConfig)
     # Each dataset's augmentation and preprocessing, defaults the authors' (image2point.data.pipelines);
@@ -128,6 +143,7 @@ class DataConfig:
             self.eval_batch_size,
         )
         _require(self.num_workers >= 0, "num_workers", "at least 0", self.num_workers)
+        _require_fold(self)
 
 
 @dataclasses.dataclass

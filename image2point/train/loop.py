@@ -59,6 +59,7 @@ from image2point.train.distributed import (
 )
 from image2point.train.loaders import epoch_loader, make_loader, progress
 from image2point.train.metrics import ConfusionMatrix, Metrics
+from image2point.train.outcomes import OutcomeRecorder, write_outcomes
 from image2point.train.run_log import METRICS_HISTORY, RunLog  # noqa: F401  (METRICS_HISTORY: the loop's file)
 from image2point.train.resume import ResumePoint, read_resume_point, record_changes
 from image2point.train.run_lock import claimed_run_directory
@@ -94,15 +95,18 @@ def train_step(network, batch: Batch, optimizer, scheduler, scaler: torch.amp.Gr
 
 @torch.no_grad()
 def evaluate(network, loader: Iterable, num_classes: int, class_names: list[str], device: torch.device,
-             amp_dtype=None) -> Metrics:
-    """Accuracy / IoU of the whole loader; segmentation is scored on points, not voxels or pixels."""
+             amp_dtype=None, recorder: OutcomeRecorder | None = None) -> Metrics:
+    """Accuracy / IoU of the loader (segmentation scored on points); ``recorder`` keeps per-sample outcomes."""
     network.eval()
     confusion = ConfusionMatrix(num_classes, IGNORE_INDEX, class_names)
     for batch in loader:
         batch = batch.to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = network(*batch.network_inputs())
-        confusion.update(*batch.scored(logits))
+        predictions, targets = batch.scored(logits)
+        confusion.update(predictions, targets)
+        if recorder is not None:
+            recorder.update(batch, predictions, targets)
     confusion.all_reduce()
     return confusion.compute()
 
@@ -229,6 +233,7 @@ class _Training:
             final = self._evaluate()
         result = RunResult(self.run_dir, setup.task, final, state.best_epoch, state.best_score, state.losses)
         if self.context.is_main:
+            write_outcomes(self.run_dir, self.recorder, setup.eval_set)  # before metrics.json: it marks a run done
             _write_final_metrics(result, config)
         if self.context.world_size > 1:
             # No rank leaves (and tears down its process group) while rank 0 is still writing.
@@ -297,8 +302,11 @@ class _Training:
 
     def _evaluate(self) -> Metrics:
         class_names = self.setup.class_names
+        # Per-sample outcomes only where one process sees every evaluated sample in order.
+        self.recorder = None if self.context.world_size > 1 else OutcomeRecorder(
+            self.setup.task, len(class_names), self.config.data.voxel_size, len(self.setup.eval_set))
         return evaluate(self.state.network, self.eval_loader, len(class_names), class_names, self.context.device,
-                        self.amp_dtype)
+                        self.amp_dtype, self.recorder)
 
     def _save(self, name: str) -> None:
         if self.context.is_main:

@@ -9,7 +9,8 @@ import pytest
 
 from image2point.experiments.aggregate import collect_cells, render_csv, render_markdown, summarise, write_table_results
 from image2point.experiments.plan import FINISHED, MISSING, NO_DATA, PENDING, ExperimentContext, PlannedRun
-from image2point.experiments.specs import RunSpec, TableLayout, TableSpec
+from image2point.experiments.paper_numbers import paper_cell
+from image2point.experiments.specs import NO_PAPER_CELL, RunSpec, TableLayout, TableSpec
 
 ROWS, COLUMNS = ("I,O", "scratch"), ("ModelNet40", "SemanticKITTI")
 METRICS = {"ModelNet40": "overall_accuracy", "SemanticKITTI": "miou"}
@@ -20,9 +21,14 @@ def _spec(row, column, seed):
                    "configs/demo/modelnet40_sample.yaml", ())
 
 
-TABLE = TableSpec("tableX", "A test table", "Does it add up?", {"small": TableLayout(ROWS, COLUMNS, METRICS)},
-                  expand=lambda scale, seeds: [], paper={("I,O", "ModelNet40"): 78.69},
-                  notes=("a note",))
+# Our I,O x ModelNet40 stands beside the paper's Table 1 cell, I,O x KITTI beside the mean ± std of Table 8;
+# scratch x ModelNet40 has no paper cell for a stated reason, scratch x KITTI for the default one.
+LAYOUT = TableLayout(ROWS, COLUMNS, METRICS,
+                     paper={("I,O", "ModelNet40"): paper_cell(1, "I,O", "ModelNet40"),
+                            ("I,O", "SemanticKITTI"): paper_cell(8, "I,O", "SemanticKITTI")},
+                     paper_gaps={("scratch", "ModelNet40"): "not in the paper"})
+TABLE = TableSpec("tableX", "A test table", "Does it add up?", {"small": LAYOUT}, expand=lambda scale, seeds: [],
+                  paper_table=1, notes=("a note",))
 
 
 @pytest.fixture
@@ -59,8 +65,12 @@ def test_cells_by_hand(plans):
     assert io_mn.values == pytest.approx((30.0, 35.0, 40.0))
     assert io_mn.mean == pytest.approx(35.0) and io_mn.std == pytest.approx(5.0) and io_mn.paper == 78.69
     partial = cells[("I,O", "SemanticKITTI")]
-    assert (partial.n, partial.expected, partial.mean, partial.std, partial.paper) == (1, 2, pytest.approx(50.0), None,
-                                                                                       None)
+    assert (partial.n, partial.expected, partial.mean, partial.std) == (1, 2, pytest.approx(50.0), None)
+    assert (partial.paper, partial.paper_std, partial.paper_kind) == (55.74, 0.13, "mean ± std over the trials")
+    assert partial.paper_cell == "Table 8 (I,O, SemanticKITTI)" and partial.paper_gap is None
+    assert io_mn.paper_std is None and io_mn.paper_kind == "one moderate value of the trials"
+    assert cells[("scratch", "ModelNet40")].paper_gap == "not in the paper"
+    assert cells[("scratch", "SemanticKITTI")].paper_gap == NO_PAPER_CELL
     assert cells[("scratch", "ModelNet40")].status == "missing"
     assert cells[("scratch", "SemanticKITTI")].status == "no data"
     assert cells[("scratch", "SemanticKITTI")].mean is None
@@ -70,8 +80,13 @@ def test_markdown_layout_with_paper_numbers_and_footnotes(plans):
     text = render_markdown(TABLE, collect_cells(TABLE, plans, "small"), "small", "image2point experiment tableX",
                            "2026-11-24")
     assert "| | ModelNet40 | paper | SemanticKITTI | paper |" in text
-    assert "| I,O | 35.00 ± 5.00 (3) | 78.69 | 50.00 (1 of 2) | n/t |" in text
-    assert "| scratch | missing [1] | n/t | no data [2] | n/t |" in text
+    assert "| I,O | 35.00 ± 5.00 (3) | 78.69 | 50.00 (1 of 2) | 55.74 ± 0.13 |" in text
+    assert "| scratch | missing [1] | — (a) | no data [2] | — (b) |" in text
+    assert "(a) not in the paper" in text and f"(b) {NO_PAPER_CELL}" in text
+    # Every other cell of the paper's Table 1 is listed apart, with its value.
+    assert "Paper cells beside none of ours at this scale (21):" in text
+    assert "- Table 1 (linear network (w/o backbone), ModelNet40): 8.91" in text
+    assert "Table 1 (I,O, ModelNet40)" not in text.split("beside none of ours")[1]
     assert "[1] no imagenet weights given (--weights imagenet=PATH)" in text and "[2] no KITTI here" in text
     assert "- command: `image2point experiment tableX`" in text and "- date: 2026-11-24" in text
     assert "- scale: small" in text and "- a note" in text
@@ -86,10 +101,15 @@ def test_csv_and_json(plans, tmp_path):
     assert (first["row"], first["column"], first["status"], first["n"], first["mean"], first["std"], first["paper"],
             first["seeds"], first["values"]) == ("I,O", "ModelNet40", "ok", "3", "35.0000", "5.0000", "78.69", "0;1;2",
                                                  "30.0000;35.0000;40.0000")
+    assert (rows[1]["paper"], rows[1]["paper_std"], rows[1]["paper_cell"]) == ("55.74", "0.13",
+                                                                                "Table 8 (I,O, SemanticKITTI)")
     assert rows[2]["status"] == "missing" and rows[2]["reason"].startswith("no imagenet")
+    assert (rows[2]["paper"], rows[2]["paper_gap"]) == ("—", "not in the paper")
     payload = json.loads((tmp_path / "out" / "tableX" / "results.json").read_text())
     assert payload["unit"] == "percent" and payload["date"] == "2026-11-24"
     cell = payload["cells"][1]
     assert cell["std"] is None and cell["n"] == 1 and math.isclose(cell["mean"], 50.0)
     assert payload["footnotes"] == {"1": "no imagenet weights given (--weights imagenet=PATH)", "2": "no KITTI here"}
+    assert payload["paper_table"] == 1 and len(payload["unplaced_paper_cells"]) == 21
+    assert payload["cells"][0]["paper_cell"] == "Table 1 (I,O, ModelNet40)"
     assert render_csv(TABLE, collect_cells(TABLE, plans, "small")).splitlines()[0].startswith("table,row,column")

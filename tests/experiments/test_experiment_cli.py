@@ -29,6 +29,6 @@ def test_table5_small_one_seed(tmp_path, capsys, monkeypatch):
     assert cells[("classification: CIFAR-10", "S3DIS")]["status"] == "no data"
     assert sorted(path.name for path in (out_dir / "table5").iterdir()) == [
         "results.csv", "results.json", "semantickitti-cifar10-io_bn-s0", "table.md"]
-    assert "| classification: CIFAR-10 | no data [1] | n/t |" in (out_dir / "table5" / "table.md").read_text()
+    assert "| classification: CIFAR-10 | no data [1] | — (a) |" in (out_dir / "table5" / "table.md").read_text()
     assert main(argv) == 0
     assert "semantickitti-cifar10-io_bn-s0: skipped (finished)" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from image2point.errors import ConfigError, DataError
 from image2point.experiments import ExperimentContext, ExperimentRequest, get_table, plan_table, run_experiment
 from image2point.experiments.plan import (FINISHED, MISSING, NO_DATA, PENDING, RESUME, format_seeds, make_context,
                                          parse_seeds)
-from image2point.experiments.runner import command_line, execute_plan
+from image2point.experiments.runner import command_line, execute_plan, plan_trials
 from image2point.experiments.sources import SOURCES
 
 
@@ -23,6 +23,7 @@ def test_parse_and_format_seeds():
     assert parse_seeds("3") == (0, 1, 2)
     assert parse_seeds("0,1,2") == (0, 1, 2)
     assert parse_seeds("5,") == (5,)
+    assert parse_seeds(None) is None  # no --seeds: the table's default
     for text in ("0", "x", "1,1", "-1,2"):
         with pytest.raises(ConfigError, match="--seeds"):
             parse_seeds(text)
@@ -48,11 +49,17 @@ def test_dry_run_lists_every_run_and_writes_nothing(fake_shared, tmp_path, monke
 def test_paper_scale_dry_run_of_table2(fake_shared, tmp_path, capsys):
     out_dir = tmp_path / "out"
     assert main(["experiment", "table2", "--scale", "paper", "--dry-run", "--seeds", "1", "--out-dir",
-                 str(out_dir), "--weights", f"cityscapes:hrnet_w18={fake_shared}"]) == 0
+                 str(out_dir), "--weights", f"cityscapes:hrnet_w48={fake_shared}"]) == 0
     out = capsys.readouterr().out
-    assert "modelnet40-pointnet2_ssg-imagenet-all-s0  [missing: no imagenet weights given for pointnet2_ssg" in out
-    assert "semantickitti-hrnet_w18-cityscapes-all-s0  [pending]" in out
+    # The paper's PointNet++ pretrains on the full Tiny-ImageNet, which ../shared does not hold.
+    assert ("modelnet40-pointnet2_ssg-tiny-imagenet-io_stats-s0  [missing: tiny-imagenet pretrains on the full "
+            "tiny-imagenet at paper scale") in out
+    assert "semantickitti-hrnet_w48-cityscapes-all-s0  [pending]" in out
+    assert "semantickitti-hrnet_w48-cityscapes-io_stats-s0  [pending]" in out
+    assert "model.backbone=hrnet_w48" in out and "hrnet_w18" not in out
     assert "model.family=range" in out and "model.family=pointnet2" in out and "train.epochs=200" in out
+    assert "  rows: I,O,µ,σ | whole network | from scratch" in out
+    assert "  backbones: hrnet_w48, pointnet2_ssg" in out
     assert not out_dir.exists()
 
 
@@ -119,7 +126,8 @@ def test_run_experiment_aggregates_partial_grids(small_context, fake_training, w
     assert fake_training == []
     assert {path.name for path in written} == {"results.json", "results.csv", "table.md"}
     table = (small_context.out_dir / "table5" / "table.md").read_text()
-    assert "| classification: CIFAR-10 | no data [1] | n/t | 30.00 (1 of 2) | n/t |" in table
+    assert "| classification: CIFAR-10 | no data [1] | — (a) | 30.00 (1 of 2) | — (a) |" in table
+    assert "| classification: ImageNet | no data [1] | 55.22 | missing [2] | 58.76 |" in table
 
 
 def test_command_line_round_trips(small_context):
@@ -141,7 +149,7 @@ def test_context_validation(fake_shared, tmp_path):
 
 
 @pytest.mark.parametrize("argv,expected", [
-    (["experiment", "table9", "--dry-run"], "unknown table 'table9'"),
+    (["experiment", "table15", "--dry-run"], "unknown table 'table15'"),
     (["experiment", "table1", "--dry-run", "--seeds", "0"], "--seeds '0'"),
     (["experiment", "table1", "--dry-run", "--weights", "imagenet"], "expected NAME=PATH"),
     (["experiment", "table1", "--dry-run", "--data-root", "kitti=/tmp"], "unknown name 'kitti'"),
@@ -165,3 +173,58 @@ def test_experiment_help(capsys):
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     assert "--dry-run" in help_text and "--weights" in help_text and "--aggregate-only" in help_text
+
+
+def test_paper_scale_dry_run_of_all_fourteen_tables(fake_shared, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    imagenet = tmp_path / "resnet18.pth"
+    imagenet.write_bytes(b"")
+    assert main(["experiment", "all", "--scale", "paper", "--dry-run", "--out-dir", str(out_dir),
+                 "--weights", f"imagenet={imagenet}"]) == 0
+    out = capsys.readouterr().out
+    assert not out_dir.exists()
+    headers = [line for line in out.splitlines() if line.startswith("table") and "] at paper scale" in line]
+    assert [line.split(":")[0] for line in headers] == [f"table{number}" for number in range(1, 15)]
+    assert "table8: Stability of table1 (Finetuning schemes)" in out
+    assert "adds no runs: the runs of table1, as mean ± std" in out
+    assert "  columns: Tiny-ImageNet | ImageNet-1K | ImageNet-21K | FractalDB-1K | FractalDB-10K" in out
+    assert out.count("  trials: 20 (1 %), 15 (5 %), 10 (10 %), 3 (100 %)") == 2  # tables 3 and 10
+    assert out.count("  runs: 96 (") == 2
+    assert "  backbones: resnet152, resnet18, resnet50" in out
+    assert "    imagenet:resnet18  available: " + str(imagenet.resolve()) in out
+    assert "    imagenet21k:resnet50  missing: no imagenet21k weights given for resnet50" in out
+    assert "    ade20k:resnet18  missing: no ade20k weights given (--weights ade20k=PATH)" in out
+    assert "    fractaldb-1k:resnet50  made: generated here: 1000 categories x 1000 images at 362 px" in out
+    assert "    tiny-imagenet:resnet50  missing: tiny-imagenet pretrains on the full tiny-imagenet" in out
+    # Table 7: T1-T3 apart; the default T is Table 1's I,O,µ,σ.
+    assert "  paper cells: 7 in the paper's table, 4 beside ours (and 1 of Table 1), 3 listed apart" in out
+    assert "  paper cells: 22 in the paper's table, 22 beside ours, 0 listed apart" in out
+    # Runs are listed once, by their main table: the stability tables add none.
+    run_lines = [line for line in out.splitlines() if line.startswith("  ") and "  [" in line]
+    context = make_context("paper", out_dir)
+    assert len(run_lines) == sum(len(plan_trials(get_table(f"table{n}"), context, None)) for n in range(1, 8))
+    assert "table1/modelnet40-imagenet-io-s2" in out and "table1/modelnet40-imagenet-io-s3" not in out
+
+
+def test_paper_trials_without_seeds_and_explicit_seeds(fake_shared, tmp_path):
+    context = make_context("paper", tmp_path / "out")
+    table3 = get_table("table3")
+    default = plan_trials(table3, context, None)
+    assert len(default) == 2 * (20 + 15 + 10 + 3)
+    assert max(plan.spec.seed for plan in default if plan.spec.column == "100 %") == 2
+    assert len(plan_trials(table3, context, (0, 1))) == 2 * 4 * 2
+    expected = f"image2point experiment table3 --scale paper --out-dir {tmp_path / 'out'}"
+    assert command_line("table3", context, None) == expected
+
+
+def test_stability_table_trains_nothing_and_aggregates_the_main_runs(small_context, fake_training, write_metrics):
+    for seed, accuracy in enumerate((0.30, 0.40)):
+        write_metrics(small_context.out_dir / "table1" / f"modelnet40-cifar10-io-s{seed}", accuracy=accuracy)
+    lines = []
+    written = run_experiment(ExperimentRequest("table8", small_context, (0, 1), date="2026-11-24"), lines.append)
+    assert fake_training == []
+    assert lines[0] == "table8: no runs of its own; aggregates the runs of table1"
+    assert {path.parent.name for path in written} == {"table8"}
+    table = (small_context.out_dir / "table8" / "table.md").read_text()
+    assert "| I,O | 35.00 ± 7.07 (2) | 79.32 ± 0.46 |" in table
+    assert not (small_context.out_dir / "table8" / "modelnet40-cifar10-io-s0").exists()

@@ -11,6 +11,7 @@ from image2point.experiments.sources import (
     SHARED_ENV,
     SOURCES,
     SourceContext,
+    describe_pretraining,
     resolve_source,
     run_pretraining,
     shared_root,
@@ -96,3 +97,37 @@ def test_pretraining_runs_once_and_restarts_when_interrupted(fake_shared, tmp_pa
 def test_unknown_source():
     with pytest.raises(ConfigError, match="known"):
         resolve_source("laion", "resnet18", SourceContext("small", "cifar_resnet20", Path("."), {}, {}, Path(".")))
+
+
+def test_paper_scale_pretraining_needs_the_full_dataset(fake_shared, tmp_path):
+    context = _context(fake_shared, tmp_path / "out", scale="paper")
+    # The shared Tiny-ImageNet is a sample: at paper scale it never stands in for the full set.
+    missing = resolve_source("tiny-imagenet", "resnet50", context)
+    assert missing.pretraining is None and "--data-root tiny-imagenet=PATH" in missing.missing
+    full = dataclasses.replace(context, data_roots={"tiny-imagenet": tmp_path})
+    made = resolve_source("tiny-imagenet", "pointnet2_ssg", full)
+    assert made.pretraining is not None and made.pretraining.root == tmp_path
+    assert made.pretraining.settings.batch_size == 64 and made.pretraining.settings.epochs == 90
+    assert "pretrained here on" in describe_pretraining(made.pretraining)
+
+
+def test_paper_fractaldb_sources_at_the_generator_settings(fake_shared, tmp_path):
+    context = _context(fake_shared, tmp_path / "out", scale="paper")
+    for name, categories in (("fractaldb-1k", 1000), ("fractaldb-10k", 10000)):
+        pretraining = resolve_source(name, "resnet50", context).pretraining
+        settings = pretraining.settings
+        assert (settings.fractal_categories, settings.fractal_instances, settings.image_size) == (categories, 1000, 362)
+        assert (settings.fractal_search_size, settings.fractal_patch_size, settings.fractal_points) == (512, 3, 200_000)
+        assert pretraining.run_dir == tmp_path / "out" / "pretrained" / f"{name}-resnet50"
+        # Rendered to disk: the pixels, the .npy headers and block rounding of the shards (under 0.1 %).
+        pixels = categories * 1000 * 362 * 362
+        assert settings.fractal_on_disk and pixels < settings.fractal_bytes() < pixels * 1.001
+        assert pretraining.render_dir == tmp_path / "out" / "fractaldb" / f"{name}-seed0"
+    described = describe_pretraining(resolve_source("fractaldb-1k", "resnet50", context).pretraining)
+    assert f"131.1 GB of disk in {tmp_path / 'out' / 'fractaldb' / 'fractaldb-1k-seed0'} (" in described
+    assert "in memory" not in described
+    # Small scale has no FractalDB-1k: it says so instead of shrinking it.
+    small = resolve_source("fractaldb-1k", "cifar_resnet20", _context(fake_shared, tmp_path / "out"))
+    assert "does not pretrain cifar_resnet20 at small scale" in small.missing
+    for name in ("imagenet21k", "ade20k"):
+        assert f"--weights {name}:resnet50=PATH" in resolve_source(name, "resnet50", context).missing

@@ -1,4 +1,4 @@
-"""The seven tables expand into the grids they promise: counts, unique deterministic ids, seeds, layouts."""
+"""The fourteen tables expand into the grids they promise: counts, unique deterministic ids, seeds, layouts."""
 
 import re
 
@@ -11,24 +11,29 @@ from image2point.experiments.specs import run_id
 from image2point.inflate.transforms import TRANSFORM_NAMES
 from image2point.train.config import load_config
 
-# Runs per seed: cells of the layout that have runs, at each scale.
+# Runs per seed: cells of the layout that have runs, at each scale (stability tables: their main table's).
 RUNS_PER_SEED = {
     "small": {"table1": 21, "table2": 4, "table3": 8, "table4": 12, "table5": 6, "table6": 9, "table7": 20},
-    "paper": {"table1": 21, "table2": 4, "table3": 8, "table4": 12, "table5": 4, "table6": 9, "table7": 20},
+    "paper": {"table1": 24, "table2": 6, "table3": 8, "table4": 21, "table5": 18, "table6": 15, "table7": 10},
 }
+MAIN_OF = {f"table{number + 7}": f"table{number}" for number in range(1, 8)}
+ALL_TABLES = [f"table{number}" for number in range(1, 15)]
 SAFE_ID = re.compile(r"[a-z0-9_-]+-s\d+")
 
 
-def test_all_seven_tables_are_registered_in_order():
-    assert list(TABLES) == [f"table{number}" for number in range(1, 8)]
+def test_all_fourteen_tables_are_registered_in_order():
+    assert list(TABLES) == ALL_TABLES
+    assert [TABLES[name].paper_table for name in ALL_TABLES] == list(range(1, 15))
+    assert {name: TABLES[name].stability_of for name in MAIN_OF} == MAIN_OF
 
 
 @pytest.mark.parametrize("scale", ["small", "paper"])
-@pytest.mark.parametrize("name", [f"table{number}" for number in range(1, 8)])
+@pytest.mark.parametrize("name", ALL_TABLES)
 def test_grid_counts_ids_and_seeds(name, scale):
     table = get_table(name)
+    main_name = MAIN_OF.get(name, name)
     runs = table.runs(scale, (0, 1, 2))
-    assert len(runs) == 3 * RUNS_PER_SEED[scale][name]
+    assert len(runs) == 3 * RUNS_PER_SEED[scale][main_name]
     ids = [run.run_id for run in runs]
     assert len(set(ids)) == len(ids)
     assert all(SAFE_ID.fullmatch(run_id) and run_id.endswith(f"-s{run.seed}") for run_id, run in zip(ids, runs))
@@ -36,10 +41,12 @@ def test_grid_counts_ids_and_seeds(name, scale):
     assert {run.seed for run in runs} == {0, 1, 2}
     for run in runs:
         assert f"train.seed={run.seed}" in run.overrides
-        assert run.table == name
+        # A stability table plans its main table's runs: same directories, no runs of its own.
+        assert run.table == main_name
     layout = table.layout(scale)
-    cells = {(run.row, run.column) for run in runs}
-    assert cells == {(row, column) for row in layout.rows for column in layout.columns}
+    cells = {layout.runs_cell(run.row, run.column) for run in runs}
+    assert cells == {layout.runs_cell(row, column) for row in layout.rows for column in layout.columns}
+    assert not cells & set(layout.same_runs_as)
 
 
 def test_seed_lists_other_than_a_range():
@@ -83,19 +90,47 @@ def test_paper_scale_uses_the_paper_recipes_and_imagenet():
     assert not any("train.threads=1" in run.overrides for run in runs)
 
 
-def test_paper_numbers_only_where_transcribed():
-    table1 = get_table("table1")
-    assert table1.paper == {("I,O", "ModelNet40"): 78.69, ("I,O", "S3DIS"): 53.54, ("I,O", "SemanticKITTI"): 55.78,
-                            ("I,O,µ,σ,W,b", "ModelNet40"): 88.09, ("I,O,µ,σ,W,b", "S3DIS"): 55.22,
-                            ("I,O,µ,σ,W,b", "SemanticKITTI"): 58.76}
-    # Table 7 on ModelNet40: the default T as Table 1's I,O,µ,σ, the learned rows from Table 7.
-    assert get_table("table7").paper == {
-        ("default T (authors' z-axis)", "ModelNet40"): 83.45,
-        ("learned T, shared, default init", "ModelNet40"): 84.36,
-        ("learned T, per conv, default init", "ModelNet40"): 87.24,
-        ("learned T, shared, random init", "ModelNet40"): 84.40,
-        ("learned T, per conv, random init", "ModelNet40"): 86.35}
-    assert all(not TABLES[name].paper for name in TABLES if name not in ("table1", "table7"))
+def test_table1_paper_rows_include_scratch_with_linear_layers():
+    table = get_table("table1")
+    assert table.layout("paper").rows == ("I,O", "I,O,µ,σ", "I,O,µ,σ,W,b", "whole network", "from scratch",
+                                          "linear I,O", "linear network (w/o backbone)", "from scratch (linear I,O)")
+    scratch_linear = [run for run in table.runs("paper", (0,)) if run.row == "from scratch (linear I,O)"]
+    assert len(scratch_linear) == 3 and all(run.source is None for run in scratch_linear)
+    assert all({"model.input_layer=linear", "model.head=linear", "finetune.scheme=scratch"} <= set(run.overrides)
+               for run in scratch_linear)
+    # Small scale keeps its labels and runs.
+    assert "from scratch (linear I,O)" not in table.layout("small").rows
+    assert table.layout("small").rows[3:5] == ("all", "scratch")
+
+
+def test_paper_cells_beside_ours():
+    """At paper scale every paper cell of Tables 1-6 and 8-13 stands beside one of ours; Tables 7 and 14 leave
+    exactly the handcrafted T1-T3 apart, which cannot be placed."""
+    for name in ALL_TABLES:
+        table = get_table(name)
+        unplaced = {cell.column for cell in table.unplaced_paper_cells("paper")}
+        assert unplaced == ({"T1", "T2", "T3"} if name in ("table7", "table14") else set()), name
+    table1, table8 = get_table("table1").layout("paper"), get_table("table8").layout("paper")
+    assert table1.paper[("I,O", "ModelNet40")].text() == "78.69"
+    assert table8.paper[("I,O", "ModelNet40")].text() == "79.32 ± 0.46"
+    assert ("linear network (w/o backbone)", "S3DIS") not in table1.paper
+    assert "'-'" in table1.paper_gap("linear network (w/o backbone)", "S3DIS")
+    # Table 7's default T is Table 1's I,O,µ,σ (83.45), its mean ± std Table 8's (83.11 ± 0.23).
+    assert get_table("table7").layout("paper").paper[("default T (authors' z-axis)", "ModelNet40")].value == 83.45
+    assert get_table("table14").layout("paper").paper[("default T (authors' z-axis)", "ModelNet40")].std == 0.23
+    small = get_table("table1").layout("small")
+    assert small.paper[("all", "ModelNet40")].value == 89.14 and small.paper[("linear I/O", "S3DIS")].value == 48.83
+
+
+def test_paper_trials_per_column():
+    table3 = get_table("table3")
+    assert table3.default_seeds("paper") == tuple(range(20))
+    assert table3.default_seeds("small") == (0, 1, 2)
+    assert [table3.trials_of(column) for column in table3.layout("paper").columns] == [20, 15, 10, 3]
+    kept = [run for run in table3.runs("paper", table3.default_seeds("paper")) if table3.keeps(run, "paper", False)]
+    assert len(kept) == 2 * (20 + 15 + 10 + 3)
+    assert get_table("table10").trials == table3.trials
+    assert get_table("table1").default_seeds("paper") == (0, 1, 2)
 
 
 def test_table2_families():
@@ -107,6 +142,13 @@ def test_table2_families():
     assert {run.source for run in hrnet} == {"cityscapes", None}
     assert all("model.backbone=hrnet_w18" in run.overrides for run in hrnet)
     assert {run.arch for run in runs if run.source} == {"pointnet2_ssg", "hrnet_w18"}
+    # Paper scale: the I,O,µ,σ row, PointNet++ from Tiny-ImageNet, HRNetV2-W48.
+    paper = get_table("table2").runs("paper", (0,))
+    assert {run.arch for run in paper if run.source} == {"pointnet2_ssg", "hrnet_w48"}
+    assert {run.source for run in paper} == {"tiny-imagenet", "cityscapes", None}
+    assert {o for run in paper for o in run.overrides if o.startswith("finetune.scheme")} == {
+        "finetune.scheme=io_stats", "finetune.scheme=all"}
+    assert all("model.backbone=hrnet_w18" not in run.overrides for run in paper)
 
 
 def test_table3_subsets_per_scale():
@@ -117,12 +159,38 @@ def test_table3_subsets_per_scale():
     paper = get_table("table3").runs("paper", (0,))
     assert {o for run in paper for o in run.overrides if o.startswith("data.fraction")} == {
         "data.fraction=0.01", "data.fraction=0.05", "data.fraction=0.1"}
+    # The paper's protocol: the whole ImageNet ResNet-50 finetuned, or trained from scratch.
+    assert {run.arch for run in paper if run.source} == {"resnet50"}
+    assert all("model.backbone=resnet50" in run.overrides for run in paper)
+    assert {o for run in paper for o in run.overrides if o.startswith("finetune.scheme")} == {
+        "finetune.scheme=all", "finetune.scheme=scratch"}
+
+
+def test_table4_and_table5_paper_protocols():
+    table4 = get_table("table4")
+    runs = table4.runs("paper", (0,))
+    assert {run.source for run in runs} == {"tiny-imagenet", "imagenet", "imagenet21k", "fractaldb-1k",
+                                            "fractaldb-10k", None}
+    assert all("model.backbone=resnet50" in run.overrides for run in runs)
+    # One set of from-scratch runs, shown under all five columns.
+    assert len([run for run in runs if run.source is None]) == 1
+    cells = {(cell.row, cell.column) for cell in table4.layout("paper").paper.values()}
+    assert ("from scratch", "Tiny-ImageNet / ImageNet-1K / ImageNet-21K") in cells
+    table5 = get_table("table5")
+    pairs = {(run.column, run.source, run.dataset) for run in table5.runs("paper", (0,)) if run.source}
+    assert pairs == {("ImageNet-1K → SemanticKITTI", "imagenet", "semantickitti"),
+                     ("Cityscapes → SemanticKITTI", "cityscapes", "semantickitti"),
+                     ("ImageNet-1K → S3DIS", "imagenet", "s3dis"), ("ADE20K → S3DIS", "ade20k", "s3dis")}
+    assert {run.dataset for run in table5.runs("paper", (0,)) if run.source is None} == {"semantickitti", "s3dis"}
 
 
 def test_table6_and_table7_variants():
     depth = get_table("table6").runs("small", (0,))
     assert {run.arch for run in depth} == {"cifar_resnet20", "cifar_resnet32", "cifar_resnet56"}
-    assert {run.row for run in get_table("table6").runs("paper", (0,))} == {"ResNet-18", "ResNet-50", "ResNet-152"}
+    paper_depth = get_table("table6").runs("paper", (0,))
+    assert {run.column for run in paper_depth} == {"ResNet-18", "ResNet-50", "ResNet-152"}
+    assert {run.row for run in paper_depth} == {"I,O", "I,O,µ,σ", "I,O,µ,σ,W,b", "whole network", "from scratch"}
+    assert {run.dataset for run in paper_depth} == {"modelnet40"}
     transforms = get_table("table7").runs("small", (0,))
     learned = [run for run in transforms if run.row.startswith("learned")]
     assert all("finetune.scheme=t" in run.overrides for run in learned)
@@ -133,7 +201,9 @@ def test_table6_and_table7_variants():
 
 def test_table7_handcrafted_rows_are_every_copy_transform_by_its_own_name():
     table = get_table("table7")
-    handcrafted = [run for run in table.runs("paper", (0,)) if not run.row.startswith("learned")]
+    handcrafted = [run for run in table.runs("paper", (0,)) if any(o.startswith("model.transform=")
+                                                                     for o in run.overrides)]
+    assert {run.dataset for run in table.runs("paper", (0,))} == {"modelnet40"}
     transform_of_row = {run.row: o.split("=", 1)[1] for run in handcrafted for o in run.overrides
                         if o.startswith("model.transform=")}
     # The default once, then the five other distinct copies; no row is named after the paper's T1-T3.
@@ -144,6 +214,6 @@ def test_table7_handcrafted_rows_are_every_copy_transform_by_its_own_name():
 
 
 def test_unknown_table_and_run_id_safety():
-    with pytest.raises(ConfigError, match="table9"):
-        get_table("table9")
+    with pytest.raises(ConfigError, match="table15"):
+        get_table("table15")
     assert run_id("ModelNet40", "Tiny ImageNet", "I,O", seed=1) == "modelnet40-tiny_imagenet-i_o-s1"

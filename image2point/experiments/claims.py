@@ -1,0 +1,278 @@
+"""The paper's claims as data, and their verdicts from finished runs.
+
+A claim compares two rows of one table in one column: the paper says row A is above (or below) row B.
+``image2point experiment claims --scale small --out-dir DIR`` reads the runs of those cells under DIR
+(their ``outcomes.npz``, :mod:`image2point.train.outcomes`), pairs them by seed and fold, and writes the
+paired difference A - B with its 95 % bootstrap interval and the verdict it supports
+(:mod:`image2point.experiments.paired`) into ``DIR/claims.md`` and ``DIR/claims.json``, or names the runs
+that are missing. Claims (a)-(d) are the ones docs/results reads the tables against; Table 2's is the
+paper's Section 4.2.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from image2point.checkpoint import atomic_write
+from image2point.experiments.paired import (
+    DEFAULT_REPLICATES,
+    Direction,
+    Measure,
+    PairedDifference,
+    Verdict,
+    pair_units,
+    paired_difference,
+)
+from image2point.experiments.plan import MISSING, NO_DATA, ExperimentContext, PlannedRun, plan_table
+from image2point.experiments.scales import PAPER, SMALL
+from image2point.experiments.specs import get_table
+from image2point.train.outcomes import (
+    COUNT,
+    OUTCOMES_FILE,
+    PREDICTION,
+    TARGET,
+    ClassificationOutcomes,
+    Outcomes,
+    read_outcomes,
+)
+
+CLAIMS_COMMAND = "claims"
+CLAIMS_MD, CLAIMS_JSON = "claims.md", "claims.json"
+BOOTSTRAP_SEED = 0
+# Run ids named in a claim's "no verdict" line (claims.json lists them all).
+MISSING_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Row A against row B in one column of a table, as the table labels them at one scale."""
+
+    row_a: str
+    row_b: str
+    column: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the paper: ``direction`` of A - B in a table's cells at each scale, and where it says so."""
+
+    name: str
+    statement: str
+    table: str
+    direction: Direction
+    reference: str
+    cells: Mapping[str, Comparison] = field(default_factory=dict)
+
+
+def _both_scales(row_a: str, row_b: str, column: str) -> dict[str, Comparison]:
+    return dict.fromkeys((SMALL, PAPER), Comparison(row_a, row_b, column))
+
+
+TABLE1_SCHEME = "I,O,µ,σ,W,b"
+TABLE7_A, TABLE7_B = "learned T, per conv, default init", "default T (authors' z-axis)"
+CLAIMS: tuple[Claim, ...] = (
+    Claim("a", "I,O on a frozen image-pretrained backbone beats I,O on a frozen random one", "table4",
+          Direction.A_ABOVE_B,
+          "Section 4.1: 'pretrained 2D image models can provide a good representation for 3D point-clouds'",
+          {SMALL: Comparison("CIFAR-10", "random, frozen", "ModelNet40 · I,O"),
+           PAPER: Comparison("ImageNet", "random, frozen", "ModelNet40 · I,O")}),
+    *(Claim(f"b · {column}", "finetuning I,O,µ,σ,W,b of the pretrained network beats training from scratch",
+            "table1", Direction.A_ABOVE_B,
+            "Section 4.1: 'as we gradually relaxing the freezing parameters [...] even surpassing "
+            "training-from-scratch performance'", _both_scales(TABLE1_SCHEME, "scratch", column))
+      for column in ("ModelNet40", "SemanticKITTI")),
+    *(Claim(f"c · {column}", "a learnable, non-shared T initialised by the default T beats the default T",
+            "table7", Direction.A_ABOVE_B,
+            "Section 4.8: 'learnable filter transformation does perform better than handcrafted design'",
+            _both_scales(TABLE7_A, TABLE7_B, column))
+      for column in ("ModelNet40", "SemanticKITTI")),
+    Claim("d", "with the least training data, the image-pretrained network beats training from scratch", "table3",
+          Direction.A_ABOVE_B,
+          "Section 4.3: 'Especially for the most difficult setting with 1% training data, the performance is "
+          "improved by 11.26% accuracy'",
+          {SMALL: Comparison("image-pretrained, I,O,µ,σ,W,b", "from scratch", "1 / class"),
+           PAPER: Comparison("image-pretrained, I,O,µ,σ,W,b", "from scratch", "1 %")}),
+    *(Claim(f"Table 2 · {label}", f"image pretraining helps {label} (whole network finetuned)", "table2",
+            Direction.A_ABOVE_B,
+            "Section 4.2: 'image pretraining is also effective for point-based model and projection-based model'",
+            _both_scales("image-pretrained", "from scratch", column))
+      for label, column in (("PointNet++", "PointNet++ · ModelNet40"),
+                            ("HRNet", "HRNet-W18 range images · SemanticKITTI"))),
+)
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """A claim's verdict at one scale, or why there is none (``missing``: run ids without outcomes)."""
+
+    claim: Claim
+    comparison: Comparison | None
+    measure: str | None
+    result: PairedDifference | None
+    verdict: Verdict | None
+    seeds: tuple[int, ...]
+    units: str | None
+    missing: tuple[str, ...] = ()
+    reason: str | None = None
+    # The same difference with the test units resampled but the seeds not: what the test set alone says.
+    fixed_seeds: PairedDifference | None = None
+
+
+def unit_outcomes(outcomes: Outcomes) -> tuple[dict[object, np.ndarray], int]:
+    """Additive per-unit outcomes (see :mod:`image2point.experiments.paired`) and their width."""
+    if isinstance(outcomes, ClassificationOutcomes):
+        correct = outcomes.correct.astype(np.float64)
+        return {name: np.array([hit, 1.0]) for name, hit in zip(outcomes.sample_ids, correct, strict=True)}, 2
+    classes = outcomes.num_classes
+    units: dict[object, np.ndarray] = {}
+    for key, row in zip(outcomes.unit_keys(), outcomes.cells, strict=True):
+        confusion = units.setdefault(key, np.zeros(classes * classes))
+        confusion[row[TARGET] * classes + row[PREDICTION]] += row[COUNT]
+    return units, classes * classes
+
+
+def describe_units(outcomes: Outcomes) -> str:
+    if isinstance(outcomes, ClassificationOutcomes):
+        return "shapes"
+    return "scans" if outcomes.block_metres is None else f"{outcomes.block_metres:g} m blocks of scans"
+
+
+def evaluate_claim(claim: Claim, context: ExperimentContext, seeds: Sequence[int],
+                   replicates: int = DEFAULT_REPLICATES) -> ClaimResult:
+    """The paired difference of a claim's two cells over the seeds whose runs have all finished."""
+    comparison = claim.cells.get(context.scale)
+    if comparison is None:
+        return ClaimResult(claim, None, None, None, None, (), None, reason=f"no cells at scale {context.scale}")
+    table = get_table(claim.table)
+    measure = Measure(table.layout(context.scale).metrics[comparison.column])
+    plans = plan_table(table, context, seeds)
+    rows = {row: [p for p in plans if p.spec.row == row and p.spec.column == comparison.column]
+            for row in (comparison.row_a, comparison.row_b)}
+    absent = [row for row, runs in rows.items() if not runs]
+    if absent:
+        return ClaimResult(claim, comparison, measure.value, None, None, (), None,
+                           reason=f"{claim.table} has no runs for row {absent[0]!r} in {comparison.column!r}")
+    unavailable = next((p for runs in rows.values() for p in runs if p.status in (MISSING, NO_DATA)), None)
+    if unavailable is not None:
+        return ClaimResult(claim, comparison, measure.value, None, None, (), None,
+                           reason=f"{unavailable.status}: {unavailable.reason}")
+    loaded, missing = _load_outcomes([p for runs in rows.values() for p in runs])
+    complete = [seed for seed in seeds
+                if all(p.run_dir in loaded for runs in rows.values() for p in runs if p.spec.seed == seed)]
+    if not complete:
+        return ClaimResult(claim, comparison, measure.value, None, None, (), None, missing)
+    folds = sorted({p.fold for runs in rows.values() for p in runs}, key=lambda fold: -1 if fold is None else fold)
+    paired = []
+    for fold in folds:
+        per_row = [[unit_outcomes(loaded[_run(rows[row], seed, fold).run_dir])[0] for seed in complete]
+                   for row in (comparison.row_a, comparison.row_b)]
+        sample = loaded[_run(rows[comparison.row_a], complete[0], fold).run_dir]
+        paired.append(pair_units(per_row[0], per_row[1], unit_outcomes(sample)[1]))
+    result = paired_difference(paired, measure, replicates, BOOTSTRAP_SEED)
+    fixed = paired_difference(paired, measure, replicates, BOOTSTRAP_SEED, resample_seeds=False)
+    return ClaimResult(claim, comparison, measure.value, result, result.verdict(claim.direction), tuple(complete),
+                       describe_units(sample), missing, fixed_seeds=fixed)
+
+
+def _run(runs: Sequence[PlannedRun], seed: int, fold: int | None) -> PlannedRun:
+    return next(p for p in runs if p.spec.seed == seed and p.fold == fold)
+
+
+def _load_outcomes(plans: Sequence[PlannedRun]) -> tuple[dict[Path, Outcomes], tuple[str, ...]]:
+    loaded, missing = {}, []
+    for planned in plans:
+        path = planned.run_dir / OUTCOMES_FILE
+        if path.is_file() and (planned.run_dir / "metrics.json").is_file():
+            loaded[planned.run_dir] = read_outcomes(path)
+        else:
+            missing.append(planned.spec.run_id)
+    return loaded, tuple(missing)
+
+
+def render_claims(results: Sequence[ClaimResult], command: str) -> str:
+    """claims.md: one row per claim."""
+    lines = ["# The paper's claims at this scale", "", f"- command: `{command}`",
+             "- difference: A - B in percentage points, mean over seeds of the metric pooled over folds; 95 % "
+             "interval: bootstrap over test units within folds (shared by both rows) and over seeds; the last "
+             "column resamples the test units only",
+             "", "| claim | table | A | B | column | difference | 95 % interval | verdict | seeds | units | "
+             "interval, seeds fixed |", "|---|---|---|---|---|---:|---|---|---|---|---|"]
+    for item in results:
+        cells = item.comparison or Comparison("", "", "")
+        if item.result is None:
+            verdict, difference, interval, fixed = f"no verdict ({_why_none(item)})", "", "", ""
+        else:
+            verdict = item.verdict.value
+            difference = f"{item.result.difference:+.2f}"
+            interval = f"[{item.result.low:+.2f}, {item.result.high:+.2f}]"
+            fixed = (f"[{item.fixed_seeds.low:+.2f}, {item.fixed_seeds.high:+.2f}]: "
+                     f"{item.fixed_seeds.verdict(item.claim.direction).value}")
+        lines.append(f"| {item.claim.name} | {item.claim.table} | {cells.row_a} | {cells.row_b} | {cells.column} | "
+                     f"{difference} | {interval} | {verdict} | {','.join(map(str, item.seeds))} | {item.units or ''} | "
+                     f"{fixed} |")
+    lines += ["", "Claims:", ""]
+    lines += [f"- {claim.name}: {claim.statement} ({claim.reference})." for claim in CLAIMS]
+    return "\n".join(lines) + "\n"
+
+
+def _why_none(item: ClaimResult) -> str:
+    if item.reason is not None:
+        return item.reason
+    shown = ", ".join(item.missing[:MISSING_SHOWN]) + (", ..." if len(item.missing) > MISSING_SHOWN else "")
+    return f"{len(item.missing)} runs not finished: {shown}; run image2point experiment {item.claim.table}"
+
+
+def _fixed_seeds_entry(item: ClaimResult) -> dict:
+    fixed = item.fixed_seeds
+    if fixed is None:
+        return {"interval_seeds_fixed": None, "verdict_seeds_fixed": None}
+    return {"interval_seeds_fixed": [fixed.low, fixed.high],
+            "verdict_seeds_fixed": fixed.verdict(item.claim.direction).value}
+
+
+def claims_payload(results: Sequence[ClaimResult], command: str) -> dict:
+    entries = []
+    for item in results:
+        entries.append({
+            "claim": item.claim.name, "statement": item.claim.statement, "table": item.claim.table,
+            "reference": item.claim.reference, "expected": item.claim.direction.name.lower(),
+            "comparison": None if item.comparison is None else asdict(item.comparison), "metric": item.measure,
+            "difference": None if item.result is None else item.result.difference,
+            "interval": None if item.result is None else [item.result.low, item.result.high],
+            "per_seed": None if item.result is None else list(item.result.per_seed),
+            "replicates": None if item.result is None else item.result.replicates,
+            "verdict": None if item.verdict is None else item.verdict.value, "seeds": list(item.seeds),
+            **_fixed_seeds_entry(item),
+            "units": item.units, "unit_count": None if item.result is None else item.result.units,
+            "missing_runs": list(item.missing), "reason": item.reason,
+        })
+    return {"command": command, "claims": entries}
+
+
+def write_claims(context: ExperimentContext, seeds: Sequence[int], command: str,
+                 echo: Callable[[str], None] = print, write: bool = True,
+                 replicates: int = DEFAULT_REPLICATES) -> list[Path]:
+    """Evaluate every claim on the runs under ``context.out_dir``, print one line each, and (``write``) write
+    claims.md and claims.json there."""
+    results = [evaluate_claim(claim, context, seeds, replicates) for claim in CLAIMS]
+    contents = {CLAIMS_MD: render_claims(results, command),
+                CLAIMS_JSON: json.dumps(claims_payload(results, command), indent=2, ensure_ascii=False) + "\n"}
+    for item in results:
+        if item.result is None:
+            echo(f"{item.claim.name}: no verdict ({_why_none(item)})")
+        else:
+            echo(f"{item.claim.name}: {item.result.difference:+.2f} [{item.result.low:+.2f}, {item.result.high:+.2f}]"
+                 f" -> {item.verdict.value}")
+    if not write:
+        return []
+    context.out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in contents.items():
+        with atomic_write(context.out_dir / name, "w") as stream:
+            stream.write(text)
+        echo(f"wrote {context.out_dir / name}")
+    return [context.out_dir / name for name in contents]

@@ -1,0 +1,107 @@
+"""Table 4: which 2D pretraining data (scale and type) makes an inflated ResNet useful in 3D."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from image2point.experiments.paper_numbers import IO, IO_BN, SCRATCH, SOURCES_4
+from image2point.experiments.scales import CLASSIFICATION_METRIC, MODELNET40, PAPER, SMALL
+from image2point.experiments.specs import RunSpec, TableLayout, TableSpec, register_table
+from image2point.experiments.table_cells import voxel_run
+from image2point.experiments.tables.common import (
+    HEADLINE_NOTE,
+    NOT_THIS_SOURCE,
+    PAPER_SCHEMES,
+    SCHEME_LABELS,
+    SMALL_BACKBONE_NOTE,
+    gaps,
+    moderate_note,
+    place,
+    place_same_labels,
+)
+
+SMALL_SOURCES = (("ImageNet", "imagenet"), ("CIFAR-10", "cifar10"), ("Tiny-ImageNet", "tiny-imagenet"),
+                 ("MNIST", "mnist"), ("FractalDB", "fractaldb"), ("random, frozen", "random"))
+SMALL_SCHEMES = ("io", "io_bn")
+SMALL_COLUMNS = tuple(f"ModelNet40 · {SCHEME_LABELS[scheme]}" for scheme in SMALL_SCHEMES)
+# Small rows and columns that stand for a paper column and row (the layouts are transposed).
+SMALL_SOURCE_TO_PAPER = {"ImageNet": "ImageNet-1K", "Tiny-ImageNet": "Tiny-ImageNet"}
+SMALL_COLUMN_TO_PAPER = dict(zip(SMALL_COLUMNS, (IO, IO_BN), strict=True))
+PAPER_SOURCES = dict(zip(SOURCES_4, ("tiny-imagenet", "imagenet", "imagenet21k", "fractaldb-1k", "fractaldb-10k"),
+                         strict=True))
+PAPER_ARCH = "resnet50"
+PAPER_ROWS = (*(row for row, _ in PAPER_SCHEMES), SCRATCH)
+# The from-scratch runs do not depend on the source: one set, shown under every column.
+SCRATCH_OWNER = (SCRATCH, SOURCES_4[0])
+
+
+def _small_runs(seeds: Sequence[int]) -> list[RunSpec]:
+    runs = []
+    for row, source in SMALL_SOURCES:
+        for scheme in SMALL_SCHEMES:
+            for seed in seeds:
+                runs.append(voxel_run("table4", row, f"ModelNet40 · {SCHEME_LABELS[scheme]}", seed, SMALL,
+                                       MODELNET40, scheme, source=source, extra=(f"finetune.scheme={scheme}",)))
+    return runs
+
+
+def _paper_runs(seeds: Sequence[int]) -> list[RunSpec]:
+    runs = []
+    for seed in seeds:
+        for column, source in PAPER_SOURCES.items():
+            for row, scheme in PAPER_SCHEMES:
+                runs.append(voxel_run("table4", row, column, seed, PAPER, MODELNET40, scheme, source=source,
+                                       arch=PAPER_ARCH, extra=(f"finetune.scheme={scheme}",)))
+        runs.append(voxel_run("table4", *SCRATCH_OWNER, seed, PAPER, MODELNET40, "scratch", source=None,
+                               arch=PAPER_ARCH, extra=("finetune.scheme=scratch",)))
+    return runs
+
+
+def _table4_runs(scale: str, seeds: Sequence[int]) -> list[RunSpec]:
+    return _small_runs(seeds) if scale == SMALL else _paper_runs(seeds)
+
+
+def _small_layout() -> TableLayout:
+    rows = tuple(row for row, _ in SMALL_SOURCES)
+    paper = place(4, (((row, column), (SMALL_COLUMN_TO_PAPER[column], SMALL_SOURCE_TO_PAPER[row]))
+                      for row in SMALL_SOURCE_TO_PAPER for column in SMALL_COLUMNS))
+    missing = gaps(((row, column) for row in rows if row not in SMALL_SOURCE_TO_PAPER for column in SMALL_COLUMNS),
+                   NOT_THIS_SOURCE)
+    missing[("FractalDB", SMALL_COLUMNS[0])] = missing[("FractalDB", SMALL_COLUMNS[1])] = (
+        "the paper's FractalDB-1K / -10K (1,000 / 10,000 categories) are other datasets than this 10-category one")
+    return TableLayout(rows, SMALL_COLUMNS, dict.fromkeys(SMALL_COLUMNS, CLASSIFICATION_METRIC), paper, missing)
+
+
+def _paper_layout() -> TableLayout:
+    shared = {(SCRATCH, column): SCRATCH_OWNER for column in SOURCES_4[1:]}
+    return TableLayout(PAPER_ROWS, SOURCES_4, dict.fromkeys(SOURCES_4, CLASSIFICATION_METRIC),
+                       place_same_labels(4, PAPER_ROWS, SOURCES_4), same_runs_as=shared)
+
+
+@register_table
+def table4() -> TableSpec:
+    return TableSpec(
+        name="table4",
+        title="Pretraining dataset: scale and type",
+        question=("Which 2D pretraining data makes a frozen backbone useful in 3D: natural images of growing scale, "
+                  "synthetic fractals, or (small scale) digits or none (a random frozen backbone)?"),
+        layouts={SMALL: _small_layout(), PAPER: _paper_layout()},
+        expand=_table4_runs,
+        paper_table=4,
+        notes=(HEADLINE_NOTE, moderate_note(4),
+               "The paper reports that FractalDB pretraining beats ImageNet when only I,O are trained, and that "
+               "updating µ,σ costs FractalDB up to 13 points.",
+               "Sources pretrained by the experiment itself are made once, into <out>/pretrained/<source>-<arch>/ "
+               "(seed 0), and shared by every run and table."),
+        scale_notes={SMALL: ("small scale pretraining (CIFAR ResNet-20, 32x32): Tiny-ImageNet sample (10k images, "
+                             "200 classes, 3 epochs), MNIST test digits (9k train, 2 epochs), FractalDB generated "
+                             "(10 categories x 48 images, 15 epochs); CIFAR-10 is the 50k-image ../shared checkpoint.",
+                             SMALL_BACKBONE_NOTE),
+                     PAPER: ("paper scale: ResNet-50 on ModelNet40. Tiny-ImageNet: pretrained here on the full set "
+                             "(--data-root tiny-imagenet=PATH; ../shared holds a 10k-image sample only); ImageNet-1K "
+                             "and ImageNet-21K: checkpoints given with --weights imagenet:resnet50=PATH and "
+                             "--weights imagenet21k:resnet50=PATH; FractalDB-1K / -10K: generated and pretrained "
+                             "here at the FractalDB paper's generator settings (see the sources of the dry run).",
+                             "paper scale: the from-scratch row is one set of runs, shown under every column; the "
+                             "paper prints it once per group of columns (natural images, fractals).")},
+    )

@@ -1,0 +1,115 @@
+"""Claims from synthetic run directories: verdicts, missing runs, unavailable cells, the CLI's files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from image2point.cli import main
+from image2point.experiments.claims import CLAIMS, CLAIMS_JSON, CLAIMS_MD, evaluate_claim, unit_outcomes
+from image2point.experiments.paired import Verdict
+from image2point.experiments.scales import SMALL_MODELNET40_FOLDS, SMALL_SEMANTICKITTI_FOLDS
+from image2point.train.outcomes import (
+    OUTCOMES_FILE,
+    ClassificationOutcomes,
+    SegmentationOutcomes,
+    save_outcomes,
+)
+
+CLAIM = {claim.name: claim for claim in CLAIMS}
+SHAPES_PER_FOLD = 4
+
+
+@pytest.fixture
+def folded_context(small_context):
+    return dataclasses.replace(small_context, cross_validate=True)
+
+
+def finish(run_dir, outcomes) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_outcomes(run_dir / OUTCOMES_FILE, outcomes)
+    (run_dir / "metrics.json").write_text(json.dumps({"final": {"overall_accuracy": 0.0, "miou": 0.0}}))
+
+
+def write_shape_runs(out_dir, run_prefix, seeds, correct_per_fold) -> None:
+    """Classification runs of every fold: fold f tests shapes s_f_0..3 and gets ``correct_per_fold`` right."""
+    for seed in seeds:
+        for fold in range(SMALL_MODELNET40_FOLDS):
+            labels = np.arange(SHAPES_PER_FOLD)
+            predictions = np.where(np.arange(SHAPES_PER_FOLD) < correct_per_fold, labels, labels + 1)
+            ids = tuple(f"s_{fold}_{index}" for index in range(SHAPES_PER_FOLD))
+            outcomes = ClassificationOutcomes(ids, labels, predictions)
+            finish(out_dir / "table1" / f"{run_prefix}-s{seed}-f{fold}", outcomes)
+
+
+def test_a_claim_that_holds_on_every_shape(folded_context):
+    write_shape_runs(folded_context.out_dir, "modelnet40-cifar10-io_bn", (0, 1), correct_per_fold=4)
+    write_shape_runs(folded_context.out_dir, "modelnet40-none-scratch", (0, 1), correct_per_fold=0)
+    result = evaluate_claim(CLAIM["b · ModelNet40"], folded_context, (0, 1), replicates=200)
+    assert result.verdict == Verdict.HOLDS and result.units == "shapes" and result.seeds == (0, 1)
+    assert (result.result.difference, result.result.low, result.result.high) == (100.0, 100.0, 100.0)
+    assert result.result.units == SHAPES_PER_FOLD * SMALL_MODELNET40_FOLDS
+
+
+def test_seeds_with_unfinished_folds_are_left_out_and_named(folded_context):
+    write_shape_runs(folded_context.out_dir, "modelnet40-cifar10-io_bn", (0, 1), correct_per_fold=1)
+    write_shape_runs(folded_context.out_dir, "modelnet40-none-scratch", (0,), correct_per_fold=3)
+    result = evaluate_claim(CLAIM["b · ModelNet40"], folded_context, (0, 1), replicates=200)
+    assert result.seeds == (0,) and result.verdict == Verdict.REVERSED
+    assert result.missing == tuple(f"modelnet40-none-scratch-s1-f{fold}" for fold in range(SMALL_MODELNET40_FOLDS))
+
+
+def test_no_verdict_without_runs_or_without_weights(folded_context):
+    assert evaluate_claim(CLAIM["d"], folded_context, (0,)).result is None
+    hrnet = evaluate_claim(CLAIM["Table 2 · HRNet"], folded_context, (0,))
+    assert hrnet.result is None and hrnet.reason.startswith("missing: no cityscapes weights")
+
+
+def scan_outcomes(scan: str, right: int, wrong: int) -> SegmentationOutcomes:
+    """Two blocks of one scan, class 0 everywhere; ``right`` points predicted 0 and ``wrong`` predicted 1 in each."""
+    cells = np.array([[0, block, 0, 0, prediction, count] for block in (0, 1)
+                      for prediction, count in ((0, right), (1, wrong))])
+    return SegmentationOutcomes((scan,), 2, cells[cells[:, 5] > 0], 10.0)
+
+
+def test_segmentation_claim_pairs_blocks_of_left_out_scans(folded_context):
+    runs = folded_context.out_dir / "table1"
+    for fold in range(SMALL_SEMANTICKITTI_FOLDS):
+        scan = f"00/00000{fold}"
+        finish(runs / f"semantickitti-cifar10-io_bn-s0-f{fold}", scan_outcomes(scan, right=3, wrong=1))
+        finish(runs / f"semantickitti-none-scratch-s0-f{fold}", scan_outcomes(scan, right=1, wrong=3))
+    result = evaluate_claim(CLAIM["b · SemanticKITTI"], folded_context, (0,), replicates=200)
+    # Class 0 only in the targets: IoU of class 0 = right / (right + wrong): 75 % against 25 %.
+    assert result.result.difference == pytest.approx(50.0) and result.verdict == Verdict.HOLDS
+    assert result.units == "10 m blocks of scans" and result.result.units == 2 * SMALL_SEMANTICKITTI_FOLDS
+
+
+def test_unit_outcomes_sum_confusions_per_block():
+    units, width = unit_outcomes(scan_outcomes("00/000000", right=2, wrong=5))
+    assert width == 4 and units[("00/000000", 1, 0)].tolist() == [2.0, 5.0, 0.0, 0.0]
+
+
+def test_claims_command_writes_both_files(folded_context, capsys):
+    write_shape_runs(folded_context.out_dir, "modelnet40-cifar10-io_bn", (0,), correct_per_fold=2)
+    write_shape_runs(folded_context.out_dir, "modelnet40-none-scratch", (0,), correct_per_fold=2)
+    argv = ["experiment", "claims", "--scale", "small", "--seeds", "0,", "--folds", "--out-dir",
+            str(folded_context.out_dir)]
+    assert main(argv) == 0
+    payload = json.loads((folded_context.out_dir / CLAIMS_JSON).read_text())
+    entry = next(item for item in payload["claims"] if item["claim"] == "b · ModelNet40")
+    assert entry["difference"] == 0.0 and entry["verdict"] == Verdict.CANNOT_TELL.value
+    assert "--folds" in payload["command"]
+    assert "| b · ModelNet40 | table1 | I,O,µ,σ,W,b | scratch | ModelNet40 | +0.00 |" in (
+        folded_context.out_dir / CLAIMS_MD).read_text()
+    assert "b · ModelNet40: +0.00" in capsys.readouterr().out
+
+
+def test_a_dry_run_prints_the_verdicts_and_writes_nothing(folded_context, capsys):
+    argv = ["experiment", "claims", "--scale", "small", "--seeds", "1", "--folds", "--dry-run", "--out-dir",
+            str(folded_context.out_dir)]
+    assert main(argv) == 0
+    assert "b · ModelNet40: no verdict (10 runs not finished: modelnet40-cifar10-io_bn-s0-f0" in capsys.readouterr().out
+    assert not folded_context.out_dir.exists()
