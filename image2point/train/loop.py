@@ -60,7 +60,7 @@ from image2point.train.distributed import (
 from image2point.train.loaders import epoch_loader, make_loader, progress
 from image2point.train.metrics import ConfusionMatrix, Metrics
 from image2point.train.outcomes import OutcomeRecorder, write_outcomes
-from image2point.train.run_log import METRICS_HISTORY, RunLog  # noqa: F401  (METRICS_HISTORY: the loop's file)
+from image2point.train.run_log import METRICS_HISTORY, RunLog, conversion_text  # noqa: F401  (METRICS_HISTORY: the loop's file)
 from image2point.train.resume import ResumePoint, read_resume_point, record_changes
 from image2point.train.run_lock import claimed_run_directory
 from image2point.train.run_state import RunState, check_compatible
@@ -222,7 +222,7 @@ class _Training:
             self.log.restart_history([])
             save_config(config, self.run_dir / "config.yaml")
             with atomic_write(self.run_dir / "conversion.txt", "w") as stream:
-                stream.write(_conversion_text(setup.built, setup.plan))
+                stream.write(conversion_text(setup.built, setup.plan))
         self._log_start()
         show_progress = not (quiet if quiet is not None else not sys.stderr.isatty()) and self.context.is_main
         final = None
@@ -250,7 +250,7 @@ class _Training:
 
     def _log_start(self) -> None:
         setup, context = self.setup, self.context
-        self.log.info(_conversion_text(setup.built, setup.plan))
+        self.log.info(conversion_text(setup.built, setup.plan))
         self.log.info(f"task {setup.task}, {len(setup.train_set)} training / {len(setup.eval_set)} evaluation "
                       f"samples, backend {setup.backend}, device {context.device}, {context.world_size} process(es)"
                       + (", deterministic algorithms" if self.config.train.deterministic else ""))
@@ -329,16 +329,6 @@ def _resume_point(config: RunConfig, run_dir: Path, resume: bool, with_changes: 
 def _mean_across_ranks(total: float, steps: int, device: torch.device) -> float:
     sums = all_reduce_sum(torch.tensor([total, float(steps)], dtype=torch.float64, device=device))
     return float(sums[0] / max(sums[1].item(), 1.0))
-
-
-def _conversion_text(built: BuiltModel, plan: FinetunePlan) -> str:
-    parts = []
-    if built.pretrained is not None:
-        parts.append(built.pretrained.summary())
-    if built.conversion is not None:
-        parts.append(built.conversion.summary())
-    parts.append(plan.summary())
-    return "\n".join(parts) + "\n"
 
 
 def _write_final_metrics(result: RunResult, config: RunConfig) -> None:

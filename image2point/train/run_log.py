@@ -4,11 +4,16 @@ TensorBoard events, by rank 0 only."""
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 import logging
 from pathlib import Path
 
 from image2point.checkpoint import atomic_write
 from image2point.io import json_out
+
+if TYPE_CHECKING:
+    from image2point.models import FinetunePlan
+    from image2point.train.families import BuiltModel
 
 METRICS_HISTORY = "metrics.jsonl"
 logger = logging.getLogger("image2point.train")
@@ -59,3 +64,14 @@ class RunLog:
             self.handler.close()
             if self.writer is not None:
                 self.writer.close()
+
+
+def conversion_text(built: BuiltModel, plan: FinetunePlan) -> str:
+    """The run log's account of the weights: what the checkpoint gave, what the inflation did, what trains."""
+    parts = []
+    if built.pretrained is not None:
+        parts.append(built.pretrained.summary())
+    if built.conversion is not None:
+        parts.append(built.conversion.summary())
+    parts.append(plan.summary())
+    return "\n".join(parts) + "\n"
