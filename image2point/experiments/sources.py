@@ -9,7 +9,10 @@
   every architecture and resumed after an interruption) and read one image at a time.
 * ``imagenet``, ``imagenet21k``, ``cityscapes``, ``ade20k``: exist only when the user gives them
   (``--weights imagenet=PATH``, or ``--weights imagenet:resnet50=PATH`` for another architecture than the
-  scale's backbone); runs needing them are reported missing.
+  scale's backbone); runs needing them are reported missing. Except for the released checkpoints of the
+  shared directory, each for one architecture (:class:`SharedCheckpoint`): ``imagenet`` has the ImageNet-1k
+  MobileNetV1 x0.25, ``cityscapes`` the Cityscapes ESPNet-C encoder; a run asking for one of those
+  architectures loads the shared file (missing, with the reason, when the shared directory lacks it).
 
 At paper scale a source pretrained on an image dataset needs the full dataset (``--data-root``): the
 shared directory holds samples, and a pretraining on one would stand in silently for the real thing.
@@ -33,7 +36,7 @@ import yaml
 
 from image2point.errors import ConfigError, DataError
 from image2point.experiments import fractal_sources
-from image2point.experiments.scales import PAPER, REPOSITORY_ROOT, SMALL
+from image2point.experiments.scales import PAPER, REPOSITORY_ROOT, SMALL, SMALL_CITYSCAPES_ARCH, SMALL_IMAGENET_ARCH
 
 SHARED_ENV = "IMAGE2POINT_SHARED"
 SHARED_WEIGHTS = "weights"
@@ -92,6 +95,15 @@ class PretrainSettings:
 
 
 @dataclass(frozen=True)
+class SharedCheckpoint:
+    """A released checkpoint in the shared directory: the architecture it loads into, by name, and its file."""
+
+    arch: str
+    # Under the shared root.
+    path: str
+
+
+@dataclass(frozen=True)
 class WeightSource:
     """A registered source; ``pretrain`` is set for the sources pretrained by the experiment."""
 
@@ -106,6 +118,12 @@ class WeightSource:
     settings: Mapping[str, PretrainSettings] = dataclasses.field(default_factory=dict)
     pixel_settings: Mapping[str, PretrainSettings] = dataclasses.field(default_factory=dict)
     pretrain: Callable[[Pretraining], float] | None = None
+    # The shared directory's checkpoints of a user source, one per architecture.
+    shared_checkpoints: tuple[SharedCheckpoint, ...] = ()
+
+    def shared_checkpoint(self, arch: str) -> SharedCheckpoint | None:
+        """The shared checkpoint for ``arch``, if the source has one."""
+        return next((entry for entry in self.shared_checkpoints if entry.arch == arch), None)
 
 
 SOURCES: dict[str, WeightSource] = {}
@@ -190,6 +208,9 @@ def resolve_source(name: str, arch: str, context: SourceContext) -> Resolution:
     if source.kind == KIND_RANDOM:
         return Resolution()
     if source.kind == KIND_USER:
+        entry = source.shared_checkpoint(arch)
+        if entry is not None:
+            return _shared_checkpoint(source, entry, context)
         if arch == context.backbone:
             return Resolution(missing=f"no {name} weights given (--weights {name}=PATH)")
         return Resolution(missing=f"no {name} weights given for {arch} (--weights {name}:{arch}=PATH)")
@@ -222,6 +243,14 @@ def _shared_weights(source: WeightSource, arch: str, context: SourceContext) -> 
     if not files:
         return Resolution(missing=f"no {source.name} weights for {arch} in {directory}")
     return Resolution(checkpoint=files[0])
+
+
+def _shared_checkpoint(source: WeightSource, entry: SharedCheckpoint, context: SourceContext) -> Resolution:
+    path = context.shared / entry.path
+    if not path.is_file():
+        return Resolution(missing=f"the shared {source.name} checkpoint for {entry.arch} is not there: {path} "
+                                  f"(set {SHARED_ENV} or pass --weights {source.name}:{entry.arch}=PATH)")
+    return Resolution(checkpoint=path)
 
 
 def _pretraining_root(source: WeightSource, context: SourceContext) -> Path | None:
@@ -296,12 +325,18 @@ def _cifar10() -> WeightSource:
 
 @register_source
 def _imagenet() -> WeightSource:
-    return WeightSource("imagenet", "ImageNet-1k (1.28M natural images, 1000 classes)", KIND_USER)
+    # The file of image2point.models2d.mobilenet_v1's MOBILENET_V1_X0_25_IMAGENET (46.75 % top-1).
+    return WeightSource("imagenet", "ImageNet-1k (1.28M natural images, 1000 classes)", KIND_USER,
+                        shared_checkpoints=(SharedCheckpoint(SMALL_IMAGENET_ARCH,
+                                                             f"{SHARED_WEIGHTS}/mobilenetv1_x0.25_imagenet.pth.tar"),))
 
 
 @register_source
 def _cityscapes() -> WeightSource:
-    return WeightSource("cityscapes", "Cityscapes (street-scene segmentation)", KIND_USER)
+    # The file of image2point.models2d.espnet's ESPNet-C (p = 2, q = 8) Cityscapes encoder.
+    return WeightSource("cityscapes", "Cityscapes (street-scene segmentation)", KIND_USER,
+                        shared_checkpoints=(SharedCheckpoint(SMALL_CITYSCAPES_ARCH,
+                                                             f"{SHARED_WEIGHTS}/espnet_p2_q8_cityscapes_encoder.pth"),))
 
 
 @register_source
