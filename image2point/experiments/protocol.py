@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from image2point.experiments import fractal_sources
 from image2point.experiments.plan import MISSING, NO_DATA, ExperimentContext, PlannedRun
 from image2point.experiments.scales import DATASET_LABELS, scale_setup
-from image2point.experiments.sources import describe_pretraining
+from image2point.experiments.sources import Pretraining
 from image2point.experiments.specs import TableSpec
 
 BACKBONE_KEY = "model.backbone="
@@ -27,6 +28,16 @@ def _trials(table: TableSpec, plans: Sequence[PlannedRun], columns: Sequence[str
         count = next(iter(per_column.values()), 0)
         return f"{count} per cell"
     return ", ".join(f"{count} ({column})" for column, count in per_column.items())
+
+
+def describe_pretraining(pretraining: Pretraining) -> str:
+    """One line: what the experiment makes for a source before its first run."""
+    settings = pretraining.settings
+    training = f"{settings.epochs} epochs, batch {settings.batch_size}, lr {settings.lr}"
+    if pretraining.root is None:
+        return f"{fractal_sources.describe_fractaldb(pretraining)}; then {training}"
+    side = f"{settings.image_size} px" if settings.image_size else "native size"
+    return f"pretrained here on {pretraining.root} ({side}, {training})"
 
 
 def _source_lines(plans: Sequence[PlannedRun], default_arch: str) -> list[str]:

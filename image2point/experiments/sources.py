@@ -9,10 +9,8 @@
   every architecture and resumed after an interruption) and read one image at a time.
 * ``imagenet``, ``imagenet21k``, ``cityscapes``, ``ade20k``: exist only when the user gives them
   (``--weights imagenet=PATH``, or ``--weights imagenet:resnet50=PATH`` for another architecture than the
-  scale's backbone); runs needing them are reported missing. Except for the released checkpoints of the
-  shared directory, each for one architecture (:class:`SharedCheckpoint`): ``imagenet`` has the ImageNet-1k
-  MobileNetV1 x0.25, ``cityscapes`` the Cityscapes ESPNet-C encoder; a run asking for one of those
-  architectures loads the shared file (missing, with the reason, when the shared directory lacks it).
+  scale's backbone); runs needing them are reported missing. ``imagenet`` and ``cityscapes`` also have a
+  shared checkpoint for one architecture each (:mod:`image2point.experiments.shared_checkpoints`).
 
 At paper scale a source pretrained on an image dataset needs the full dataset (``--data-root``): the
 shared directory holds samples, and a pretraining on one would stand in silently for the real thing.
@@ -36,7 +34,8 @@ import yaml
 
 from image2point.errors import ConfigError, DataError
 from image2point.experiments import fractal_sources
-from image2point.experiments.scales import PAPER, REPOSITORY_ROOT, SMALL, SMALL_CITYSCAPES_ARCH, SMALL_IMAGENET_ARCH
+from image2point.experiments import shared_checkpoints as released
+from image2point.experiments.scales import PAPER, REPOSITORY_ROOT, SMALL
 
 SHARED_ENV = "IMAGE2POINT_SHARED"
 SHARED_WEIGHTS = "weights"
@@ -95,15 +94,6 @@ class PretrainSettings:
 
 
 @dataclass(frozen=True)
-class SharedCheckpoint:
-    """A released checkpoint in the shared directory: the architecture it loads into, by name, and its file."""
-
-    arch: str
-    # Under the shared root.
-    path: str
-
-
-@dataclass(frozen=True)
 class WeightSource:
     """A registered source; ``pretrain`` is set for the sources pretrained by the experiment."""
 
@@ -119,11 +109,7 @@ class WeightSource:
     pixel_settings: Mapping[str, PretrainSettings] = dataclasses.field(default_factory=dict)
     pretrain: Callable[[Pretraining], float] | None = None
     # The shared directory's checkpoints of a user source, one per architecture.
-    shared_checkpoints: tuple[SharedCheckpoint, ...] = ()
-
-    def shared_checkpoint(self, arch: str) -> SharedCheckpoint | None:
-        """The shared checkpoint for ``arch``, if the source has one."""
-        return next((entry for entry in self.shared_checkpoints if entry.arch == arch), None)
+    shared_checkpoints: tuple[released.SharedCheckpoint, ...] = ()
 
 
 SOURCES: dict[str, WeightSource] = {}
@@ -208,9 +194,9 @@ def resolve_source(name: str, arch: str, context: SourceContext) -> Resolution:
     if source.kind == KIND_RANDOM:
         return Resolution()
     if source.kind == KIND_USER:
-        entry = source.shared_checkpoint(arch)
-        if entry is not None:
-            return _shared_checkpoint(source, entry, context)
+        found = released.locate_shared_checkpoint(name, source.shared_checkpoints, arch, context.shared, SHARED_ENV)
+        if found is not None:
+            return Resolution(checkpoint=found[0], missing=found[1])
         if arch == context.backbone:
             return Resolution(missing=f"no {name} weights given (--weights {name}=PATH)")
         return Resolution(missing=f"no {name} weights given for {arch} (--weights {name}:{arch}=PATH)")
@@ -243,14 +229,6 @@ def _shared_weights(source: WeightSource, arch: str, context: SourceContext) -> 
     if not files:
         return Resolution(missing=f"no {source.name} weights for {arch} in {directory}")
     return Resolution(checkpoint=files[0])
-
-
-def _shared_checkpoint(source: WeightSource, entry: SharedCheckpoint, context: SourceContext) -> Resolution:
-    path = context.shared / entry.path
-    if not path.is_file():
-        return Resolution(missing=f"the shared {source.name} checkpoint for {entry.arch} is not there: {path} "
-                                  f"(set {SHARED_ENV} or pass --weights {source.name}:{entry.arch}=PATH)")
-    return Resolution(checkpoint=path)
 
 
 def _pretraining_root(source: WeightSource, context: SourceContext) -> Path | None:
@@ -325,18 +303,14 @@ def _cifar10() -> WeightSource:
 
 @register_source
 def _imagenet() -> WeightSource:
-    # The file of image2point.models2d.mobilenet_v1's MOBILENET_V1_X0_25_IMAGENET (46.75 % top-1).
     return WeightSource("imagenet", "ImageNet-1k (1.28M natural images, 1000 classes)", KIND_USER,
-                        shared_checkpoints=(SharedCheckpoint(SMALL_IMAGENET_ARCH,
-                                                             f"{SHARED_WEIGHTS}/mobilenetv1_x0.25_imagenet.pth.tar"),))
+                        shared_checkpoints=released.IMAGENET_CHECKPOINTS)
 
 
 @register_source
 def _cityscapes() -> WeightSource:
-    # The file of image2point.models2d.espnet's ESPNet-C (p = 2, q = 8) Cityscapes encoder.
     return WeightSource("cityscapes", "Cityscapes (street-scene segmentation)", KIND_USER,
-                        shared_checkpoints=(SharedCheckpoint(SMALL_CITYSCAPES_ARCH,
-                                                             f"{SHARED_WEIGHTS}/espnet_p2_q8_cityscapes_encoder.pth"),))
+                        shared_checkpoints=released.CITYSCAPES_CHECKPOINTS)
 
 
 @register_source
@@ -417,16 +391,6 @@ def _mnist() -> WeightSource:
         pixel_settings={SMALL: PretrainSettings(epochs=1, batch_size=64, lr=0.05, image_size=16),
                         PAPER: PretrainSettings(epochs=30)},
         pretrain=_pretrain_images)
-
-
-def describe_pretraining(pretraining: Pretraining) -> str:
-    """One line: what the experiment makes for a source before its first run."""
-    settings = pretraining.settings
-    training = f"{settings.epochs} epochs, batch {settings.batch_size}, lr {settings.lr}"
-    if pretraining.root is None:
-        return f"{fractal_sources.describe_fractaldb(pretraining)}; then {training}"
-    side = f"{settings.image_size} px" if settings.image_size else "native size"
-    return f"pretrained here on {pretraining.root} ({side}, {training})"
 
 
 PRETRAINING_DATASETS = tuple(source.dataset for source in SOURCES.values() if source.dataset is not None)
