@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from image2point.experiments.plan import MISSING, ExperimentContext, PlannedRun
+from image2point.experiments import fractal_sources
+from image2point.experiments.plan import MISSING, NO_DATA, ExperimentContext, PlannedRun
 from image2point.experiments.scales import DATASET_LABELS, scale_setup
-from image2point.experiments.sources import describe_pretraining
+from image2point.experiments.sources import Pretraining
 from image2point.experiments.specs import TableSpec
 
 BACKBONE_KEY = "model.backbone="
@@ -29,17 +30,33 @@ def _trials(table: TableSpec, plans: Sequence[PlannedRun], columns: Sequence[str
     return ", ".join(f"{count} ({column})" for column, count in per_column.items())
 
 
+def describe_pretraining(pretraining: Pretraining) -> str:
+    """One line: what the experiment makes for a source before its first run."""
+    settings = pretraining.settings
+    training = f"{settings.epochs} epochs, batch {settings.batch_size}, lr {settings.lr}"
+    if pretraining.root is None:
+        return f"{fractal_sources.describe_fractaldb(pretraining)}; then {training}"
+    side = f"{settings.image_size} px" if settings.image_size else "native size"
+    return f"pretrained here on {pretraining.root} ({side}, {training})"
+
+
 def _source_lines(plans: Sequence[PlannedRun], default_arch: str) -> list[str]:
-    """One line per (source, architecture): available (the checkpoint), made here (how), or missing (why)."""
+    """One line per (source, architecture): available (the checkpoint), made here (how), or missing (why),
+    and how many runs start from it."""
     lines: dict[str, str] = {}
-    for planned in plans:
+    counts: Counter[str] = Counter()
+    # A run without data never resolves its weights: the line comes from a run with data where there is one.
+    for planned in sorted(plans, key=lambda p: p.status == NO_DATA):
         source = planned.spec.source
         if source is None:
             continue
         key = f"{source}:{planned.spec.arch or default_arch}"
+        counts[key] += 1
         if key in lines:
             continue
-        if planned.status == MISSING:
+        if planned.status == NO_DATA:
+            lines[key] = f"not looked up: no run from it has data ({planned.reason})"
+        elif planned.status == MISSING:
             lines[key] = f"missing: {planned.reason}"
         elif planned.pretraining is not None and not planned.pretraining.finished:
             lines[key] = f"made: {describe_pretraining(planned.pretraining)}"
@@ -47,7 +64,7 @@ def _source_lines(plans: Sequence[PlannedRun], default_arch: str) -> list[str]:
             checkpoint = next((o.partition("=")[2] for o in planned.overrides if o.startswith("model.pretrained=")),
                               "null")
             lines[key] = "available: random weights" if checkpoint == "null" else f"available: {checkpoint}"
-    return [f"    {key}  {status}" for key, status in lines.items()]
+    return [f"    {key}  {status} ({counts[key]} runs)" for key, status in lines.items()]
 
 
 def describe_protocol(table: TableSpec, plans: Sequence[PlannedRun], context: ExperimentContext) -> list[str]:

@@ -38,6 +38,9 @@ SMALL_POINTNET2_EPOCHS = 6
 SMALL_RANGE_EPOCHS = 12
 SMALL_MODELNET40_FOLDS = 5
 SMALL_SEMANTICKITTI_FOLDS = 3
+# The architectures of the released checkpoints the small scale runs (models2d registry names).
+SMALL_IMAGENET_ARCH = "mobilenet_v1_x0_25"
+SMALL_CITYSCAPES_ARCH = "espnet_c"
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ class ScaleSetup:
     # Cross-validation folds per dataset (image2point.experiments.folds); a dataset not named keeps its
     # official splits, as every dataset of the paper scale does.
     folds: Mapping[str, int] = field(default_factory=dict)
+    # Released checkpoints of the shared directory that the scale runs as rows of their own: source -> the
+    # architecture its file is for (the rows on it are not comparable with the scale's backbone's rows).
+    real_source_archs: Mapping[str, str] = field(default_factory=dict)
+    # Overrides every run of a backbone needs on top of the dataset's (ESPNet-C reads a linear input layer).
+    backbone_overrides: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def dataset(self, name: str) -> DatasetSetup:
         return self.datasets[name]
@@ -129,6 +137,12 @@ SMALL_SETUP = ScaleSetup(
     # Every sample shape tested once per seed (127 shapes: 25-26 per fold, about 101 train), and
     # leave-one-scan-out on the three SemanticKITTI scans: see image2point/data/folds.py.
     folds={MODELNET40: SMALL_MODELNET40_FOLDS, SEMANTICKITTI: SMALL_SEMANTICKITTI_FOLDS},
+    # The ImageNet-1k MobileNetV1 x0.25 and the Cityscapes ESPNet-C encoder of ../shared/weights
+    # (image2point.experiments.sources): Table 4's ImageNet row and Table 5's Cityscapes row.
+    real_source_archs={"imagenet": SMALL_IMAGENET_ARCH, "cityscapes": SMALL_CITYSCAPES_ARCH},
+    # ESPNet-C reads the image at every level: its input layer is linear, as the demo recipe
+    # configs/demo/semantickitti_espnet_c_sample.yaml and docs/any-convnet.md say.
+    backbone_overrides={SMALL_CITYSCAPES_ARCH: ("model.input_layer=linear",)},
 )
 
 PAPER_SETUP = ScaleSetup(

@@ -9,7 +9,8 @@
   every architecture and resumed after an interruption) and read one image at a time.
 * ``imagenet``, ``imagenet21k``, ``cityscapes``, ``ade20k``: exist only when the user gives them
   (``--weights imagenet=PATH``, or ``--weights imagenet:resnet50=PATH`` for another architecture than the
-  scale's backbone); runs needing them are reported missing.
+  scale's backbone); runs needing them are reported missing. ``imagenet`` and ``cityscapes`` also have a
+  shared checkpoint for one architecture each (:mod:`image2point.experiments.shared_checkpoints`).
 
 At paper scale a source pretrained on an image dataset needs the full dataset (``--data-root``): the
 shared directory holds samples, and a pretraining on one would stand in silently for the real thing.
@@ -33,6 +34,7 @@ import yaml
 
 from image2point.errors import ConfigError, DataError
 from image2point.experiments import fractal_sources
+from image2point.experiments import shared_checkpoints as released
 from image2point.experiments.scales import PAPER, REPOSITORY_ROOT, SMALL
 
 SHARED_ENV = "IMAGE2POINT_SHARED"
@@ -106,6 +108,8 @@ class WeightSource:
     settings: Mapping[str, PretrainSettings] = dataclasses.field(default_factory=dict)
     pixel_settings: Mapping[str, PretrainSettings] = dataclasses.field(default_factory=dict)
     pretrain: Callable[[Pretraining], float] | None = None
+    # The shared directory's checkpoints of a user source, one per architecture.
+    shared_checkpoints: tuple[released.SharedCheckpoint, ...] = ()
 
 
 SOURCES: dict[str, WeightSource] = {}
@@ -190,6 +194,9 @@ def resolve_source(name: str, arch: str, context: SourceContext) -> Resolution:
     if source.kind == KIND_RANDOM:
         return Resolution()
     if source.kind == KIND_USER:
+        found = released.locate_shared_checkpoint(name, source.shared_checkpoints, arch, context.shared, SHARED_ENV)
+        if found is not None:
+            return Resolution(checkpoint=found[0], missing=found[1])
         if arch == context.backbone:
             return Resolution(missing=f"no {name} weights given (--weights {name}=PATH)")
         return Resolution(missing=f"no {name} weights given for {arch} (--weights {name}:{arch}=PATH)")
@@ -296,12 +303,14 @@ def _cifar10() -> WeightSource:
 
 @register_source
 def _imagenet() -> WeightSource:
-    return WeightSource("imagenet", "ImageNet-1k (1.28M natural images, 1000 classes)", KIND_USER)
+    return WeightSource("imagenet", "ImageNet-1k (1.28M natural images, 1000 classes)", KIND_USER,
+                        shared_checkpoints=released.IMAGENET_CHECKPOINTS)
 
 
 @register_source
 def _cityscapes() -> WeightSource:
-    return WeightSource("cityscapes", "Cityscapes (street-scene segmentation)", KIND_USER)
+    return WeightSource("cityscapes", "Cityscapes (street-scene segmentation)", KIND_USER,
+                        shared_checkpoints=released.CITYSCAPES_CHECKPOINTS)
 
 
 @register_source
@@ -382,16 +391,6 @@ def _mnist() -> WeightSource:
         pixel_settings={SMALL: PretrainSettings(epochs=1, batch_size=64, lr=0.05, image_size=16),
                         PAPER: PretrainSettings(epochs=30)},
         pretrain=_pretrain_images)
-
-
-def describe_pretraining(pretraining: Pretraining) -> str:
-    """One line: what the experiment makes for a source before its first run."""
-    settings = pretraining.settings
-    training = f"{settings.epochs} epochs, batch {settings.batch_size}, lr {settings.lr}"
-    if pretraining.root is None:
-        return f"{fractal_sources.describe_fractaldb(pretraining)}; then {training}"
-    side = f"{settings.image_size} px" if settings.image_size else "native size"
-    return f"pretrained here on {pretraining.root} ({side}, {training})"
 
 
 PRETRAINING_DATASETS = tuple(source.dataset for source in SOURCES.values() if source.dataset is not None)

@@ -1,12 +1,14 @@
 """End to end through the CLI: the fastest table (table5, one SemanticKITTI run per seed) at small scale on
 the real samples, then again, which skips the finished run."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from image2point.cli import main
+from image2point.experiments.specs import TABLES
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
@@ -15,6 +17,11 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared"
                     reason="../shared (SemanticKITTI sample, CIFAR-10 ResNets) not present")
 def test_table5_small_one_seed(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("IMAGE2POINT_SHARED", raising=False)
+    # The CIFAR ResNet-20 rows only: the ESPNet-C rows train for minutes (tests/experiments/test_real_sources.py
+    # trains each real source once, briefly); their cells stay empty.
+    table = TABLES["table5"]
+    monkeypatch.setitem(TABLES, "table5", dataclasses.replace(table, expand=lambda scale, seeds: [
+        run for run in table.expand(scale, seeds) if "ESPNet-C" not in run.row]))
     out_dir = tmp_path / "experiments"
     argv = ["experiment", "table5", "--scale", "small", "--seeds", "1", "--out-dir", str(out_dir)]
     assert main(argv) == 0

@@ -78,8 +78,11 @@ def test_skip_finished_resume_interrupted_start_pending(small_context, fake_trai
     assert status["s3dis-cifar10-io_bn-s0"] == NO_DATA
     lines = []
     execute_plan(table, plans, small_context, lines.append)
+    # The fake shared directory lacks the Cityscapes ESPNet-C file: its row is missing, its scratch row runs.
+    assert status["semantickitti-cityscapes-espnet_c-io_bn-s0"] == MISSING
     assert fake_training == [(runs_dir / "semantickitti-cifar10-io_bn-s1", True),
-                             (runs_dir / "semantickitti-cifar10-io_bn-s2", False)]
+                             (runs_dir / "semantickitti-cifar10-io_bn-s2", False),
+                             *((runs_dir / f"semantickitti-none-espnet_c-scratch-s{seed}", False) for seed in range(3))]
     text = "\n".join(lines)
     assert "semantickitti-cifar10-io_bn-s0: skipped (finished), mIoU 30.00 %" in text
     assert "semantickitti-cifar10-io_bn-s1: resumed, mIoU 20.00 %" in text
@@ -115,7 +118,8 @@ def test_pretraining_happens_once_before_the_runs_needing_it(small_context, fake
     lines = []
     execute_plan(table, plans, small_context, lines.append)
     assert sorted(pretrained) == ["fractaldb-cifar_resnet20", "mnist-cifar_resnet20", "tiny-imagenet-cifar_resnet20"]
-    assert len(fake_training) == 20
+    # 15 runs per seed, less the ImageNet rows (ResNet-20: no weights; MobileNetV1: no file in the fake shared).
+    assert len(fake_training) == 22
     assert any(line.startswith("pretrained mnist-cifar_resnet20: validation top-1 50.00 %") for line in lines)
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from image2point.errors import ConfigError, DataError
+from image2point.experiments.protocol import describe_pretraining
 from image2point.experiments.sources import (
     SHARED_ENV,
     SOURCES,
     SourceContext,
-    describe_pretraining,
     resolve_source,
     run_pretraining,
     shared_root,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from image2point.experiments.paper_numbers import IO, IO_BN, SCRATCH, SOURCES_4
-from image2point.experiments.scales import CLASSIFICATION_METRIC, MODELNET40, PAPER, SMALL
+from image2point.experiments.scales import CLASSIFICATION_METRIC, MODELNET40, PAPER, SMALL, SMALL_SETUP
 from image2point.experiments.specs import RunSpec, TableLayout, TableSpec, register_table
 from image2point.experiments.table_cells import voxel_run
 from image2point.experiments.tables.common import (
@@ -24,6 +24,13 @@ SMALL_SOURCES = (("ImageNet", "imagenet"), ("CIFAR-10", "cifar10"), ("Tiny-Image
                  ("MNIST", "mnist"), ("FractalDB", "fractaldb"), ("random, frozen", "random"))
 SMALL_SCHEMES = ("io", "io_bn")
 SMALL_COLUMNS = tuple(f"ModelNet40 · {SCHEME_LABELS[scheme]}" for scheme in SMALL_SCHEMES)
+# The real ImageNet-1k checkpoint at small scale is a MobileNetV1 x0.25: its rows run on that network, the
+# pretrained one and one trained from scratch by the same recipe (one set, shown under both columns).
+SMALL_IMAGENET_SOURCE = "imagenet"
+SMALL_IMAGENET_ARCH = SMALL_SETUP.real_source_archs[SMALL_IMAGENET_SOURCE]
+SMALL_IMAGENET_ROW = "ImageNet-1K · MobileNetV1 ×0.25"
+SMALL_SCRATCH_ROW = "from scratch · MobileNetV1 ×0.25"
+SMALL_SCRATCH_OWNER = (SMALL_SCRATCH_ROW, SMALL_COLUMNS[0])
 # Small rows and columns that stand for a paper column and row (the layouts are transposed).
 SMALL_SOURCE_TO_PAPER = {"ImageNet": "ImageNet-1K", "Tiny-ImageNet": "Tiny-ImageNet"}
 SMALL_COLUMN_TO_PAPER = dict(zip(SMALL_COLUMNS, (IO, IO_BN), strict=True))
@@ -42,6 +49,18 @@ def _small_runs(seeds: Sequence[int]) -> list[RunSpec]:
             for seed in seeds:
                 runs.append(voxel_run("table4", row, f"ModelNet40 · {SCHEME_LABELS[scheme]}", seed, SMALL,
                                        MODELNET40, scheme, source=source, extra=(f"finetune.scheme={scheme}",)))
+    return runs + _small_imagenet_runs(seeds)
+
+
+def _small_imagenet_runs(seeds: Sequence[int]) -> list[RunSpec]:
+    """The MobileNetV1 rows: ImageNet-1k weights under each scheme, and from scratch; the architecture is in
+    the run id, apart from the ResNet-20 runs."""
+    arch = SMALL_IMAGENET_ARCH
+    runs = [voxel_run("table4", SMALL_IMAGENET_ROW, column, seed, SMALL, MODELNET40, f"{arch}-{scheme}",
+                      source=SMALL_IMAGENET_SOURCE, arch=arch, extra=(f"finetune.scheme={scheme}",))
+            for scheme, column in zip(SMALL_SCHEMES, SMALL_COLUMNS, strict=True) for seed in seeds]
+    runs += [voxel_run("table4", *SMALL_SCRATCH_OWNER, seed, SMALL, MODELNET40, f"{arch}-scratch", source=None,
+                       arch=arch, extra=("finetune.scheme=scratch",)) for seed in seeds]
     return runs
 
 
@@ -62,14 +81,19 @@ def _table4_runs(scale: str, seeds: Sequence[int]) -> list[RunSpec]:
 
 
 def _small_layout() -> TableLayout:
-    rows = tuple(row for row, _ in SMALL_SOURCES)
+    rows = (*(row for row, _ in SMALL_SOURCES), SMALL_IMAGENET_ROW, SMALL_SCRATCH_ROW)
     paper = place(4, (((row, column), (SMALL_COLUMN_TO_PAPER[column], SMALL_SOURCE_TO_PAPER[row]))
                       for row in SMALL_SOURCE_TO_PAPER for column in SMALL_COLUMNS))
+    paper |= place(4, (((row, column), theirs) for column in SMALL_COLUMNS for row, theirs in (
+        (SMALL_IMAGENET_ROW, (SMALL_COLUMN_TO_PAPER[column], "ImageNet-1K")),
+        (SMALL_SCRATCH_ROW, (SCRATCH, "ImageNet-1K")))))
+    shared = {(SMALL_SCRATCH_ROW, SMALL_COLUMNS[1]): SMALL_SCRATCH_OWNER}
     missing = gaps(((row, column) for row in rows if row not in SMALL_SOURCE_TO_PAPER for column in SMALL_COLUMNS),
                    NOT_THIS_SOURCE)
     missing[("FractalDB", SMALL_COLUMNS[0])] = missing[("FractalDB", SMALL_COLUMNS[1])] = (
         "the paper's FractalDB-1K / -10K (1,000 / 10,000 categories) are other datasets than this 10-category one")
-    return TableLayout(rows, SMALL_COLUMNS, dict.fromkeys(SMALL_COLUMNS, CLASSIFICATION_METRIC), paper, missing)
+    return TableLayout(rows, SMALL_COLUMNS, dict.fromkeys(SMALL_COLUMNS, CLASSIFICATION_METRIC), paper, missing,
+                       same_runs_as=shared)
 
 
 def _paper_layout() -> TableLayout:
@@ -96,7 +120,12 @@ def table4() -> TableSpec:
         scale_notes={SMALL: ("small scale pretraining (CIFAR ResNet-20, 32x32): Tiny-ImageNet sample (10k images, "
                              "200 classes, 3 epochs), MNIST test digits (9k train, 2 epochs), FractalDB generated "
                              "(10 categories x 48 images, 15 epochs); CIFAR-10 is the 50k-image ../shared checkpoint.",
-                             SMALL_BACKBONE_NOTE),
+                             SMALL_BACKBONE_NOTE,
+                             f"small scale networks: rows 'ImageNet' to 'random, frozen' are the CIFAR ResNet-20; rows "
+                             f"'{SMALL_IMAGENET_ROW}' and '{SMALL_SCRATCH_ROW}' are MobileNetV1 x0.25 (the ImageNet-1k "
+                             f"checkpoint of ../shared/weights, 46.75 % top-1; from scratch: the same network and recipe, "
+                             f"scheme scratch, one set shown under both columns). Compare rows on the same network only: "
+                             f"rows on different networks are not comparable with each other."),
                      PAPER: ("paper scale: ResNet-50 on ModelNet40. Tiny-ImageNet: pretrained here on the full set "
                              "(--data-root tiny-imagenet=PATH; ../shared holds a 10k-image sample only); ImageNet-1K "
                              "and ImageNet-21K: checkpoints given with --weights imagenet:resnet50=PATH and "
