@@ -143,3 +143,22 @@ def tiny_run_config():
         return load_config(None, [*base, f"train.run_dir={run_dir}", *overrides])
 
     return make
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """``load(path)``: a repository script (a benchmark) imported as a module under its file name, with its
+    folder on ``sys.path`` so that it imports its sibling scripts."""
+    import importlib.util
+    import sys
+
+    def load(path):
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+        spec.loader.exec_module(module)
+        return module
+
+    return load

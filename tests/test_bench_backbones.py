@@ -1,8 +1,6 @@
 """benchmarks/bench_backbones.py on two procedural shapes: each timed step trains the network it built, and
 the graph-converted backbones are what is timed."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,13 +12,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_backbones.p
 
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("bench_backbones", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script(SCRIPT)
 
 
 @pytest.mark.parametrize("scheme", ["all", "io"])

@@ -1,8 +1,6 @@
 """benchmarks/bench_depthwise.py on a tiny batch: every candidate computes the same layer, and the byte
 accounting follows the documented formula."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,12 +13,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_depthwise.p
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_depthwise", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script(SCRIPT)
 
 
 @pytest.fixture

@@ -1,8 +1,6 @@
 """benchmarks/bench_deterministic.py on a small random batch: both timed modes train, and on the CPU they
 reach the same weights bit for bit (deterministic algorithms change no result of the sparse path there)."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,13 +10,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_determinist
 
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("bench_deterministic", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script(SCRIPT)
 
 
 def _random_batch(sites_per_sample: int = 400, batch_size: int = 2):

@@ -1,8 +1,6 @@
 """benchmarks/sparse_default_network.py on a tiny batch: the default network runs stage by stage, the
 conv timer sees every sparse conv call and leaves the autograd function as it was."""
 
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +15,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sparse_default_ne
 
 
 @pytest.fixture(scope="module")
-def sections():
-    spec = importlib.util.spec_from_file_location("sparse_default_network", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+def sections(load_script):
+    return load_script(SCRIPT)
 
 
 @dataclass
