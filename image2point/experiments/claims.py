@@ -158,13 +158,8 @@ def evaluate_claim(claim: Claim, context: ExperimentContext, seeds: Sequence[int
     comparison = claim.cells.get(context.scale)
     if comparison is None:
         return ClaimResult(claim, None, None, None, None, (), None, reason=f"no cells at scale {context.scale}")
-    table = get_table(claim.table)
-    measure = Measure(table.layout(context.scale).metrics[comparison.column])
-    plans = plan_table(table, context, seeds)
-    layout = table.layout(context.scale)
-    # A cell may show another cell's runs (a from-scratch row shared by every column).
-    rows = {row: [p for p in plans if (p.spec.row, p.spec.column) == layout.runs_cell(row, comparison.column)]
-            for row in (comparison.row_a, comparison.row_b)}
+    measure = Measure(get_table(claim.table).layout(context.scale).metrics[comparison.column])
+    rows = _claim_rows(claim.table, comparison, context, seeds)
     absent = [row for row, runs in rows.items() if not runs]
     if absent:
         return ClaimResult(claim, comparison, measure.value, None, None, (), None,
@@ -189,6 +184,32 @@ def evaluate_claim(claim: Claim, context: ExperimentContext, seeds: Sequence[int
     fixed = paired_difference(paired, measure, replicates, BOOTSTRAP_SEED, resample_seeds=False)
     return ClaimResult(claim, comparison, measure.value, result, result.verdict(claim.direction), tuple(complete),
                        describe_units(sample), missing, fixed_seeds=fixed)
+
+
+def _claim_rows(table_name: str, comparison: Comparison, context: ExperimentContext,
+                seeds: Sequence[int]) -> dict[str, list[PlannedRun]]:
+    """Row label -> the planned runs of its cell in the comparison's column (empty when the table has none)."""
+    table = get_table(table_name)
+    layout = table.layout(context.scale)
+    plans = plan_table(table, context, seeds)
+    # A cell may show another cell's runs (a from-scratch row shared by every column).
+    return {row: [p for p in plans if (p.spec.row, p.spec.column) == layout.runs_cell(row, comparison.column)]
+            for row in (comparison.row_a, comparison.row_b)}
+
+
+def claim_plans(context: ExperimentContext, seeds: Sequence[int]) -> dict[str, list[PlannedRun]]:
+    """Table name -> the runs every claim at this scale needs from it, each once, in the claims' order: what
+    ``image2point experiment claims`` trains before it judges (a cell's runs, not the whole table's)."""
+    needed: dict[str, dict[Path, PlannedRun]] = {}
+    for claim in CLAIMS:
+        comparison = claim.cells.get(context.scale)
+        if comparison is None:
+            continue
+        for runs in _claim_rows(claim.table, comparison, context, seeds).values():
+            table_runs = needed.setdefault(claim.table, {})
+            for planned in runs:
+                table_runs.setdefault(planned.run_dir, planned)
+    return {table: list(runs.values()) for table, runs in needed.items()}
 
 
 def _run(runs: Sequence[PlannedRun], seed: int, fold: int | None) -> PlannedRun:
@@ -236,7 +257,7 @@ def _why_none(item: ClaimResult) -> str:
     if item.reason is not None:
         return item.reason
     shown = ", ".join(item.missing[:MISSING_SHOWN]) + (", ..." if len(item.missing) > MISSING_SHOWN else "")
-    return f"{len(item.missing)} runs not finished: {shown}; run image2point experiment {item.claim.table}"
+    return f"{len(item.missing)} runs not finished: {shown}; image2point experiment claims trains them"
 
 
 def _fixed_seeds_entry(item: ClaimResult) -> dict:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from image2point.experiments.aggregate import write_table_results
-from image2point.experiments.claims import CLAIMS_COMMAND, write_claims
+from image2point.experiments.claims import CLAIMS_COMMAND, claim_plans, write_claims
 from image2point.experiments.figures import write_figures
 from image2point.experiments.fractal_sources import check_fractaldb_disk
 from image2point.experiments.plan import (
@@ -125,9 +125,7 @@ def run_experiment(request: ExperimentRequest, echo: Callable[[str], None] = pri
     """Dry-run, run or aggregate the requested tables, or judge the paper's claims from finished runs; returns
     the files written (tables, figures, claims)."""
     if request.name == CLAIMS_COMMAND:
-        seeds = request.seeds if request.seeds is not None else tuple(range(DEFAULT_TRIALS))
-        return write_claims(request.context, seeds, command_line(CLAIMS_COMMAND, request.context, request.seeds),
-                            echo, not request.dry_run)
+        return _run_claims(request, echo)
     names = table_names(request.name)
     plans = {name: plan_trials(TABLES[name], request.context, request.seeds) for name in names}
     for name in names:
@@ -160,3 +158,25 @@ def run_experiment(request: ExperimentRequest, echo: Callable[[str], None] = pri
             echo(f"wrote {path}")
         written += files
     return written
+
+
+def _run_claims(request: ExperimentRequest, echo: Callable[[str], None]) -> list[Path]:
+    """Train the runs of the claims' cells that are not finished (only those cells, not whole tables), then
+    judge every claim; ``--dry-run`` lists those runs, ``--aggregate-only`` judges what has finished."""
+    context = request.context
+    seeds = request.seeds if request.seeds is not None else tuple(range(DEFAULT_TRIALS))
+    plans = claim_plans(context, seeds)
+    for runs in plans.values():
+        for planned in runs:
+            load_run_config(planned)
+    if request.dry_run:
+        for name, runs in plans.items():
+            for line in describe_plan(TABLES[name], runs):
+                echo(line)
+    elif not request.aggregate_only:
+        check_fractaldb_disk([planned.pretraining for runs in plans.values() for planned in runs
+                              if planned.pretraining is not None], context.out_dir)
+        for name, runs in plans.items():
+            execute_plan(TABLES[name], runs, context, echo)
+    return write_claims(context, seeds, command_line(CLAIMS_COMMAND, context, request.seeds), echo,
+                        not request.dry_run)

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from image2point.cli import main
-from image2point.experiments.claims import CLAIMS, CLAIMS_JSON, CLAIMS_MD, evaluate_claim, unit_outcomes
+from image2point.experiments import runner
+from image2point.experiments.claims import (
+    CLAIMS,
+    CLAIMS_JSON,
+    CLAIMS_MD,
+    claim_plans,
+    evaluate_claim,
+    unit_outcomes,
+)
 from image2point.experiments.paired import Verdict
 from image2point.experiments.scales import SMALL_MODELNET40_FOLDS, SMALL_SEMANTICKITTI_FOLDS
 from image2point.train.outcomes import (
@@ -95,8 +103,8 @@ def test_unit_outcomes_sum_confusions_per_block():
 def test_claims_command_writes_both_files(folded_context, capsys):
     write_shape_runs(folded_context.out_dir, "modelnet40-cifar10-io_bn", (0,), correct_per_fold=2)
     write_shape_runs(folded_context.out_dir, "modelnet40-none-scratch", (0,), correct_per_fold=2)
-    argv = ["experiment", "claims", "--scale", "small", "--seeds", "0,", "--folds", "--out-dir",
-            str(folded_context.out_dir)]
+    argv = ["experiment", "claims", "--scale", "small", "--seeds", "0,", "--folds", "--aggregate-only",
+            "--out-dir", str(folded_context.out_dir)]
     assert main(argv) == 0
     payload = json.loads((folded_context.out_dir / CLAIMS_JSON).read_text())
     entry = next(item for item in payload["claims"] if item["claim"] == "b · ModelNet40")
@@ -113,3 +121,35 @@ def test_a_dry_run_prints_the_verdicts_and_writes_nothing(folded_context, capsys
     assert main(argv) == 0
     assert "b · ModelNet40: no verdict (10 runs not finished: modelnet40-cifar10-io_bn-s0-f0" in capsys.readouterr().out
     assert not folded_context.out_dir.exists()
+
+
+def test_claims_need_only_their_cells(folded_context):
+    plans = claim_plans(folded_context, (0,))
+    assert list(plans) == ["table4", "table1", "table5", "table7", "table3", "table2"]
+    table1 = {(p.spec.row, p.spec.column) for p in plans["table1"]}
+    assert table1 == {(row, column) for row in ("I,O,µ,σ,W,b", "scratch") for column in ("ModelNet40", "SemanticKITTI")}
+    assert {p.spec.row for p in plans["table7"]} == {"learned T, per conv, default init", "default T (authors' z-axis)"}
+    # Table 3's from-scratch row at 1 / class, each run once, every fold.
+    assert len(plans["table3"]) == 2 * SMALL_MODELNET40_FOLDS
+    assert all(len({p.run_dir for p in runs}) == len(runs) for runs in plans.values())
+
+
+def test_the_claims_command_trains_only_the_claims_cells_then_judges(folded_context, monkeypatch):
+    trained = []
+    monkeypatch.setattr(runner, "execute_plan", lambda table, plans, context, echo: trained.append(
+        (table.name, len(plans))))
+    argv = ["experiment", "claims", "--scale", "small", "--seeds", "0,", "--folds", "--out-dir",
+            str(folded_context.out_dir)]
+    assert main(argv) == 0
+    expected = claim_plans(folded_context, (0,))
+    assert trained == [(name, len(runs)) for name, runs in expected.items()]
+    assert (folded_context.out_dir / CLAIMS_MD).is_file()
+
+
+def test_a_dry_run_lists_the_runs_the_claims_need(folded_context, capsys):
+    argv = ["experiment", "claims", "--scale", "small", "--seeds", "0,", "--folds", "--dry-run", "--out-dir",
+            str(folded_context.out_dir)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "table1: Finetuning schemes (16 runs)" in out and "modelnet40-none-scratch-s0-f4  [pending]" in out
+    assert "modelnet40-cifar10-io-s0-f0" not in out.split("table1:")[1].split("table5:")[0]
