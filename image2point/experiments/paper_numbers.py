@@ -10,10 +10,10 @@ I,O,µ,σ,W,b improves FractalDB1K / 10K by 15.64 / 10.37 over I,O,µ,σ; Table 
 ImageNet-1K by 2.70 under I,O) and against the cells other tables repeat (Table 6's ResNet-50 column is
 Table 4's ImageNet-1K column; Table 12's ImageNet-1K columns are Table 8's).
 
-Not transcribed: the third group of Table 1 (ten prior point-cloud methods, 3DShapeNets ... SqueezeSegV3).
-They are numbers of other papers, not results of this paper's protocol, and the extracted text lists
-their values column by column without the empty cells, so which method a value belongs to cannot be
-read off it reliably.
+Table 1's third group (ten prior point-cloud methods, 3DShapeNets ... SqueezeSegV3: numbers of other
+papers, not of this paper's protocol) is kept as :data:`TABLE1_PRIOR_ART`, column by column as printed. The
+extracted text lists each column's values without its empty cells, so which method a value belongs to is
+not read off it except where the paper's prose pins it down (:class:`PriorArtColumn`).
 
 A cell the paper prints as "-" (Table 1's linear network on S3DIS and SemanticKITTI: not run) has no
 :class:`PaperCell`. A value the paper prints once for a group of columns (the from-scratch row of Tables
@@ -206,3 +206,42 @@ def paper_cell(table: int, row: str, column: str) -> PaperCell:
 def stability_cell(cell: PaperCell) -> PaperCell:
     """The mean ± std (Tables 8-14) of a main-table cell (Tables 1-7), same row and column."""
     return paper_cell(STABILITY_OF[cell.table], cell.row, cell.spans[0])
+
+
+# Table 1's third group, in the paper's row order.
+PRIOR_ART_METHODS = ("3DShapeNets [8]", "DeepPano [9]", "Xu et al. [71]", "PointNet [30]", "PointNet++ [31]",
+                     "DGCNN [72]", "RSNet [73]", "SPGraph [74]", "TangentConv [75]", "SqueezeSegV3 [22]")
+
+
+@dataclass(frozen=True)
+class PriorArtColumn:
+    """One column of Table 1's third group: its values top to bottom as printed ('†': the authors' reproduction,
+    '(test)': the test set), and the methods the paper's prose ties a value to: ``anchors`` holds
+    (method, value, the Table 1 row it is compared with, the difference the prose states)."""
+
+    column: str
+    printed: tuple[str, ...]
+    anchors: tuple[tuple[str, str, str, float], ...] = ()
+
+    def text(self) -> str:
+        values = ", ".join(self.printed)
+        pinned = "; ".join(f"{method} = {value}, {row} {abs(gap):.2f} {'above' if gap > 0 else 'below'} it"
+                           for method, value, row, gap in self.anchors)
+        return f"{self.column}: {values}" + (f" (the prose pins {pinned})" if pinned else "")
+
+
+def printed_value(text: str) -> float | None:
+    """77.63 from '77.63', '50.73†' or '20.00 (test)'; None for '-'."""
+    number = text.split("(")[0].strip(" †")
+    return None if number == "-" else float(number)
+
+
+# Section 4.1: I,O "outperforms 3D ShapeNet [8] and DeepPano [9] by 1.69% and 1.06%" (ModelNet40) and is "only
+# 1.53 points mIoU lower" than SqueezeSegV3 (SemanticKITTI).
+TABLE1_PRIOR_ART = (
+    PriorArtColumn(MODELNET, ("77.0", "77.63", "81.26", "89.2", "90.7", "90.7", "-"),
+                   (("3DShapeNets [8]", "77.0", IO, 1.69), ("DeepPano [9]", "77.63", IO, 1.06))),
+    PriorArtColumn(S3DIS, ("42.97", "50.73†", "47.94", "51.93", "58.04", "52.6", "-")),
+    PriorArtColumn(KITTI, ("17.4†", "22.1†", "20.00 (test)", "35.9 (test)", "57.31 †"),
+                   (("SqueezeSegV3 [22]", "57.31 †", IO, -1.53),)),
+)

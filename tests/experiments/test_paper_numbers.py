@@ -118,3 +118,23 @@ def test_grouped_scratch_cells_and_stability_views():
             view = stability_cell(cell)
             assert (view.table, view.row, view.spans) == (stability, cell.row, cell.spans)
             assert abs(view.value - cell.value) < 2 * max(view.std, 1.0) + 5, cell.label
+
+
+def test_prior_art_anchors_agree_with_the_differences_the_prose_states():
+    from image2point.experiments.paper_numbers import TABLE1_PRIOR_ART, paper_cell, printed_value
+
+    anchors = [(column, *anchor) for column in TABLE1_PRIOR_ART for anchor in column.anchors]
+    assert len(anchors) == 3
+    for column, _method, value, row, gap in anchors:
+        assert value in column.printed
+        assert paper_cell(1, row, column.column).value - printed_value(value) == pytest.approx(gap, abs=0.005)
+
+
+def test_prior_art_columns_keep_every_printed_value():
+    from image2point.experiments.paper_numbers import TABLE1_PRIOR_ART, printed_value
+    from image2point.experiments.tables.table1 import PRIOR_ART_NOTE
+
+    assert [len(column.printed) for column in TABLE1_PRIOR_ART] == [7, 7, 5]
+    assert [printed_value(text) for text in ("77.63", "50.73†", "20.00 (test)", "57.31 †", "-")] == [
+        77.63, 50.73, 20.0, 57.31, None]
+    assert all(value in PRIOR_ART_NOTE for column in TABLE1_PRIOR_ART for value in column.printed)

@@ -12,9 +12,11 @@ from image2point.experiments.paper_numbers import (
     KITTI,
     LINEAR_IO,
     LINEAR_NET,
+    PRIOR_ART_METHODS,
     S3DIS,
     SCRATCH,
     SCRATCH_LINEAR,
+    TABLE1_PRIOR_ART,
     WHOLE,
 )
 from image2point.experiments.scales import PAPER, SMALL, scale_setup
@@ -49,6 +51,10 @@ SMALL_ROWS = (("I,O", IO_ROW), ("I,O,µ,σ", STATS_ROW), ("I,O,µ,σ,W,b", BN_RO
 PAPER_ROWS = ((IO, IO_ROW), (IO_STATS, STATS_ROW), (IO_BN, BN_ROW), (WHOLE, ALL_ROW), (SCRATCH, SCRATCH_ROW),
               (LINEAR_IO, LINEAR_IO_ROW), (LINEAR_NET, LINEAR_NET_ROW), (SCRATCH_LINEAR, SCRATCH_LINEAR_ROW))
 SMALL_TO_PAPER_ROW = dict(zip((row for row, _ in SMALL_ROWS), (row for row, _ in PAPER_ROWS), strict=False))
+PRIOR_ART_NOTE = (f"The paper's third group, {len(PRIOR_ART_METHODS)} prior methods ({', '.join(PRIOR_ART_METHODS)}; "
+                  "numbers of other papers, nothing of ours stands beside them), each column's values top to bottom "
+                  "as printed, its empty cells lost in the extracted text: "
+                  + "; ".join(column.text() for column in TABLE1_PRIOR_ART) + ".")
 LINEAR_NET_GAP = "the paper prints '-': its linear network (w/o backbone) ran on ModelNet40 only"
 
 
@@ -94,8 +100,7 @@ def table1() -> TableSpec:
                "linear I,O: one conv + BN in, FC + BN out, frozen pretrained backbone (scheme io; Listing 5); "
                "linear network: the same input and output layers with no backbone at all, all trained (Listing "
                "1); from scratch (linear I,O): the linear I,O network trained from random weights.",
-               "The paper's third group (ten prior point-cloud methods) is not transcribed: their numbers come "
-               "from other papers (see image2point/experiments/paper_numbers.py)."),
+               PRIOR_ART_NOTE),
         scale_notes={SMALL: (SMALL_BACKBONE_NOTE, "small scale has no 'from scratch (linear I,O)' row (paper scale "
                                                   "has); its paper cells are listed below the table."),
                      PAPER: ("paper scale: ResNet-18 from ImageNet-1K (--weights imagenet=PATH) on ModelNet40, "
