@@ -18,6 +18,10 @@ from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShort
 EVAL_OUTPUTS = ("config.yaml", "metrics.json")
 CONFIG_HELP = "YAML config (see configs/); omit for the defaults"
 FRACTALDB_VAL_FRACTION = 0.2
+# The options that set each FractalDB generator setting, named when a --store was made with other ones.
+FRACTALDB_OPTIONS = {"num_categories": "--categories", "instances_per_category": "--instances", "seed": "--seed",
+                     "image_size": "--image-size", "search_size": "--search-size", "patch_size": "--patch-size",
+                     "points_per_pixel": "--points"}
 OVERRIDES_HELP = "config overrides as dotted key=value, e.g. optim.lr=0.01 train.epochs=5"
 GENERIC_PALETTE = "generic"
 # Defaults of --chunk-points and --overlap-voxels as the help states them (importing them from
@@ -89,39 +93,27 @@ def _cmd_inflate(args: argparse.Namespace) -> None:
 
 
 def _cmd_pretrain2d(args: argparse.Namespace) -> None:
-    import dataclasses
-
-    import yaml
-
-    from image2point.checkpoint import atomic_write
-    from image2point.io import json_out
-    from image2point.io.output import make_run_directory
-    from image2point.pretrain2d.fractaldb import FractalDBConfig
-    from image2point.pretrain2d.train2d import Train2DConfig, pretrain_on_fractaldb
+    from image2point.pretrain2d import fractal_runs
+    from image2point.pretrain2d.train2d import Train2DConfig
 
     if args.dataset != "fractaldb":
         _pretrain_on_image_files(args)
         return
-    # Both check their arguments, so a bad one stops the command before the run directory exists.
-    fractal_config = FractalDBConfig(num_categories=args.categories, instances_per_category=args.instances,
-                                     image_size=args.image_size, search_size=args.search_size)
+    # Both check their arguments, so a bad one stops the command before anything is written.
+    fractal_config = fractal_runs.generator_config(args.categories, args.instances, args.image_size,
+                                                   args.search_size, args.patch_size, args.points)
     config = Train2DConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
     val_fraction = args.val_fraction if args.val_fraction is not None else FRACTALDB_VAL_FRACTION
     if not 0 < val_fraction < 1:
         raise Image2PointError(f"--val-fraction must be in (0, 1), got {val_fraction}")
-    factory = _pretraining_model_factory(args.arch)
-    run_dir = make_run_directory(args.run_dir, "--run-dir")
-    settings = {key: value for key, value in vars(args).items() if key not in ("handler", "debug")}
-    with atomic_write(run_dir / "config.yaml", "w") as stream:
-        yaml.safe_dump(settings, stream, sort_keys=False)
-    checkpoint = run_dir / "model.pt"
-    result = pretrain_on_fractaldb(fractal_config, factory, config, val_fraction, checkpoint_path=checkpoint,
-                                   architecture=args.arch)
-    with atomic_write(run_dir / "metrics.json", "w") as stream:
-        stream.write(json_out.dumps({"val_top1": result.top1, "num_classes": result.num_classes,
-                                     "history": [dataclasses.asdict(epoch) for epoch in result.history]}, indent=2))
-    print(f"FractalDB: {args.categories} categories x {args.instances} instances at {args.image_size} px")
-    print(f"{args.arch}: validation top-1 {result.top1:.4f}; checkpoint {checkpoint}")
+    run = fractal_runs.FractalPretraining(fractal_config, config, args.arch, val_fraction, Path(args.run_dir),
+                                          None if args.store is None else Path(args.store))
+    arguments = {key: value for key, value in vars(args).items() if key not in ("handler", "debug")}
+    result = fractal_runs.pretrain_fractaldb_run(run, _pretraining_model_factory(args.arch), arguments,
+                                                 fractal_runs.RunOptions("--run-dir", "--store", FRACTALDB_OPTIONS))
+    print(f"FractalDB: {args.categories} categories x {args.instances} instances at {args.image_size} px" +
+          ("" if result.store is None else f", store {result.store.path} (sha256 {result.store.content_sha256})"))
+    print(f"{args.arch}: validation top-1 {result.training.top1:.4f}; checkpoint {result.checkpoint}")
 
 
 def _pretraining_model_factory(arch: str):
@@ -148,6 +140,8 @@ def _pretrain_on_image_files(args: argparse.Namespace) -> None:
 
     if args.root is None:
         raise Image2PointError(f"--root must name the {args.dataset} directory")
+    if args.store is not None:
+        raise Image2PointError(f"--store: only --dataset fractaldb renders a store, not {args.dataset}")
     result = pretrain_on_images(args.dataset, args.root, args.arch, args.epochs, args.batch_size, args.lr, args.seed,
                                 args.run_dir, val_fraction=args.val_fraction, image_size=args.image_size,
                                 model_factory=_pretraining_model_factory(args.arch))
@@ -322,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--instances", type=int, default=32, help="FractalDB images per category")
     pretrain.add_argument("--image-size", type=int, default=32, help="square image side (images are resized)")
     pretrain.add_argument("--search-size", type=int, default=128, help="FractalDB category search resolution")
+    pretrain.add_argument("--patch-size", type=positive_int, default=1, help="FractalDB: side of the patch drawn "
+                                                                             "at each point (the paper's: 3)")
+    pretrain.add_argument("--points", type=positive_int, help="FractalDB: chaos-game points per image (the "
+                                                              "paper's: 200000); default ~0.38 per pixel")
+    pretrain.add_argument("--store", metavar="DIR", help="FractalDB: render into DIR (resumed, reused if its settings "
+                                                         "match) and read it per image, not in memory")
     pretrain.add_argument("--epochs", type=int, default=10)
     pretrain.add_argument("--batch-size", type=int, default=64)
     pretrain.add_argument("--lr", type=positive_finite, default=0.1)

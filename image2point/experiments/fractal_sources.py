@@ -21,15 +21,14 @@ BYTES_PER_GB = 1e9
 
 
 def fractaldb_config(settings: PretrainSettings) -> FractalDBConfig:
-    """The FractalDB generator settings of a source's pretraining settings."""
+    """The FractalDB generator settings of a source's pretraining settings (those ``image2point pretrain2d``
+    builds from the same numbers)."""
+    from image2point.pretrain2d.fractal_runs import generator_config
     from image2point.pretrain2d.fractaldb import FractalDBConfig
 
-    side = settings.image_size or FractalDBConfig.image_size
-    density = {} if settings.fractal_points is None else {"points_per_pixel": settings.fractal_points / side**2}
-    return FractalDBConfig(num_categories=settings.fractal_categories,
-                           instances_per_category=settings.fractal_instances, image_size=side,
-                           search_size=settings.fractal_search_size, patch_size=settings.fractal_patch_size,
-                           **density)
+    return generator_config(settings.fractal_categories, settings.fractal_instances,
+                            settings.image_size or FractalDBConfig.image_size, settings.fractal_search_size,
+                            settings.fractal_patch_size, settings.fractal_points)
 
 
 def fractaldb_bytes(settings: PretrainSettings) -> int:

@@ -12,8 +12,9 @@ memory. :func:`render_to_disk` writes the same images (same config and seed: the
 
 A category is rendered into ``<name>.partial`` and renamed when complete, and the search saves its state
 every few categories, so a rerun after an interruption skips finished categories and continues the search
-where it stopped, giving the same bytes as an uninterrupted run. :class:`FractalDBFiles` reads a finished
-render one image per item.
+where it stopped, giving the same bytes as an uninterrupted run. :func:`check_store` refuses, before anything
+is written, a directory that holds other files, a render of other settings (naming each difference) or a disk
+without room for what remains. :class:`FractalDBFiles` reads a finished render one image per item.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,25 +218,73 @@ def write_category(root: Path, index: int, category: IFS, layout: StoreLayout,
     os.replace(partial, final)
 
 
-def _check_settings(root: Path, layout: StoreLayout) -> None:
-    """Write the render's settings, or check that a render already there has the same ones."""
+@dataclass(frozen=True)
+class SettingDifference:
+    """One setting in which a render on disk differs from the one asked for: a ``FractalDBConfig`` field,
+    ``seed``, ``shard_instances`` or ``format`` (None: absent on that side)."""
+
+    key: str
+    stored: object
+    wanted: object
+
+    def describe(self, names: Mapping[str, str]) -> str:
+        label = f"{names[self.key]} ({self.key})" if self.key in names else self.key
+        return f"{label}: {self.stored} there, {self.wanted} asked"
+
+
+def _flat_settings(record: dict) -> dict:
+    return {**{key: value for key, value in record.items() if key != "config"}, **record.get("config", {})}
+
+
+def settings_differences(root: Path, layout: StoreLayout) -> list[SettingDifference]:
+    """How the render under ``root`` differs from ``layout``'s settings; empty when it has none yet."""
+    path = Path(root) / SETTINGS_FILE
+    if not path.is_file():
+        return []
+    try:
+        stored = _flat_settings(json.loads(path.read_text()))
+    except (OSError, ValueError, AttributeError, TypeError) as error:
+        raise DataError(f"unreadable FractalDB render settings ({error})", path) from None
+    wanted = _flat_settings(json.loads(json.dumps(layout.settings_record())))
+    return [SettingDifference(key, stored.get(key), wanted.get(key))
+            for key in dict.fromkeys([*wanted, *stored]) if stored.get(key) != wanted.get(key)]
+
+
+def check_store(layout: StoreLayout, root: str | Path, option: str = "",
+                names: Mapping[str, str] | None = None) -> None:
+    """Before anything is written, :class:`ConfigError` when ``root`` cannot take (or continue) the render of
+    ``layout``: it holds files but no render, a render of other settings (each difference named, with its
+    label from ``names`` when there is one), or its disk lacks room for what remains. ``option``: the setting
+    that names ``root`` (``--store``), put before it in the message."""
+    root = Path(root)
+    where = f"{option} {root}" if option else str(root)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{where}: is not a directory")
+    if root.is_dir() and not (root / SETTINGS_FILE).is_file() and any(root.iterdir()):
+        raise ConfigError(f"{where}: holds files but no FractalDB render ({SETTINGS_FILE} missing); choose an "
+                          f"empty or new directory")
+    differences = settings_differences(root, layout)
+    if differences:
+        detail = "; ".join(difference.describe(names or {}) for difference in differences)
+        raise ConfigError(f"{where}: holds a FractalDB render with other settings or seed ({detail}); "
+                          f"delete it or choose another directory")
+    check_disk_space(layout, root, where)
+
+
+def _write_settings(root: Path, layout: StoreLayout) -> None:
     path = root / SETTINGS_FILE
-    wanted = json.loads(json.dumps(layout.settings_record()))
-    if path.is_file():
-        if json.loads(path.read_text()) != wanted:
-            raise ConfigError(f"{root}: holds a FractalDB render with other settings or seed; "
-                              f"delete it or choose another directory")
-        return
-    with atomic_write(path, "w") as stream:
-        json.dump(wanted, stream, indent=2)
+    if not path.is_file():
+        with atomic_write(path, "w") as stream:
+            json.dump(json.loads(json.dumps(layout.settings_record())), stream, indent=2)
 
 
-def check_disk_space(layout: StoreLayout, root: Path) -> None:
-    """Raise :class:`ConfigError` naming ``root`` when its filesystem cannot hold what the render still needs."""
+def check_disk_space(layout: StoreLayout, root: Path, where: str = "") -> None:
+    """Raise :class:`ConfigError` naming ``root`` (or ``where``) when its filesystem cannot hold what the
+    render still needs."""
     needed = remaining_disk_bytes(layout, root)
     free = free_disk_bytes(root)
     if needed > free:
-        raise ConfigError(f"{root}: the FractalDB render needs {needed / 1e9:.1f} GB more disk, "
+        raise ConfigError(f"{where or root}: the FractalDB render needs {needed / 1e9:.1f} GB more disk, "
                           f"{free / 1e9:.1f} GB free there")
 
 
@@ -245,9 +295,9 @@ def render_to_disk(config: FractalDBConfig, seed: int, root: str | Path, shard_b
     root = Path(root)
     index_path = root / INDEX_FILE
     layout = StoreLayout.for_config(config, seed, shard_bytes)
-    check_disk_space(layout, root)
+    check_store(layout, root)
     root.mkdir(parents=True, exist_ok=True)
-    _check_settings(root, layout)
+    _write_settings(root, layout)
     if index_path.is_file():
         return read_index(root)
     search_seed, render_seeds = category_seeds(seed, config.num_categories)

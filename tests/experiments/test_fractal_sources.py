@@ -17,6 +17,7 @@ from image2point.experiments.sources import (
 )
 from image2point.pretrain2d import fractal_store
 from image2point.pretrain2d.fractal_files import FractalDBFiles
+from image2point.pretrain2d.fractal_runs import generator_config
 
 
 def _paper_pretraining(shared, out, name, arch):
@@ -64,3 +65,23 @@ def test_pretraining_from_a_render_on_disk(tmp_path):
     assert json.loads((pretraining.run_dir / "metrics.json").read_text())["num_classes"] == 2
     render = FractalDBFiles(tmp_path / "fractaldb" / "fractaldb-seed0")
     assert len(render) == 20 and render.config == settings.fractal_config()
+
+
+def test_the_command_line_reuses_the_experiments_fractaldb_1k_render(fake_shared, tmp_path, monkeypatch, capsys):
+    """``image2point pretrain2d`` at the paper's generator settings asks for the settings of the experiment's
+    fractaldb-1k render, so --store pointed at it reuses it; a single setting off is refused, by its option."""
+    pretraining = _paper_pretraining(fake_shared, tmp_path / "out", "fractaldb-1k", "resnet50")
+    experiment = fractal_store.StoreLayout.for_config(pretraining.settings.fractal_config(), pretraining.settings.seed)
+    render_dir = pretraining.render_dir
+    # What the experiment's render_to_disk writes first: the settings, which a rerun must match.
+    render_dir.mkdir(parents=True)
+    (render_dir / fractal_store.SETTINGS_FILE).write_text(json.dumps(experiment.settings_record()))
+    command = fractal_store.StoreLayout.for_config(generator_config(1000, 1000, 362, 512, 3, 200_000), 0)
+    assert fractal_store.settings_differences(render_dir, command) == []
+    monkeypatch.setattr(fractal_store, "free_disk_bytes", lambda path: 10**9)
+    assert main(["pretrain2d", "--categories", "1000", "--instances", "1000", "--image-size", "362",
+                 "--search-size", "512", "--patch-size", "3", "--points", "100000", "--store", str(render_dir),
+                 "--run-dir", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert "--points (points_per_pixel): 1.526" in error and "there, 0.763" in error and "asked" in error
+    assert not (tmp_path / "run").exists()

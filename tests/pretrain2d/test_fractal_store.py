@@ -1,5 +1,6 @@
 """FractalDB streamed to disk: the same pixels as the in-memory FractalDB, resumable, bounded memory."""
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -102,8 +103,11 @@ def test_interrupted_search_resumes_to_the_same_categories(tmp_path):
 
 def test_a_render_with_other_settings_is_refused(tmp_path):
     render_to_disk(TINY, 0, tmp_path)
-    with pytest.raises(ConfigError, match=f"{tmp_path}: holds a FractalDB render with other settings"):
+    with pytest.raises(ConfigError, match=rf"{tmp_path}: holds a FractalDB render with other settings or seed "
+                                          r"\(seed: 0 there, 1 asked\)"):
         render_to_disk(TINY, 1, tmp_path)
+    with pytest.raises(ConfigError, match=r"\(image_size: 32 there, 16 asked; search_size: 128 there, 64 asked\)"):
+        render_to_disk(dataclasses.replace(TINY, image_size=16, search_size=64), 0, tmp_path)
 
 
 def test_too_little_disk_is_refused_before_writing(tmp_path, monkeypatch):
