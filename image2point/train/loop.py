@@ -48,7 +48,7 @@ from image2point.train.builders import (
     task_of,
 )
 from image2point.train.config import RunConfig, save_config
-from image2point.train.determinism import deterministic_algorithms, training_backend
+from image2point.train.determinism import check_deterministic_training, deterministic_algorithms, training_backend
 from image2point.train.distributed import (
     DistributedContext,
     all_reduce_sum,
@@ -135,6 +135,7 @@ def run_training(config: RunConfig, resume: bool = False, quiet: bool | None = N
     fails on bad input leaves nothing behind. The run holds the directory's lock (train/run_lock.py) while
     it writes. resume_with_changes: resume even where the config differs from the run's (train/resume.py).
     """
+    check_deterministic_training(config)
     context = init_distributed(config.train.device)
     threads = torch.get_num_threads()
     torch.set_num_threads(training_threads(config, context.world_size))
