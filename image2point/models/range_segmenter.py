@@ -15,7 +15,6 @@ inflated filters and does not apply to a 2D backbone).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from image2point.data.range_image import (
@@ -32,11 +31,11 @@ from image2point.errors import ConfigError, DataError
 from image2point.models.base import TransferredNetwork
 from image2point.models2d.hrnet import HRNet
 from image2point.models2d.registry import create_model_2d
+from image2point.models2d.resize import bilinear_resize
 
 SEMANTICKITTI_NUM_CLASSES = 19
 DEFAULT_BACKBONE = "hrnet_w18"
 INPUT_KERNEL = 3
-BILINEAR = "bilinear"
 IMAGE_DIMS = 4  # [B, C, H, W]
 
 
@@ -67,7 +66,7 @@ class RangeSegmentationHead(nn.Module):
 
     def forward(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         logits = self.classifier(features)
-        return F.interpolate(logits, size=size, mode=BILINEAR, align_corners=self.align_corners)
+        return bilinear_resize(logits, size, self.align_corners)
 
 
 class RangeImageSegmenter(TransferredNetwork):

@@ -21,11 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from image2point.channels import RGB_CHANNELS
 from image2point.models2d.registry import ImageClassifier2D, PretrainedWeights, register_model_2d
+from image2point.models2d.resize import bilinear_resize
 from image2point.models2d.resnet import BasicBlock, Bottleneck, ResidualBlock, conv1x1, conv3x3
 
 STEM_WIDTH = 64
@@ -39,7 +39,6 @@ BRANCH_WIDTH_GROWTH = 2
 MODULES_PER_STAGE = (1, 4, 3)
 CITYSCAPES_NUM_CLASSES = 19
 OFFICIAL_CONV_INIT_STD = 0.001
-BILINEAR = "bilinear"
 
 
 @dataclass(frozen=True)
@@ -150,7 +149,7 @@ class HighResolutionModule(nn.Module):
             for source, (unit, x) in enumerate(zip(units, branches, strict=True)):
                 y = unit(x)
                 if source > target:
-                    y = F.interpolate(y, size=size, mode=BILINEAR, align_corners=self.align_corners)
+                    y = bilinear_resize(y, size, self.align_corners)
                 fused = y if fused is None else fused + y
             outputs.append(self.relu(fused))
         return outputs
@@ -270,7 +269,7 @@ class HRNet(ImageClassifier2D):
         branches = self.forward_branches(x)
         size = branches[0].shape[-2:]
         upsampled = [branches[0]] + [
-            F.interpolate(branch, size=size, mode=BILINEAR, align_corners=self.align_corners)
+            bilinear_resize(branch, size, self.align_corners)
             for branch in branches[1:]
         ]
         return torch.cat(upsampled, dim=1)

@@ -252,7 +252,8 @@ class TrainConfig:
     # workers (at least 1). More threads than cores makes every op wait on a busy core.
     threads: int | None = None
     # Deterministic algorithms (train/determinism.py): a CUDA run repeats bit for bit, at some cost in
-    # speed; ops without a deterministic CUDA implementation then raise. The CPU repeats runs anyway.
+    # speed; a family whose training needs an op without a deterministic CUDA implementation is refused
+    # (none of the built-in ones). The CPU repeats runs anyway.
     deterministic: bool = False
 
     def __post_init__(self) -> None:

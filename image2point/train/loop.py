@@ -48,7 +48,7 @@ from image2point.train.builders import (
     task_of,
 )
 from image2point.train.config import RunConfig, save_config
-from image2point.train.determinism import deterministic_algorithms, training_backend
+from image2point.train.determinism import check_deterministic_training, deterministic_algorithms, training_backend
 from image2point.train.distributed import (
     DistributedContext,
     all_reduce_sum,
@@ -58,6 +58,7 @@ from image2point.train.distributed import (
     resolve_device,
 )
 from image2point.train.loaders import epoch_loader, make_loader, progress
+from image2point.train.losses import cross_entropy_loss
 from image2point.train.metrics import ConfusionMatrix, Metrics
 from image2point.train.outcomes import OutcomeRecorder, write_outcomes
 from image2point.train.run_log import METRICS_HISTORY, RunLog, conversion_text  # noqa: F401  (METRICS_HISTORY: the loop's file)
@@ -76,7 +77,7 @@ MAX_DETAIL_CHARS = 300
 
 def loss_and_logits(network: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     logits = network(*batch.network_inputs())
-    return torch.nn.functional.cross_entropy(logits.float(), batch.loss_targets, ignore_index=IGNORE_INDEX), logits
+    return cross_entropy_loss(logits.float(), batch.loss_targets, IGNORE_INDEX), logits
 
 
 def train_step(network, batch: Batch, optimizer, scheduler, scaler: torch.amp.GradScaler, amp_dtype) -> float:
@@ -134,6 +135,7 @@ def run_training(config: RunConfig, resume: bool = False, quiet: bool | None = N
     fails on bad input leaves nothing behind. The run holds the directory's lock (train/run_lock.py) while
     it writes. resume_with_changes: resume even where the config differs from the run's (train/resume.py).
     """
+    check_deterministic_training(config)
     context = init_distributed(config.train.device)
     threads = torch.get_num_threads()
     torch.set_num_threads(training_threads(config, context.world_size))

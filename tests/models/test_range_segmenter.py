@@ -18,6 +18,7 @@ from image2point.models import SCHEMES, apply_finetune_scheme, optimizer_paramet
 from image2point.models.range_segmenter import RangeImageSegmenter, predict_points
 from image2point.models2d import create_model_2d
 from image2point.models2d.hrnet import hrnet_w18
+from image2point.train.determinism import deterministic_algorithms
 
 NUM_CLASSES = 7
 HEIGHT, WIDTH = 32, 128
@@ -55,6 +56,26 @@ def test_output_is_one_logit_per_class_and_pixel(device):
     expected = F.interpolate(model.head.classifier(features), size=(HEIGHT, WIDTH), mode="bilinear",
                              align_corners=False)
     torch.testing.assert_close(logits, expected)
+
+
+def test_deterministic_mode_resizes_by_matmuls_to_the_same_logits_and_gradients(device):
+    """Under torch's deterministic mode every bilinear resize (branch fusion, feature concatenation, head)
+    is two matmuls (models2d/resize.py), whose backward CUDA runs deterministically; in float64 they
+    give F.interpolate's logits and gradients."""
+    model = segmenter().double().to(device)
+    images = batch()[0][..., :HEIGHT // 2, :WIDTH // 2].double().to(device)
+    results = []
+    for deterministic in (False, True):
+        model.zero_grad(set_to_none=True)
+        with deterministic_algorithms(deterministic):
+            logits = model(images)
+            logits.square().mean().backward()
+        results.append((logits.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+    (default, default_grads), (matmuls, matmul_grads) = results
+    torch.testing.assert_close(matmuls, default, rtol=0, atol=1e-10)
+    # Train-mode BatchNorm gradients sum terms that nearly cancel (some are zero but for rounding):
+    # compared relative to the largest gradient (another order of sums: 2e-13 of it; a wrong tap: O(1)).
+    torch.testing.assert_close(matmul_grads, default_grads, rtol=0, atol=1e-10 * default_grads.abs().max().item())
 
 
 def test_backbone_keeps_the_official_names_without_the_cityscapes_classifier():

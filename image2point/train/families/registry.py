@@ -73,6 +73,11 @@ class ModelFamily(ABC):
     has_filter_transforms: ClassVar[bool] = False
     # Whether its networks read voxelized sparse tensors (what file prediction tiles scenes into).
     voxel_input: ClassVar[bool] = False
+    # The aten ops of its training step that have no deterministic CUDA implementation (torch's
+    # deterministic mode raises on them there, e.g. "upsample_bicubic2d_backward"): a run with
+    # train.deterministic on CUDA is refused before it starts (train/determinism.py). The built-in
+    # families have none (tests/train/test_determinism.py records their steps' ops).
+    cuda_nondeterministic_ops: ClassVar[tuple[str, ...]] = ()
 
     def check(self, config: RunConfig, task: Task) -> None:
         """ConfigError naming the setting this family cannot build, before anything is built."""
