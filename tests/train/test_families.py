@@ -98,7 +98,8 @@ def test_range_hrnet_trains_from_2d_weights_and_keeps_frozen_ones(tmp_path, sche
         assert not all(torch.equal(trained[key], source[key]) for key in bn_means)
 
 
-ESPNET_CHECKPOINT = Path(__file__).resolve().parents[2].parent / "shared" / "weights" / "espnet_p2_q8_cityscapes_encoder.pth"
+SHARED_WEIGHTS = Path(__file__).resolve().parents[2].parent / "shared" / "weights"
+ESPNET_CHECKPOINT = SHARED_WEIGHTS / "espnet_p2_q8_cityscapes_encoder.pth"
 
 
 @pytest.mark.skipif(not ESPNET_CHECKPOINT.is_file(), reason=f"../shared lacks {ESPNET_CHECKPOINT.name}")
