@@ -38,12 +38,12 @@ def voxel_run(table: str, row: str, column: str, seed: int, scale: str, dataset:
 
 
 def family_run(table: str, row: str, column: str, seed: int, scale: str, dataset: str, family: str, arch: str, *,
-                source: str | None, scheme: str = "all") -> RunSpec:
+                source: str | None, scheme: str = "all", extra: Sequence[str] = ()) -> RunSpec:
     """A PointNet++ or range-image run (Table 2), from the source's weights or none; ``scheme`` is what
-    trains (everything by default)."""
+    trains (everything by default), ``extra`` goes on top of the family's overrides."""
     setup = scale_setup(scale)
     data = setup.dataset(dataset)
-    overrides = (*data.overrides, *setup.common_overrides, *setup.family_overrides[family][dataset],
+    overrides = (*data.overrides, *setup.common_overrides, *setup.family_overrides[family][dataset], *extra,
                  f"finetune.scheme={scheme}", f"train.seed={seed}")
     return RunSpec(table, row, column, seed, run_id(dataset, arch, source or "none", scheme, seed=seed), dataset,
                    data.recipe, overrides, source, arch if source else None)

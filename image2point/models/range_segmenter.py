@@ -1,10 +1,15 @@
-"""Projection-based LiDAR segmentation with an image-pretrained HRNet (paper Section 4.2, Table 2).
+"""Projection-based LiDAR segmentation with an image-pretrained 2D network (paper Section 4.2, Table 2).
 
 The scan is projected to a 5-channel range image (x, y, z, intensity, range), an *input layer* maps
-those channels to the 3 channels the pretrained stem expects, the HRNet backbone (stem included, with
-its pretrained fusion ``last_layer.0-2``) computes features at 1/4 resolution, and the *output layer*
-classifies them with a 1x1 conv and upsamples the logits bilinearly to the image size. Points are
-labelled by back-projection and optionally RangeNet++'s kNN refinement.
+those channels to the channels the pretrained stem expects, the 2D backbone computes a dense feature map,
+and the *output layer* classifies it with a 1x1 conv and upsamples the logits bilinearly to the image size.
+Points are labelled by back-projection and optionally RangeNet++'s kNN refinement.
+
+The backbone is any 2D model of the registry with a dense head
+(:class:`~image2point.models2d.registry.DenseFeatures2D`): its classifier is removed and its ``forward``
+gives the features. The paper's HRNet keeps its pretrained fusion ``last_layer.0-2`` and gives the fused
+1/4-resolution branches; ESPNet-C (Cityscapes, the released network of ../shared/weights) gives its ``b3``
+map at 1/8.
 
 The network is a :class:`~image2point.models.base.TransferredNetwork` (``input_layer``, ``backbone``,
 ``head``, ``freeze_backbone_bn_stats``), so :func:`image2point.models.finetune.apply_finetune_scheme`
@@ -29,8 +34,7 @@ from image2point.data.range_image import (
 )
 from image2point.errors import ConfigError, DataError
 from image2point.models.base import TransferredNetwork
-from image2point.models2d.hrnet import HRNet
-from image2point.models2d.registry import create_model_2d
+from image2point.models2d.registry import DenseFeatures2D, create_model_2d
 from image2point.models2d.resize import bilinear_resize
 
 SEMANTICKITTI_NUM_CLASSES = 19
@@ -72,10 +76,11 @@ class RangeSegmentationHead(nn.Module):
 class RangeImageSegmenter(TransferredNetwork):
     """Range image ``[B, in_channels, H, W]`` to logits ``[B, num_classes, H, W]``.
 
-    ``backbone`` is an :class:`HRNet` to use (e.g. one with Cityscapes weights loaded by
+    ``backbone`` is a 2D model with a dense head to use (e.g. one with Cityscapes weights loaded by
     ``load_pretrained_2d``); without it, ``backbone_name`` is built from the 2D registry with fresh
-    weights. The segmenter takes ownership of the given model: its classifier ``last_layer.3`` is
-    removed (``reset_classifier(0)``), every other key keeps its official name under ``backbone.``.
+    weights. The segmenter takes ownership of the given model: its classifier is removed
+    (``reset_classifier(0)``: HRNet's ``last_layer.3``, ESPNet-C's ``classifier``), every other key keeps
+    its official name under ``backbone.``.
     """
 
     def __init__(
@@ -83,16 +88,16 @@ class RangeImageSegmenter(TransferredNetwork):
         backbone_name: str = DEFAULT_BACKBONE,
         in_channels: int = NUM_CHANNELS,
         num_classes: int = SEMANTICKITTI_NUM_CLASSES,
-        backbone: HRNet | None = None,
+        backbone: nn.Module | None = None,
     ):
         super().__init__()
         if in_channels < 1 or num_classes < 1:
             raise ConfigError(f"in_channels and num_classes must be positive, got {in_channels}, {num_classes}")
         model = backbone if backbone is not None else create_model_2d(backbone_name)
-        if not isinstance(model, HRNet):
+        if not isinstance(model, DenseFeatures2D):
             raise ConfigError(
-                f"the range-image segmenter needs an HRNet backbone (hrnet_w18, hrnet_w48), "
-                f"got {type(model).__name__}"
+                f"the range-image segmenter needs a 2D backbone with a dense head (DenseFeatures2D: a "
+                f"segmentation network such as HRNet or ESPNet-C), got {type(model).__name__}"
             )
         model.reset_classifier(0)
         self.in_channels = in_channels
@@ -102,7 +107,7 @@ class RangeImageSegmenter(TransferredNetwork):
         self.head = RangeSegmentationHead(model.num_features, num_classes, model.align_corners)
 
     def forward_features(self, range_images: torch.Tensor) -> torch.Tensor:
-        """Fused backbone features ``[B, num_features, ceil(H/4), ceil(W/4)]``."""
+        """Backbone features ``[B, num_features, ceil(H/s), ceil(W/s)]``, s its ``output_stride``."""
         if range_images.ndim != IMAGE_DIMS or range_images.shape[1] != self.in_channels:
             raise DataError(
                 f"range images must have shape [B, {self.in_channels}, H, W], got {list(range_images.shape)}"

@@ -180,6 +180,9 @@ class ESPNetC(ImageClassifier2D):
     """
 
     classifier_name = "classifier"
+    # Three stride-2 levels; no bilinear resizing inside (the DenseFeatures2D interface).
+    output_stride = 8
+    align_corners = False
 
     def __init__(
         self,
@@ -192,6 +195,7 @@ class ESPNetC(ImageClassifier2D):
         if p < 1 or q < 1:
             raise ValueError(f"ESPNet-C needs p >= 1 and q >= 1, got p={p}, q={q}")
         self.num_classes = num_classes
+        self.in_channels = in_channels
         self.level1 = ConvBNPReLU(in_channels, LEVEL1_WIDTH, 3, stride=2)
         self.sample1 = InputReinforcement(1)
         self.sample2 = InputReinforcement(2)
@@ -204,7 +208,15 @@ class ESPNetC(ImageClassifier2D):
         self.level3 = nn.Sequential(*(ESPResidual(LEVEL3_WIDTH) for _ in range(q)))
         self.num_features = 2 * LEVEL3_WIDTH
         self.b3 = BNPReLU(self.num_features)
-        self.classifier = Conv(self.num_features, num_classes, 1)
+        self.classifier: nn.Module = Conv(self.num_features, num_classes, 1)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the 1x1 ``classifier`` by a fresh one; 0 removes it (no keys), so ``forward`` returns
+        the ``b3`` features ``[B, num_features, ceil(H/8), ceil(W/8)]`` (a backbone for another head)."""
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        self.classifier = Conv(self.num_features, num_classes, 1) if num_classes else nn.Identity()
+        self.num_classes = num_classes
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         at_half = self.b1(torch.cat([self.level1(x), self.sample1(x)], 1))

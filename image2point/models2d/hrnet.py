@@ -199,6 +199,8 @@ class HRNet(ImageClassifier2D):
     """
 
     classifier_name = "last_layer"
+    # The stem's two stride-2 convs: every output is at 1/4 of the input (DenseFeatures2D).
+    output_stride = 4
 
     def __init__(
         self,

@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -70,6 +71,24 @@ class ImageClassifier2D(nn.Module, abc.ABC):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+@runtime_checkable
+class DenseFeatures2D(Protocol):
+    """A 2D model whose head classifies every position of a feature map (a segmentation network).
+
+    ``reset_classifier(0)`` removes its per-position classifier; ``forward`` then returns the map that
+    classifier read, ``[B, num_features, ceil(H / output_stride), ceil(W / output_stride)]``, for another
+    dense head (the range-image segmenter's). ``in_channels`` is what its stem reads; ``align_corners`` is how
+    its own bilinear resizing aligns, which a head that upsamples its logits should follow.
+    """
+
+    in_channels: int
+    num_features: int
+    output_stride: int
+    align_corners: bool
+
+    def reset_classifier(self, num_classes: int) -> None: ...
 
 
 def register_model_2d(builder: ModelBuilder2D) -> ModelBuilder2D:

@@ -1,6 +1,6 @@
 """The released checkpoints of ../shared as sources at small scale: the ImageNet-1k MobileNetV1 x0.25 (Table 4)
-and the Cityscapes ESPNet-C encoder (Table 5), their rows, their claims, the dry run, and a short real run of
-each through the experiment's own config."""
+and the Cityscapes ESPNet-C encoder (Table 5, and on range images in HRNet's place in Table 2), their rows, their
+claims, the dry run, and a short real run of each through the experiment's own config."""
 
 import dataclasses
 import json
@@ -11,9 +11,17 @@ import pytest
 
 from image2point.cli import main
 from image2point.experiments import get_table
-from image2point.experiments.claims import CLAIMS, evaluate_claim
+from image2point.experiments.claims import CLAIMS, claim_plans, evaluate_claim
 from image2point.experiments.paired import Verdict
-from image2point.experiments.plan import MISSING, NO_DATA, PENDING, ExperimentContext, load_run_config, plan_run
+from image2point.experiments.plan import (
+    MISSING,
+    NO_DATA,
+    PENDING,
+    ExperimentContext,
+    load_run_config,
+    plan_run,
+    plan_table,
+)
 from image2point.experiments.scales import SMALL_MODELNET40_FOLDS, SMALL_SEMANTICKITTI_FOLDS
 from image2point.experiments.sources import SHARED_ENV, SourceContext, resolve_source
 from image2point.train.outcomes import OUTCOMES_FILE, ClassificationOutcomes, SegmentationOutcomes, save_outcomes
@@ -34,6 +42,11 @@ NEW_TABLE4_IDS = ["modelnet40-imagenet-mobilenet_v1_x0_25-io-s0", "modelnet40-im
                   "modelnet40-none-mobilenet_v1_x0_25-scratch-s0"]
 NEW_TABLE5_IDS = ["s3dis-cityscapes-espnet_c-io_bn-s0", "s3dis-none-espnet_c-scratch-s0",
                   "semantickitti-cityscapes-espnet_c-io_bn-s0", "semantickitti-none-espnet_c-scratch-s0"]
+OLD_TABLE2_IDS = ["modelnet40-pointnet2_ssg-mnist-all-s0", "semantickitti-hrnet_w18-cityscapes-all-s0",
+                  "modelnet40-pointnet2_ssg-none-all-s0", "semantickitti-hrnet_w18-none-all-s0"]
+NEW_TABLE2_IDS = ["semantickitti-espnet_c-cityscapes-all-s0", "semantickitti-espnet_c-none-all-s0"]
+ESPNET_RANGE_COLUMN = "ESPNet-C range images · SemanticKITTI"
+ESPNET_RANGE_CLAIM = "Table 2 · range images, ESPNet-C Cityscapes"
 
 
 def needs_shared(relative: str):
@@ -216,3 +229,95 @@ def test_a_short_real_run_from_the_cityscapes_espnet(tmp_path):
     assert 0.0 <= result.final.miou <= 1.0 and np.isfinite(result.epoch_losses).all()
     conversion = (planned.run_dir / "conversion.txt").read_text()
     assert f"{SHARED / ESPNET_FILE}: loaded 154 tensors" in conversion, conversion
+
+
+# Table 2: the Cityscapes ESPNet-C on range images, in HRNet's place (no Cityscapes HRNet exists here).
+
+
+def test_table2_keeps_its_runs_and_adds_the_espnet_range_pair():
+    table2 = get_table("table2").runs("small", (0,))
+    ids = [run.run_id for run in table2]
+    assert [run_id for run_id in ids if run_id not in NEW_TABLE2_IDS] == OLD_TABLE2_IDS
+    assert sorted(set(ids) - set(OLD_TABLE2_IDS)) == NEW_TABLE2_IDS
+    hrnet = next(run for run in table2 if run.run_id == "semantickitti-hrnet_w18-none-all-s0")
+    assert hrnet.overrides == ("data.voxel_size=0.3", "data.train_scans=[00/000000,00/000001]",
+                               "data.eval_scans=[00/000002]", "train.epochs=12", "train.eval_every=12",
+                               "data.num_workers=0", "train.threads=1", "model.family=range",
+                               "model.backbone=hrnet_w18", "data.range_image.width=512", "train.epochs=12",
+                               "train.eval_every=12", "finetune.scheme=all", "train.seed=0")
+    pretrained, scratch = (next(run for run in table2 if run.run_id == run_id) for run_id in NEW_TABLE2_IDS)
+    assert (pretrained.row, scratch.row) == ("image-pretrained", "from scratch")
+    assert pretrained.column == scratch.column == ESPNET_RANGE_COLUMN
+    assert (pretrained.source, pretrained.arch, scratch.source, scratch.arch) == ("cityscapes", "espnet_c", None, None)
+    # The HRNet recipe with the backbone swapped, nothing else: the pair differs only in the initial weights.
+    assert pretrained.overrides == scratch.overrides
+    assert pretrained.overrides == (*hrnet.overrides[:-2], "model.backbone=espnet_c", *hrnet.overrides[-2:])
+
+
+def test_the_espnet_range_run_config_is_the_hrnet_recipe_on_espnet_c(fake_shared, tmp_path):
+    context = dataclasses.replace(ExperimentContext("small", tmp_path / "out", {}, {}, fake_shared),
+                                  cross_validate=True)
+    (fake_shared / ESPNET_FILE).write_bytes(b"")
+    planned = next(p for p in plan_table(get_table("table2"), context, (1,))
+                   if p.spec.run_id == "semantickitti-espnet_c-cityscapes-all-s1-f2")
+    assert planned.fold == 2 and planned.status == PENDING
+    config = load_run_config(planned)
+    assert (config.model.family, config.model.backbone, config.finetune.scheme) == ("range", "espnet_c", "all")
+    assert (config.data.range_image.height, config.data.range_image.width, config.train.epochs) == (64, 512, 12)
+    assert (config.data.folds, config.data.fold) == (SMALL_SEMANTICKITTI_FOLDS, 2)
+    assert config.model.pretrained == str(fake_shared / ESPNET_FILE)
+
+
+def test_table2_notes_say_why_espnet_stands_in_for_hrnet():
+    notes = " ".join(get_table("table2").notes_for("small"))
+    assert "no Cityscapes HRNet exists here" in notes and ESPNET_RANGE_CLAIM in notes
+    assert "not comparable with the HRNet-W18 column" in notes
+    layout = get_table("table2").layout("small")
+    hrnet_column = "HRNet-W18 range images · SemanticKITTI"
+    for row in layout.rows:
+        assert layout.paper[(row, ESPNET_RANGE_COLUMN)] == layout.paper[(row, hrnet_column)]
+    assert layout.paper[("image-pretrained", ESPNET_RANGE_COLUMN)].value == 49.37
+
+
+def test_espnet_range_claim_pairs_left_out_scans(folded_with_files):
+    runs = folded_with_files.out_dir / "table2"
+    for fold in range(SMALL_SEMANTICKITTI_FOLDS):
+        scan = f"00/00000{fold}"
+        for run_id, right, wrong in ((f"semantickitti-espnet_c-cityscapes-all-s0-f{fold}", 3, 1),
+                                     (f"semantickitti-espnet_c-none-all-s0-f{fold}", 1, 3)):
+            cells = np.array([[0, 0, 0, 0, 0, right], [0, 0, 0, 0, 1, wrong]])
+            _finish(runs / run_id, SegmentationOutcomes((scan,), 2, cells, 10.0))
+    claim = CLAIM[ESPNET_RANGE_CLAIM]
+    result = evaluate_claim(claim, folded_with_files, (0,), replicates=200)
+    assert result.comparison.column == ESPNET_RANGE_COLUMN and result.measure == "miou"
+    assert result.result.difference == pytest.approx(50.0) and result.verdict == Verdict.HOLDS
+    assert result.result.units == SMALL_SEMANTICKITTI_FOLDS
+    # Same claim as the HRNet one, at small scale only; the HRNet claim still reports its missing weights.
+    assert claim.reference == CLAIM["Table 2 · HRNet"].reference and "in HRNet's place" in claim.statement
+    hrnet = evaluate_claim(CLAIM["Table 2 · HRNet"], folded_with_files, (0,))
+    assert hrnet.result is None and hrnet.reason.startswith("missing: no cityscapes weights given for hrnet_w18")
+
+
+def test_espnet_range_claim_is_small_scale_only_and_missing_without_the_file(small_context):
+    claim = CLAIM[ESPNET_RANGE_CLAIM]
+    paper = evaluate_claim(claim, dataclasses.replace(small_context, scale="paper"), (0,))
+    assert paper.result is None and paper.reason == "no cells at scale paper"
+    missing = evaluate_claim(claim, small_context, (0,))
+    assert missing.result is None and missing.reason.startswith(
+        "missing: the shared cityscapes checkpoint for espnet_c is not there")
+    plans = claim_plans(dataclasses.replace(small_context, cross_validate=True), (0,))
+    assert {p.spec.run_id for p in plans["table2"] if p.spec.column == ESPNET_RANGE_COLUMN} == {
+        f"{run_id}-f{fold}" for run_id in NEW_TABLE2_IDS for fold in range(SMALL_SEMANTICKITTI_FOLDS)}
+
+
+@needs_shared(ESPNET_FILE)
+def test_a_short_real_range_run_from_the_cityscapes_espnet(tmp_path):
+    planned, result = _short_run("semantickitti-espnet_c-cityscapes-all-s0", "table2", tmp_path,
+                                 ("data.train_scans=[00/000000]", "data.range_image.width=256", "train.epochs=1",
+                                  "train.eval_every=1", "train.max_steps_per_epoch=1"))
+    assert f"model.pretrained={SHARED / ESPNET_FILE}" in planned.overrides
+    assert 0.0 <= result.final.miou <= 1.0 and np.isfinite(result.epoch_losses).all()
+    conversion = (planned.run_dir / "conversion.txt").read_text()
+    # Every tensor but the Cityscapes classifier, which the segmenter replaces by its own head.
+    assert f"{SHARED / ESPNET_FILE}: loaded 153 tensors" in conversion, conversion
+    assert "ignored, not in model (1): classifier.conv.weight" in conversion

@@ -1,4 +1,5 @@
-"""Range-image segmenter: shapes, official backbone keys, finetuning schemes and per-point prediction."""
+"""Range-image segmenter on HRNet and ESPNet-C: shapes, official backbone keys, finetuning schemes and per-point
+prediction."""
 
 from __future__ import annotations
 
@@ -90,8 +91,8 @@ def test_backbone_keeps_the_official_names_without_the_cityscapes_classifier():
     assert {key.split(".", 1)[0] for key in keys} == {"input_layer", "backbone", "head"}
 
 
-def test_only_hrnet_backbones_and_range_image_batches_are_accepted():
-    with pytest.raises(ConfigError, match="HRNet"):
+def test_only_dense_backbones_and_range_image_batches_are_accepted():
+    with pytest.raises(ConfigError, match="dense head"):
         RangeImageSegmenter(backbone=create_model_2d("cifar_resnet20"))
     with pytest.raises(ConfigError):
         RangeImageSegmenter("no_such_model")
@@ -164,3 +165,80 @@ def test_predict_points_back_projects_the_pixel_predictions():
         logits = model.eval()(image.image[None])[0]
     assert torch.equal(labels, back_project_labels(logits.argmax(0), image))
     assert torch.equal(predict_points(model, image, knn=True), knn_refine(image, logits))
+
+
+# ESPNet-C (the released Cityscapes encoder of ../shared/weights) in the same segmenter.
+ESPNET_FEATURES = 256
+ESPNET_HEAD = ESPNET_FEATURES * NUM_CLASSES + NUM_CLASSES
+ODD_HEIGHT, ODD_WIDTH = 29, 93
+
+
+def espnet_segmenter() -> RangeImageSegmenter:
+    torch.manual_seed(0)
+    return RangeImageSegmenter("espnet_c", num_classes=NUM_CLASSES)
+
+
+@pytest.mark.parametrize("name, width, stride", [("hrnet_w18", W18_FEATURES, 4), ("espnet_c", ESPNET_FEATURES, 8)])
+def test_odd_sized_range_images_give_logits_of_their_own_size(name, width, stride):
+    torch.manual_seed(0)
+    model = RangeImageSegmenter(name, num_classes=NUM_CLASSES).eval()
+    images = torch.randn(2, RANGE_CHANNELS, ODD_HEIGHT, ODD_WIDTH)
+    with torch.no_grad():
+        features = model.forward_features(images)
+        logits = model(images)
+    assert features.shape == (2, width, -(-ODD_HEIGHT // stride), -(-ODD_WIDTH // stride))
+    assert logits.shape == (2, NUM_CLASSES, ODD_HEIGHT, ODD_WIDTH) and torch.isfinite(logits).all()
+
+
+def test_espnet_backbone_keeps_its_official_names_without_the_classifier():
+    pretrained = create_model_2d("espnet_c")
+    official = {key for key in pretrained.state_dict() if not key.startswith("classifier.")}
+    level1 = pretrained.level1.conv.weight.clone()
+    model = RangeImageSegmenter(num_classes=NUM_CLASSES, backbone=pretrained)
+    keys = set(model.state_dict())
+    assert {key.removeprefix("backbone.") for key in keys if key.startswith("backbone.")} == official
+    assert torch.equal(model.backbone.level1.conv.weight, level1)
+    assert model.input_layer.conv.out_channels == 3 and model.head.classifier.in_channels == ESPNET_FEATURES
+
+
+def test_gradients_reach_the_input_layer_and_the_range_image_through_espnet():
+    model = espnet_segmenter().train()
+    images, labels = batch()
+    images.requires_grad_(True)
+    F.cross_entropy(model(images), labels).backward()
+    for parameter in (model.input_layer.conv.weight, model.backbone.level1.conv.weight, model.head.classifier.weight):
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all() and parameter.grad.abs().sum() > 0
+    assert images.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("scheme", APPLICABLE_SCHEMES)
+def test_finetuning_scheme_freezes_what_it_should_on_espnet(scheme):
+    model = espnet_segmenter()
+    plan = apply_finetune_scheme(model, scheme)
+    backbone_bn_affine = sum(p.numel() for name, p in model.backbone.named_parameters()
+                             if isinstance(model.backbone.get_submodule(name.rsplit(".", 1)[0]),
+                                           torch.nn.BatchNorm2d))
+    backbone_all = sum(p.numel() for p in model.backbone.parameters())
+    trained = {"io": INPUT_LAYER + ESPNET_HEAD, "io_stats": INPUT_LAYER + ESPNET_HEAD,
+               "io_bn": INPUT_LAYER + ESPNET_HEAD + backbone_bn_affine}
+    expected = trained.get(scheme, INPUT_LAYER + ESPNET_HEAD + backbone_all)
+    assert sum(p.numel() for p in optimizer_parameters(model)) == expected
+    assert plan.backbone_bn_stats_frozen == (scheme == "io")
+
+    parameters = {name: p.detach().clone() for name, p in model.named_parameters()}
+    statistics = backbone_bn_buffers(model)
+    optimizer = torch.optim.SGD(optimizer_parameters(model), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    model.train()
+    images, labels = batch()
+    F.cross_entropy(model(images), labels).backward()
+    optimizer.step()
+    for name, parameter in model.named_parameters():
+        if name in plan.frozen:
+            assert torch.equal(parameter, parameters[name]), name
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, parameters[name])}
+    assert {"input_layer.conv.weight", "head.classifier.weight"} <= changed
+    # PReLU slopes are not BatchNorm: they train only when the whole backbone does.
+    assert ("backbone.level1.bn.weight" in changed) == (scheme in ("io_bn", "all", "scratch"))
+    assert ("backbone.level1.act.weight" in changed) == (scheme in ("all", "scratch"))
+    moved = {name for name, value in backbone_bn_buffers(model).items() if not torch.equal(value, statistics[name])}
+    assert (not moved) if scheme == "io" else ("level1.bn.running_mean" in moved)

@@ -14,7 +14,13 @@ import torch
 import torch.nn.functional as F
 from family_checks import SHARED_WEIGHTS, TINY_IMAGENET, assert_fx_traces, num_parameters
 
-from image2point.models2d import build_pretrained_2d, create_model_2d, get_known_weights, read_state_dict
+from image2point.models2d import (
+    DenseFeatures2D,
+    build_pretrained_2d,
+    create_model_2d,
+    get_known_weights,
+    read_state_dict,
+)
 from image2point.models2d.espnet import ESPNET_C_P2_Q8_CITYSCAPES, ESPNetC, cityscapes_input
 
 CHECKPOINT = SHARED_WEIGHTS / "espnet_p2_q8_cityscapes_encoder.pth"
@@ -104,6 +110,29 @@ def test_forward_equals_the_original_and_traces(p, q, size):
 def test_invalid_depths_are_rejected():
     with pytest.raises(ValueError, match="p >= 1"):
         ESPNetC(p=0)
+
+
+def test_reset_classifier_leaves_the_b3_features_as_the_output():
+    model = ESPNetC().eval()
+    image = torch.randn(1, 3, 37, 61)
+    with torch.no_grad():
+        features = model.forward_features(image)
+        model.reset_classifier(5)
+        assert model(image).shape == (1, 5, 5, 8) and model.num_classes == 5
+        model.reset_classifier(0)
+        assert torch.equal(model(image), features) and features.shape == (1, model.num_features, 5, 8)
+    assert not any(key.startswith("classifier") for key in model.state_dict())
+    with pytest.raises(ValueError):
+        model.reset_classifier(-1)
+
+
+def test_dense_feature_interface_is_met_by_the_segmentation_networks_only():
+    espnet = create_model_2d("espnet_c", in_channels=4)
+    assert isinstance(espnet, DenseFeatures2D)
+    assert (espnet.in_channels, espnet.num_features, espnet.output_stride) == (4, 256, 8)
+    assert isinstance(create_model_2d("hrnet_w18"), DenseFeatures2D)
+    assert not isinstance(create_model_2d("cifar_resnet20"), DenseFeatures2D)
+    assert not isinstance(create_model_2d("espnetv2_base"), DenseFeatures2D)
 
 
 def test_shared_checkpoint_loads_every_tensor():

@@ -1,6 +1,8 @@
-"""PointNet++ and the range-image HRNet through configs, the training loop and the CLI, like the voxel models."""
+"""PointNet++ and the range-image HRNet / ESPNet-C through configs, the training loop and the CLI, like the voxel
+models."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from image2point import cli
 from image2point.checkpoint import load_checkpoint, save_checkpoint
 from image2point.errors import CheckpointError, ConfigError
 from image2point.models.pointnet2 import pixel_pretraining_network
-from image2point.models2d import create_model_2d
+from image2point.models2d import create_model_2d, read_state_dict
 from image2point.pretrain2d.pixels_as_points import PixelsAsPoints
 from image2point.train import loop
 from image2point.train.builders import build_model
@@ -94,6 +96,32 @@ def test_range_hrnet_trains_from_2d_weights_and_keeps_frozen_ones(tmp_path, sche
     else:
         assert not all(torch.equal(trained[key], source[key]) for key in bn_weights)
         assert not all(torch.equal(trained[key], source[key]) for key in bn_means)
+
+
+SHARED_WEIGHTS = Path(__file__).resolve().parents[2].parent / "shared" / "weights"
+ESPNET_CHECKPOINT = SHARED_WEIGHTS / "espnet_p2_q8_cityscapes_encoder.pth"
+
+
+@pytest.mark.skipif(not ESPNET_CHECKPOINT.is_file(), reason=f"../shared lacks {ESPNET_CHECKPOINT.name}")
+def test_range_espnet_uses_every_backbone_tensor_of_the_cityscapes_checkpoint():
+    config = load_config(None, [*RANGE_SCENES, "model.backbone=espnet_c", f"model.pretrained={ESPNET_CHECKPOINT}"])
+    built = build_model(config, 3, 5, "segmentation")
+    report, backbone = built.pretrained, built.network.backbone.state_dict()
+    # The file predates BatchNorm's batch counters: those keep their value; every other backbone key is loaded.
+    assert sorted(report.loaded + report.defaulted) == sorted(backbone)
+    assert all(key.endswith("num_batches_tracked") for key in report.defaulted)
+    assert report.unexpected == ["classifier.conv.weight"] and not report.missing and not report.shape_mismatched
+    assert "ignored, not in model (1): classifier.conv.weight" in report.summary()
+    checkpoint = read_state_dict(ESPNET_CHECKPOINT)
+    assert all(torch.equal(backbone[key], checkpoint[key]) for key in report.loaded)
+
+
+def test_range_hrnet_reports_the_checkpoint_classifier_as_not_used(tmp_path):
+    weights = tmp_path / "hrnet.pt"
+    save_checkpoint(weights, create_model_2d("hrnet_w18").state_dict())
+    config = load_config(None, [*RANGE_SCENES, f"model.pretrained={weights}"])
+    report = build_model(config, 3, 5, "segmentation").pretrained
+    assert report.unexpected == ["last_layer.3.weight", "last_layer.3.bias"] and not report.missing
 
 
 FAMILY_RUNS = {"pointnet2": POINTNET2_SHAPES, "range": RANGE_SCENES}

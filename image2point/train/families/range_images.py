@@ -1,5 +1,6 @@
-"""An HRNet on LiDAR range images (paper Table 2); its 2D weights come from an (e.g. Cityscapes) HRNet
-checkpoint, and points are scored by back-projection."""
+"""A 2D segmentation network on LiDAR range images (paper Table 2: HRNet; ESPNet-C, whose Cityscapes weights are
+in ../shared); its 2D weights come from an (e.g. Cityscapes) checkpoint, and points are scored by
+back-projection."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from image2point.train.families.registry import BatchSettings, BuiltModel, Model
 if TYPE_CHECKING:
     from image2point.train.config import RunConfig
 
-RANGE_BACKBONES = ("hrnet_w18", "hrnet_w48")
+# The registry's 2D models with a dense head (models2d.DenseFeatures2D) that a range-image run may name.
+RANGE_BACKBONES = ("hrnet_w18", "hrnet_w48", "espnet_c")
 
 
 @register_family("range")
@@ -33,16 +35,16 @@ class RangeFamily(ModelFamily):
 
     def build(self, config: RunConfig, in_features: int, num_classes: int, task: Task) -> BuiltModel:
         model = config.model
-        model_2d = create_model_2d(model.backbone)
-        pretrained = None if model.pretrained is None else self.load_pretrained(model_2d, model.pretrained)
-        network = RangeImageSegmenter(model.backbone, RANGE_IMAGE_CHANNELS, num_classes, backbone=model_2d)
+        network = RangeImageSegmenter(model.backbone, RANGE_IMAGE_CHANNELS, num_classes,
+                                      backbone=create_model_2d(model.backbone))
+        # Loaded once the classifier is gone, so the report names its checkpoint keys as not used.
+        pretrained = None if model.pretrained is None else self.load_pretrained(network.backbone, model.pretrained)
         return BuiltModel(network, None, pretrained)
 
     def load_pretrained(self, target: nn.Module, path: str) -> LoadReport:
-        """2D HRNet weights; the classifier (another dataset's classes) may differ."""
-        classifier = target.classifier_name
-        return load_pretrained_2d(target, path, allow_shape_mismatch=(classifier,), allow_missing=(classifier,),
-                                  allow_unexpected=(classifier,))
+        """2D weights into the backbone without its classifier: the checkpoint's classifier (another dataset's
+        classes) is reported as ignored; every other key must fit."""
+        return load_pretrained_2d(target, path, allow_unexpected=(target.classifier_name,))
 
     def collate(self, config: RunConfig, settings: BatchSettings) -> Collate:
         projection = config.data.range_image
