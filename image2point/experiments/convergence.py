@@ -48,7 +48,6 @@ from image2point.train.run_log import METRICS_HISTORY
 
 CONVERGENCE_MD, CONVERGENCE_JSON, CONVERGENCE_PNG = "convergence.md", "convergence.json", "convergence_curves.png"
 BOOTSTRAP_SEED = 0
-DPI = 120
 
 
 class ComparisonKind(enum.Enum):

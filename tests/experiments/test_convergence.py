@@ -51,9 +51,11 @@ def test_runs_are_table1_runs_at_each_budget():
         assert lengths == [f"train.epochs={epochs}", f"train.eval_every={epochs}"]
     assert {run.row for run in runs} == {"scratch", "I,O,µ,σ,W,b"}
     assert {run.source for run in runs} == {"cifar10", None}
-    # Shortest budget first: a run cut short loses the longest budget.
+    # Shortest budget first, scratch first within it: a study cut short loses the pretrained row's longest budget.
     assert {run.column for run in runs[:8]} == {"ModelNet40 · 4 epochs", "SemanticKITTI · 6 epochs"}
-    assert {run.column for run in runs[-8:]} == {"ModelNet40 · 32 epochs", "SemanticKITTI · 48 epochs"}
+    assert {(run.row, run.column) for run in runs[-4:]} == {("I,O,µ,σ,W,b", "ModelNet40 · 32 epochs"),
+                                                           ("I,O,µ,σ,W,b", "SemanticKITTI · 48 epochs")}
+    assert [run.row for run in runs[:8]] == ["scratch"] * 4 + ["I,O,µ,σ,W,b"] * 4
 
 
 def test_folds_repeat_every_budget(small_context):

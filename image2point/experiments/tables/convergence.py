@@ -66,11 +66,11 @@ def with_budget(run: RunSpec, epochs: int) -> RunSpec:
 
 
 def _convergence_runs(scale: str, seeds: Sequence[int]) -> list[RunSpec]:
-    """Budget by budget, shortest first (a run cut short loses the longest budget, not a row or a fold)."""
+    """Budget by budget, shortest first, scratch before I,O,µ,σ,W,b: a study cut short loses the longest budget
+    of the pretrained row first, then of scratch, never a fold."""
     table1 = [run for run in get_table(SOURCE_TABLE).runs(scale, seeds) if run.row in ROWS and run.dataset in BUDGETS]
-    return [with_budget(run, budgets[index]) for index in range(len(BUDGETS[MODELNET40]))
-            for dataset, budgets in BUDGETS.items() for row in ROWS for run in table1
-            if run.dataset == dataset and run.row == row]
+    return [with_budget(run, budgets[index]) for index in range(len(BUDGETS[MODELNET40])) for row in ROWS
+            for dataset, budgets in BUDGETS.items() for run in table1 if run.dataset == dataset and run.row == row]
 
 
 def _layout() -> TableLayout:
