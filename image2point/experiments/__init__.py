@@ -3,6 +3,7 @@ at two scales, a runner that skips finished runs and resumes interrupted ones, a
 paper's layout, and figures. ``image2point experiment table1 --scale small --seeds 3``."""
 
 from image2point.experiments import tables as _tables  # noqa: F401  (registers table1 … table14)
+from image2point.experiments import convergence as _convergence  # noqa: F401  (registers the study's figure)
 from image2point.experiments.aggregate import CellResult, collect_cells, summarise, write_table_results
 from image2point.experiments.paper_numbers import PAPER_CELLS, PaperCell, PaperKind, paper_cell, paper_cells
 from image2point.experiments.plan import ExperimentContext, PlannedRun, make_context, parse_seeds, plan_run, plan_table

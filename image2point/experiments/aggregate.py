@@ -154,8 +154,6 @@ def render_markdown(table: TableSpec, cells: Sequence[CellResult], scale: str, c
     """The table in the paper's layout, each of our cells beside the paper's number, with its header."""
     layout = table.layout(scale)
     notes = footnotes(cells)
-    letters = paper_gap_notes(cells)
-    by_cell = {(cell.row, cell.column): cell for cell in cells}
     metrics = "; ".join(f"{column}: {METRIC_NAMES[layout.metrics[column]]}" for column in layout.columns)
     lines = [
         f"# {table.name}: {table.title}",
@@ -167,26 +165,43 @@ def render_markdown(table: TableSpec, cells: Sequence[CellResult], scale: str, c
         f"- scale: {scale} ({scale_setup(scale).description})",
         f"- metric: {metrics}; percent, mean ± sample std over seeds (number of seeds)",
         "",
-        "| | " + " | ".join(f"{column} | paper" for column in layout.columns) + " |",
-        "|---|" + "---:|---:|" * len(layout.columns),
+        *_grid_lines(table, cells, layout, notes),
     ]
-    for row in layout.rows:
-        entries = []
-        for column in layout.columns:
-            cell = by_cell[(row, column)]
-            entries += [format_cell(cell, notes), format_paper(cell, letters)]
-        lines.append(f"| {row} | " + " | ".join(entries) + " |")
-    kinds = sorted({cell.paper_kind for cell in cells if cell.paper_kind})
-    gap = f"; {NO_PAPER}: the paper has no such cell, because:" if letters else "."
-    lines += ["", f"paper: the paper's Table {table.paper_table} ({'; '.join(kinds) or 'no cell placed'}){gap}"]
-    lines += [f"({letter}) {reason}" for reason, letter in letters.items()]
-    lines += _unplaced_lines(table, scale)
+    if table.is_paper_table:
+        lines += _paper_lines(table, cells, scale)
     lines.append("")
     lines += [f"- {note}" for note in table.notes_for(scale)]
     if notes:
         lines.append("")
         lines += [f"[{number}] {reason}" for reason, number in notes.items()]
     return "\n".join(lines) + "\n"
+
+
+def _grid_lines(table: TableSpec, cells: Sequence[CellResult], layout: TableLayout,
+                notes: dict[str, int]) -> list[str]:
+    """Row by row, each of our cells beside the paper's number (a study that is no table of the paper: ours only)."""
+    paper = table.is_paper_table
+    letters = paper_gap_notes(cells)
+    by_cell = {(cell.row, cell.column): cell for cell in cells}
+    lines = ["| | " + " | ".join(f"{column} | paper" if paper else column for column in layout.columns) + " |",
+             "|---|" + "---:|" * (2 if paper else 1) * len(layout.columns)]
+    for row in layout.rows:
+        entries = []
+        for column in layout.columns:
+            cell = by_cell[(row, column)]
+            entries += [format_cell(cell, notes), format_paper(cell, letters)] if paper else [format_cell(cell, notes)]
+        lines.append(f"| {row} | " + " | ".join(entries) + " |")
+    return lines
+
+
+def _paper_lines(table: TableSpec, cells: Sequence[CellResult], scale: str) -> list[str]:
+    """Which table of the paper stands beside ours, why a cell has none, and the paper's cells left apart."""
+    letters = paper_gap_notes(cells)
+    kinds = sorted({cell.paper_kind for cell in cells if cell.paper_kind})
+    gap = f"; {NO_PAPER}: the paper has no such cell, because:" if letters else "."
+    lines = ["", f"paper: the paper's Table {table.paper_table} ({'; '.join(kinds) or 'no cell placed'}){gap}"]
+    lines += [f"({letter}) {reason}" for reason, letter in letters.items()]
+    return lines + _unplaced_lines(table, scale)
 
 
 def render_csv(table: TableSpec, cells: Sequence[CellResult]) -> str:

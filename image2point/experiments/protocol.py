@@ -71,7 +71,7 @@ def describe_protocol(table: TableSpec, plans: Sequence[PlannedRun], context: Ex
     """The header of a table's dry run."""
     layout = table.layout(context.scale)
     default_arch = scale_setup(context.scale).backbone
-    paper = f"paper Table {table.paper_table}"
+    paper = f"paper Table {table.paper_table}" if table.is_paper_table else "not a table of the paper"
     if table.stability_of:
         paper += f"; adds no runs: the runs of {table.stability_of}, as mean ± std"
     statuses = Counter(planned.status for planned in plans)
@@ -86,11 +86,12 @@ def describe_protocol(table: TableSpec, plans: Sequence[PlannedRun], context: Ex
         *(_source_lines(plans, default_arch) or ["    none (every run starts from random weights)"]),
         f"  runs: {len(plans)} ({', '.join(f'{count} {status}' for status, count in statuses.items())})",
     ]
-    placed = set(layout.paper.values())
-    own = sum(cell.table == table.paper_table for cell in placed)
-    borrowed = sorted({cell.table for cell in placed} - {table.paper_table})
-    others = f" (and {len(placed) - own} of Table {', '.join(map(str, borrowed))})" if borrowed else ""
-    lines.append(f"  paper cells: {len(table.paper_cells())} in the paper's table, {own} beside ours{others}, "
-                 f"{len(table.unplaced_paper_cells(context.scale))} listed apart")
+    if table.is_paper_table:
+        placed = set(layout.paper.values())
+        own = sum(cell.table == table.paper_table for cell in placed)
+        borrowed = sorted({cell.table for cell in placed} - {table.paper_table})
+        others = f" (and {len(placed) - own} of Table {', '.join(map(str, borrowed))})" if borrowed else ""
+        lines.append(f"  paper cells: {len(table.paper_cells())} in the paper's table, {own} beside ours{others}, "
+                     f"{len(table.unplaced_paper_cells(context.scale))} listed apart")
     lines += [f"  note: {note}" for note in table.notes_for(context.scale)]
     return lines

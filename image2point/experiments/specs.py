@@ -85,7 +85,8 @@ class TableSpec:
     ``trials`` is the paper's number of trials per column at paper scale (absent: three); a run of
     ``--scale paper`` without ``--seeds`` makes that many. A stability table (Tables 8-14) names its main
     table in ``stability_of``: it adds no runs, it aggregates the trials of the main table's runs as
-    mean ± std. ``notes`` apply at every scale, ``scale_notes`` at one.
+    mean ± std. ``notes`` apply at every scale, ``scale_notes`` at one. A study of ours that is no table of
+    the paper has ``paper_table`` 0; ``absent_scales`` says why it has no layout at a scale.
     """
 
     name: str
@@ -98,8 +99,15 @@ class TableSpec:
     stability_of: str | None = None
     notes: tuple[str, ...] = ()
     scale_notes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    absent_scales: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_paper_table(self) -> bool:
+        return self.paper_table > 0
 
     def layout(self, scale: str) -> TableLayout:
+        if scale in self.absent_scales:
+            raise ConfigError(f"{self.name} --scale {scale}: {self.absent_scales[scale]}")
         if scale not in self.layouts:
             raise ConfigError(f"{self.name} has no layout for scale {scale!r}; choose one of {', '.join(SCALES)}")
         return self.layouts[scale]
