@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_cmd_export)
 
     experiment = commands.add_parser("experiment", help="run a table of the paper as a grid of runs, then aggregate it")
-    experiment.add_argument("name", help="table1 ... table14 (8-14: stability views of 1-7), all, or claims")
+    experiment.add_argument("name", help="table1 ... table14 (8-14: stability of 1-7), all, convergence, or claims")
     experiment.add_argument("--scale", default="small", choices=("small", "paper"),
                             help="small: CPU-sized runs on ../shared samples; paper: the paper's recipes (GPUs)")
     experiment.add_argument("--seeds", help="a count (3: seeds 0,1,2) or a list (0,1,2); default 3, paper: the paper's")
