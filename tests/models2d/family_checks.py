@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 import torch.fx
+import torch.nn.functional as F
 from torch import nn
 
 SHARED_DIR = Path(__file__).resolve().parents[2] / ".." / "shared"
@@ -86,3 +87,17 @@ def assert_forward_fx_and_layout(
     assert_fx_traces(model, x[:1])
     assert_layout_is_a_chain(model, x[:1])
     return features
+
+
+def state_batch_norm(state: Mapping[str, torch.Tensor], prefix: str, t: torch.Tensor) -> torch.Tensor:
+    """Eval-mode BatchNorm of ``t`` with the ``prefix.*`` tensors of a state dict (eps 1e-5), for the
+    functional reference forwards."""
+    return F.batch_norm(
+        t,
+        state[f"{prefix}.running_mean"],
+        state[f"{prefix}.running_var"],
+        state[f"{prefix}.weight"],
+        state[f"{prefix}.bias"],
+        training=False,
+        eps=1e-5,
+    )
