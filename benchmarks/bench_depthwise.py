@@ -143,16 +143,6 @@ def load_workload(num_shapes: int) -> tuple[SparseTensor, WorkloadInfo]:
     return tensor, info
 
 
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def copy_bandwidth(threads: int, repetitions: int) -> CopyResult:
     source = torch.rand(COPY_ELEMENTS)
     target = torch.empty_like(source)
@@ -265,7 +255,7 @@ def run(quick: bool, thread_counts: Sequence[int]) -> tuple[WorkloadInfo, list[C
     repetitions = QUICK_REPETITIONS if quick else REPETITIONS
     copies, results = [], []
     for threads in thread_counts:
-        with torch_threads(threads):
+        with common.torch_threads(threads):
             copy = copy_bandwidth(threads, COPY_REPETITIONS)
             copies.append(copy)
             for layer in LAYERS:

@@ -454,16 +454,6 @@ def conv_pair_flops(backbone: StemAndBackbone) -> Iterator[list[ConvWork]]:
 # The same network on raw spconv.
 
 
-@contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _spconv_weight(conv: SparseConv3d) -> torch.Tensor:
     """A copy of our ``[C_out, C_in, K, K, K]`` kernel in spconv's ``[C_out, K, K, K, C_in]`` layout."""
     return conv.weight.detach().permute(0, 2, 3, 4, 1).clone(memory_format=torch.contiguous_format)
@@ -652,7 +642,7 @@ def build_engines(workload: Workload, modes: Sequence[str]) -> list[Engine]:
         raw = RawSpconvBackbone(backbones[WINDOW])
         engines.append(Engine(engine_label(RAW_SPCONV, "spconv", WINDOW), RAW_SPCONV, "spconv", WINDOW, raw,
                               raw_spconv_input(workload), lambda out: (out.indices.to(torch.int64), out.features),
-                              lambda: torch_threads(1)))
+                              lambda: common.torch_threads(1)))
     return engines
 
 
@@ -894,7 +884,7 @@ def run(quick: bool, full: bool = False, threads: int = DEFAULT_THREADS,
         raise common.BenchmarkSkipped("spconv is not installed (`pip install spconv`, Linux x86-64); "
                                       "this benchmark compares against it")
     results: list[Any] = []
-    with torch_threads(threads):
+    with common.torch_threads(threads):
         _progress("loading and voxelizing the shared samples")
         workloads = [(modelnet_workload(plan.modelnet_shapes), plan.modelnet), (kitti_workload(), plan.kitti)]
         results += [workload.info() for workload, _ in workloads]
@@ -1078,7 +1068,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main_on_device(parser, args)
     if args.peak_memory_probe:
         backend, mode = args.peak_memory_probe
-        with torch_threads(args.threads):
+        with common.torch_threads(args.threads):
             print(json.dumps(peak_memory_probe(backend, mode)))
         return 0
     plan_name = select_plan(args.quick, args.full).name
@@ -1113,7 +1103,7 @@ def _main_on_device(parser, args) -> int:
     device = torch.device(args.device)
     plan = sparse_on_device.QUICK_DEVICE_PLAN if args.quick else sparse_on_device.DEFAULT_DEVICE_PLAN
     try:
-        with torch_threads(args.threads):
+        with common.torch_threads(args.threads):
             results = sparse_on_device.run_on_device(device, plan, precisions)
     except common.BenchmarkSkipped as skipped:
         print(f"bench_sparse: skipped: {skipped}")

@@ -287,28 +287,24 @@ def _(inputs: Inputs) -> Expected:
     return Expected(inputs.predict(path), str(path), "the model reads 3 feature channel.* but the cloud has no 'rgb'")
 
 
-@case("predict-voxel-size-zero")
-def _(inputs: Inputs) -> Expected:
-    return Expected(inputs.predict(inputs.scene_ply(), extra=("--voxel-size", "0")), "--voxel-size",
-                    "must be positive, got 0")
+def _bad_option(flag: str, value: str, offender: str, problem: str) -> Case:
+    def make(inputs: Inputs) -> Expected:
+        return Expected(inputs.predict(inputs.scene_ply(), extra=(flag, value)), offender, problem)
+
+    return make
 
 
-@case("predict-voxel-size-negative")
-def _(inputs: Inputs) -> Expected:
-    return Expected(inputs.predict(inputs.scene_ply(), extra=("--voxel-size", "-0.5")), "--voxel-size",
-                    "must be positive, got -0.5")
-
-
-@case("predict-chunk-points-zero")
-def _(inputs: Inputs) -> Expected:
-    return Expected(inputs.predict(inputs.scene_ply(), extra=("--chunk-points", "0")), "--chunk-points",
-                    "must be positive, got 0")
-
-
-@case("predict-overlap-negative")
-def _(inputs: Inputs) -> Expected:
-    return Expected(inputs.predict(inputs.scene_ply(), extra=("--overlap-voxels", "-1")), "--overlap-voxels",
-                    "must be at least 0, got -1")
+# (case, option, value, who the error names, what it says) for a good scene with one bad option.
+_BAD_PREDICT_OPTIONS = (
+    ("predict-voxel-size-zero", "--voxel-size", "0", "--voxel-size", "must be positive, got 0"),
+    ("predict-voxel-size-negative", "--voxel-size", "-0.5", "--voxel-size", "must be positive, got -0.5"),
+    ("predict-chunk-points-zero", "--chunk-points", "0", "--chunk-points", "must be positive, got 0"),
+    ("predict-overlap-negative", "--overlap-voxels", "-1", "--overlap-voxels", "must be at least 0, got -1"),
+    ("predict-voxel-size-nan", "--voxel-size", "nan", "voxel_size", "must be a positive finite number, got nan"),
+    ("predict-unknown-device", "--device", "bogus", "'bogus'", "not a torch device"),
+)
+for _name, *_option in _BAD_PREDICT_OPTIONS:
+    case(_name)(_bad_option(*_option))
 
 
 @case("predict-onto-existing-outputs")
@@ -318,12 +314,6 @@ def _(inputs: Inputs) -> Expected:
     existing = inputs.out_dir / "scene.labels.npy"
     existing.write_bytes(b"an earlier prediction")
     return Expected(inputs.predict(scene), str(existing), "exists; pass --force to replace it")
-
-
-@case("predict-voxel-size-nan")
-def _(inputs: Inputs) -> Expected:
-    return Expected(inputs.predict(inputs.scene_ply(), extra=("--voxel-size", "nan")), "voxel_size",
-                    "must be a positive finite number, got nan")
 
 
 @case("predict-fields-repeated")
@@ -339,11 +329,6 @@ def _(inputs: Inputs) -> Expected:
     labels.write_text("0\n" * SCENE_POINTS)
     return Expected(inputs.predict(inputs.scene_ply(), extra=("--labels", str(labels))), str(labels),
                     r"unsupported label extension '\.csv'")
-
-
-@case("predict-unknown-device")
-def _(inputs: Inputs) -> Expected:
-    return Expected(inputs.predict(inputs.scene_ply(), extra=("--device", "bogus")), "'bogus'", "not a torch device")
 
 
 @case("predict-out-dir-is-a-file")

@@ -13,6 +13,7 @@ random subset fixed per shape (see :class:`image2point.data.pipelines.ModelNet40
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -49,13 +50,11 @@ _SHAPE_ID = re.compile(r"^(?P<class_name>.+)_(?P<number>\d+)$")
 _TRAILING_NUMBER = re.compile(r"(\d+)\.h5$")
 
 
-class ModelNet40(PointCloudDataset[ShapeSample]):
-    """ModelNet40 in the modelnet40_normal_resampled layout; points are read lazily, one file per shape.
+class _ModelNet40Layout(PointCloudDataset[ShapeSample]):
+    """What both layouts share: checked arguments, class names from the layout's names file, and the
+    per-shape point selection; a layout reads its split in ``_read_split``."""
 
-    num_points: points kept per shape, None keeps all of them; point_sampling: "first" keeps the first
-    num_points of the file (the files list points in farthest-point order), "random" a random subset
-    drawn once per (seed, shape), the same in every epoch.
-    """
+    shape_names_file: str
 
     def __init__(
         self,
@@ -70,8 +69,29 @@ class ModelNet40(PointCloudDataset[ShapeSample]):
         _check_split(split)
         self.num_points = _checked_num_points(num_points)
         self.point_sampling = _checked_point_sampling(point_sampling)
-        class_names = read_shape_names(self.root / RESAMPLED_SHAPE_NAMES_FILE)
+        class_names = read_shape_names(self.root / self.shape_names_file)
         super().__init__(split, class_names, transform, seed)
+        self._read_split(split)
+
+    @abstractmethod
+    def _read_split(self, split: str) -> None:
+        """Read the split's shapes and labels (called once, at the end of ``__init__``)."""
+
+    def _selected_points(self, points: np.ndarray, index: int, source: str | Path) -> np.ndarray:
+        return sample_shape_points(points, self.num_points, self.point_sampling, self.seed, index, source)
+
+
+class ModelNet40(_ModelNet40Layout):
+    """ModelNet40 in the modelnet40_normal_resampled layout; points are read lazily, one file per shape.
+
+    num_points: points kept per shape, None keeps all of them; point_sampling: "first" keeps the first
+    num_points of the file (the files list points in farthest-point order), "random" a random subset
+    drawn once per (seed, shape), the same in every epoch.
+    """
+
+    shape_names_file = RESAMPLED_SHAPE_NAMES_FILE
+
+    def _read_split(self, split: str) -> None:
         self.shape_ids, self.labels = self._read_split_list(self.root / RESAMPLED_SPLIT_FILES[split])
 
     def __len__(self) -> int:
@@ -91,9 +111,6 @@ class ModelNet40(PointCloudDataset[ShapeSample]):
             label=int(self.labels[index]),
             source=str(path),
         )
-
-    def _selected_points(self, points: np.ndarray, index: int, source: str | Path) -> np.ndarray:
-        return sample_shape_points(points, self.num_points, self.point_sampling, self.seed, index, source)
 
     def _read_split_list(self, list_path: Path) -> tuple[tuple[str, ...], np.ndarray]:
         class_index = {name: index for index, name in enumerate(self.class_names)}
@@ -117,24 +134,12 @@ class ModelNet40(PointCloudDataset[ShapeSample]):
         return tuple(shape_ids), np.asarray(labels, dtype=np.int64)
 
 
-class ModelNet40H5(PointCloudDataset[ShapeSample]):
+class ModelNet40H5(_ModelNet40Layout):
     """ModelNet40 in PointNet's HDF5 layout; the split's arrays are read into memory once."""
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        num_points: int | None = None,
-        transform: Transform | None = None,
-        seed: int = 0,
-        point_sampling: PointSampling = "first",
-    ) -> None:
-        self.root = Path(root)
-        _check_split(split)
-        self.num_points = _checked_num_points(num_points)
-        self.point_sampling = _checked_point_sampling(point_sampling)
-        class_names = read_shape_names(self.root / H5_SHAPE_NAMES_FILE)
-        super().__init__(split, class_names, transform, seed)
+    shape_names_file = H5_SHAPE_NAMES_FILE
+
+    def _read_split(self, split: str) -> None:
         self.files = _h5_split_files(self.root, split)
         batches = [_read_h5_file(path, self.num_classes) for path in self.files]
         self.points = np.concatenate([points for points, _ in batches])
@@ -146,9 +151,6 @@ class ModelNet40H5(PointCloudDataset[ShapeSample]):
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    def _selected_points(self, points: np.ndarray, index: int, source: str | Path) -> np.ndarray:
-        return sample_shape_points(points, self.num_points, self.point_sampling, self.seed, index, source)
 
     def load(self, index: int) -> ShapeSample:
         path, row = self._origins[index]

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from image2point.models2d.registry import BackboneLayout, ImageClassifier2D
+
 ModuleFactory = Callable[..., nn.Module]
 # _make_divisible never rounds a width down by more than this fraction.
 MAX_ROUND_DOWN = 0.9
@@ -146,6 +148,55 @@ class LayerNorm2d(nn.LayerNorm):
         x = x.permute(0, 2, 3, 1)
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
+
+
+def inverted_residual_layers(
+    in_channels: int,
+    expanded: int,
+    out_channels: int,
+    kernel: int,
+    stride: int,
+    activation: ModuleFactory,
+    norm_layer: ModuleFactory = nn.BatchNorm2d,
+    squeeze_excitation: nn.Module | None = None,
+) -> list[nn.Module]:
+    """MobileNetV3's / EfficientNet's inverted residual body, in torchvision's ``block.*`` order: a 1x1
+    expansion (only where ``expanded`` differs from ``in_channels``), the kxk depthwise conv, the
+    squeeze-excitation (if any), then the linear 1x1 projection."""
+    if stride not in (1, 2):
+        raise ValueError(f"stride must be 1 or 2, got {stride}")
+    layers: list[nn.Module] = []
+    if expanded != in_channels:
+        layers.append(ConvNormActivation(in_channels, expanded, kernel_size=1,
+                                         norm_layer=norm_layer, activation_layer=activation))
+    layers.append(ConvNormActivation(expanded, expanded, kernel_size=kernel, stride=stride,
+                                     groups=expanded, norm_layer=norm_layer, activation_layer=activation))
+    if squeeze_excitation is not None:
+        layers.append(squeeze_excitation)
+    layers.append(ConvNormActivation(expanded, out_channels, kernel_size=1,
+                                     norm_layer=norm_layer, activation_layer=None))
+    return layers
+
+
+class FeatureStackClassifier2D(ImageClassifier2D):
+    """A classifier laid out as torchvision's mobile families: ``features`` (the stem at index 0, then
+    one entry per stage), a global ``avgpool``, then ``classifier`` on the flattened pool."""
+
+    classifier_name = "classifier"
+    features: nn.Sequential
+    avgpool: nn.Module
+    classifier: nn.Module
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(features), 1))
+
+    def backbone_layout(self) -> BackboneLayout:
+        """Stem ``features.0``; stages ``features.1`` ... to the end of ``features``."""
+        stages = tuple(f"features.{i}" for i in range(1, len(self.features)))
+        return BackboneLayout(("features.0",), stages, ("avgpool", "classifier"))
 
 
 def init_like_torchvision_mobile(model: nn.Module) -> None:

@@ -19,11 +19,9 @@ import torch
 from torch import nn
 
 from image2point.channels import RGB_CHANNELS
-from image2point.models2d.blocks import LayerNorm2d, Permute, StochasticDepth
+from image2point.models2d.blocks import FeatureStackClassifier2D, LayerNorm2d, Permute, StochasticDepth
 from image2point.models2d.registry import (
     IMAGENET_NUM_CLASSES,
-    BackboneLayout,
-    ImageClassifier2D,
     register_known_weights,
     register_model_2d,
     torchvision_imagenet_weights,
@@ -61,10 +59,11 @@ class CNBlock(nn.Module):
         return self.stochastic_depth(self.layer_scale * self.block(x)) + x
 
 
-class ConvNeXt(ImageClassifier2D):
-    """ConvNeXt with four stages of ``depths`` blocks at ``widths`` channels."""
+class ConvNeXt(FeatureStackClassifier2D):
+    """ConvNeXt with four stages of ``depths`` blocks at ``widths`` channels.
 
-    classifier_name = "classifier"
+    Its stages are ``features.1`` ... ``features.7``: block stages alternating with the 2x2/2
+    downsampling layers ``features.2/4/6``."""
 
     def __init__(
         self,
@@ -111,17 +110,9 @@ class ConvNeXt(ImageClassifier2D):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        # The classifier flattens after its channel LayerNorm, which wants the pooled [B, C, 1, 1] map.
         return self.classifier(self.avgpool(features))
-
-    def backbone_layout(self) -> BackboneLayout:
-        """Stem ``features.0``; stages ``features.1`` ... ``features.7`` (block stages alternating
-        with the 2x2/2 downsampling layers ``features.2/4/6``)."""
-        stages = tuple(f"features.{i}" for i in range(1, len(self.features)))
-        return BackboneLayout(("features.0",), stages, ("avgpool", "classifier"))
 
 
 @register_model_2d

@@ -20,11 +20,16 @@ import torch
 from torch import nn
 
 from image2point.channels import RGB_CHANNELS
-from image2point.models2d.blocks import ConvNormActivation, SqueezeExcitation, StochasticDepth, make_divisible
+from image2point.models2d.blocks import (
+    ConvNormActivation,
+    FeatureStackClassifier2D,
+    SqueezeExcitation,
+    StochasticDepth,
+    inverted_residual_layers,
+    make_divisible,
+)
 from image2point.models2d.registry import (
     IMAGENET_NUM_CLASSES,
-    BackboneLayout,
-    ImageClassifier2D,
     register_known_weights,
     register_model_2d,
     torchvision_imagenet_weights,
@@ -81,18 +86,12 @@ class MBConv(nn.Module):
         stochastic_depth_prob: float,
     ):
         super().__init__()
-        if stride not in (1, 2):
-            raise ValueError(f"stride must be 1 or 2, got {stride}")
         self.use_res_connect = stride == 1 and in_channels == out_channels
         expanded = make_divisible(in_channels * expand_ratio, ROUND_TO)
-        layers: list[nn.Module] = []
-        if expanded != in_channels:
-            layers.append(ConvNormActivation(in_channels, expanded, kernel_size=1, activation_layer=nn.SiLU))
-        layers.append(ConvNormActivation(expanded, expanded, kernel_size=kernel, stride=stride,
-                                         groups=expanded, activation_layer=nn.SiLU))
         squeeze = max(1, in_channels // SE_REDUCTION)
-        layers.append(SqueezeExcitation(expanded, squeeze, activation=partial(nn.SiLU, inplace=True)))
-        layers.append(ConvNormActivation(expanded, out_channels, kernel_size=1, activation_layer=None))
+        squeeze_excitation = SqueezeExcitation(expanded, squeeze, activation=partial(nn.SiLU, inplace=True))
+        layers = inverted_residual_layers(in_channels, expanded, out_channels, kernel, stride, nn.SiLU,
+                                          squeeze_excitation=squeeze_excitation)
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = StochasticDepth(stochastic_depth_prob)
         self.out_channels = out_channels
@@ -104,10 +103,10 @@ class MBConv(nn.Module):
         return result
 
 
-class EfficientNet(ImageClassifier2D):
-    """EfficientNet (V1) from a stage table; blocks after a stage's first take stride 1."""
+class EfficientNet(FeatureStackClassifier2D):
+    """EfficientNet (V1) from a stage table; blocks after a stage's first take stride 1.
 
-    classifier_name = "classifier"
+    ``features.1`` ... ``features.7`` are the stages, ``features.8`` the last 1x1 conv."""
 
     def __init__(
         self,
@@ -146,17 +145,6 @@ class EfficientNet(ImageClassifier2D):
             nn.Dropout(p=dropout, inplace=True), nn.Linear(self.num_features, num_classes)
         )
         _init_like_torchvision(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(features), 1))
-
-    def backbone_layout(self) -> BackboneLayout:
-        """Stem ``features.0``; stages ``features.1`` ... ``features.7``, then the last 1x1 conv."""
-        stages = tuple(f"features.{i}" for i in range(1, len(self.features)))
-        return BackboneLayout(("features.0",), stages, ("avgpool", "classifier"))
 
 
 def _init_like_torchvision(model: nn.Module) -> None:

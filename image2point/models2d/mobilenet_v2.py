@@ -13,11 +13,14 @@ import torch
 from torch import nn
 
 from image2point.channels import RGB_CHANNELS
-from image2point.models2d.blocks import ConvNormActivation, init_like_torchvision_mobile, make_divisible
+from image2point.models2d.blocks import (
+    ConvNormActivation,
+    FeatureStackClassifier2D,
+    init_like_torchvision_mobile,
+    make_divisible,
+)
 from image2point.models2d.registry import (
     IMAGENET_NUM_CLASSES,
-    BackboneLayout,
-    ImageClassifier2D,
     register_known_weights,
     register_model_2d,
     torchvision_imagenet_weights,
@@ -70,10 +73,10 @@ class InvertedResidual(nn.Module):
         return self.conv(x)
 
 
-class MobileNetV2(ImageClassifier2D):
-    """MobileNetV2; ``width_mult`` scales every width (rounded to multiples of 8)."""
+class MobileNetV2(FeatureStackClassifier2D):
+    """MobileNetV2; ``width_mult`` scales every width (rounded to multiples of 8).
 
-    classifier_name = "classifier"
+    Its stages are ``features.1`` ... (every block, then the last 1x1 conv)."""
 
     def __init__(
         self,
@@ -102,17 +105,6 @@ class MobileNetV2(ImageClassifier2D):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.num_features, num_classes))
         init_like_torchvision_mobile(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(features), 1))
-
-    def backbone_layout(self) -> BackboneLayout:
-        """Stem ``features.0``; stages ``features.1`` ... (every block, then the last 1x1 conv)."""
-        stages = tuple(f"features.{i}" for i in range(1, len(self.features)))
-        return BackboneLayout(("features.0",), stages, ("avgpool", "classifier"))
 
 
 @register_model_2d

@@ -20,15 +20,15 @@ from torch import nn
 from image2point.channels import RGB_CHANNELS
 from image2point.models2d.blocks import (
     ConvNormActivation,
+    FeatureStackClassifier2D,
     ModuleFactory,
     SqueezeExcitation,
     init_like_torchvision_mobile,
+    inverted_residual_layers,
     make_divisible,
 )
 from image2point.models2d.registry import (
     IMAGENET_NUM_CLASSES,
-    BackboneLayout,
-    ImageClassifier2D,
     register_known_weights,
     register_model_2d,
     torchvision_imagenet_weights,
@@ -91,22 +91,15 @@ class InvertedResidualV3(nn.Module):
 
     def __init__(self, config: BottleneckConfig, norm_layer: ModuleFactory):
         super().__init__()
-        if config.stride not in (1, 2):
-            raise ValueError(f"stride must be 1 or 2, got {config.stride}")
         self.use_res_connect = config.stride == 1 and config.in_channels == config.out_channels
         activation = nn.Hardswish if config.hard_swish else nn.ReLU
         expanded = config.expanded_channels
-        layers: list[nn.Module] = []
-        if expanded != config.in_channels:
-            layers.append(ConvNormActivation(config.in_channels, expanded, kernel_size=1,
-                                             norm_layer=norm_layer, activation_layer=activation))
-        layers.append(ConvNormActivation(expanded, expanded, kernel_size=config.kernel, stride=config.stride,
-                                         groups=expanded, norm_layer=norm_layer, activation_layer=activation))
+        squeeze_excitation = None
         if config.use_se:
             squeeze = make_divisible(expanded // SE_REDUCTION, ROUND_TO)
-            layers.append(SqueezeExcitation(expanded, squeeze, scale_activation=nn.Hardsigmoid))
-        layers.append(ConvNormActivation(expanded, config.out_channels, kernel_size=1,
-                                         norm_layer=norm_layer, activation_layer=None))
+            squeeze_excitation = SqueezeExcitation(expanded, squeeze, scale_activation=nn.Hardsigmoid)
+        layers = inverted_residual_layers(config.in_channels, expanded, config.out_channels, config.kernel,
+                                          config.stride, activation, norm_layer, squeeze_excitation)
         self.block = nn.Sequential(*layers)
         self.out_channels = config.out_channels
 
@@ -117,10 +110,10 @@ class InvertedResidualV3(nn.Module):
         return result
 
 
-class MobileNetV3(ImageClassifier2D):
-    """MobileNetV3 built from a bottleneck table and the width of the classifier's hidden layer."""
+class MobileNetV3(FeatureStackClassifier2D):
+    """MobileNetV3 built from a bottleneck table and the width of the classifier's hidden layer.
 
-    classifier_name = "classifier"
+    Its stages are ``features.1`` ... (every block, then the last 1x1 conv)."""
 
     def __init__(
         self,
@@ -152,17 +145,6 @@ class MobileNetV3(ImageClassifier2D):
             nn.Linear(last_channel, num_classes),
         )
         init_like_torchvision_mobile(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(features), 1))
-
-    def backbone_layout(self) -> BackboneLayout:
-        """Stem ``features.0``; stages ``features.1`` ... (every block, then the last 1x1 conv)."""
-        stages = tuple(f"features.{i}" for i in range(1, len(self.features)))
-        return BackboneLayout(("features.0",), stages, ("avgpool", "classifier"))
 
 
 def _build(

@@ -16,6 +16,7 @@ from image2point.channels import RGB_CHANNELS
 from image2point.models2d.registry import (
     IMAGENET_NUM_CLASSES,
     ImageClassifier2D,
+    ModelBuilder2D,
     register_model_2d,
 )
 
@@ -184,57 +185,26 @@ def _init_like_torchvision(model: nn.Module, zero_init_residual: bool) -> None:
                 nn.init.zeros_(module.bn2.weight)
 
 
-@register_model_2d
-def resnet18(
-    num_classes: int = IMAGENET_NUM_CLASSES,
-    in_channels: int = RGB_CHANNELS,
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-18 (11.7M parameters with 1000 classes)."""
-    return ResNet(BasicBlock, BASIC_STAGE_DEPTHS[18], num_classes, in_channels, zero_init_residual)
+def _register_resnet(
+    depth: int, block: ResidualBlock, stage_depths: Sequence[int], parameters: str
+) -> ModelBuilder2D:
+    """Register ``resnet{depth}``: the same builder for every depth, named so the registry and
+    checkpoint tables find it."""
+
+    def build(
+        num_classes: int = IMAGENET_NUM_CLASSES,
+        in_channels: int = RGB_CHANNELS,
+        zero_init_residual: bool = False,
+    ) -> ResNet:
+        return ResNet(block, stage_depths, num_classes, in_channels, zero_init_residual)
+
+    build.__name__ = build.__qualname__ = f"resnet{depth}"
+    build.__doc__ = f"ResNet-{depth} ({parameters} parameters with 1000 classes)."
+    return register_model_2d(build)
 
 
-@register_model_2d
-def resnet34(
-    num_classes: int = IMAGENET_NUM_CLASSES,
-    in_channels: int = RGB_CHANNELS,
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-34 (21.8M parameters with 1000 classes)."""
-    return ResNet(BasicBlock, BASIC_STAGE_DEPTHS[34], num_classes, in_channels, zero_init_residual)
-
-
-@register_model_2d
-def resnet50(
-    num_classes: int = IMAGENET_NUM_CLASSES,
-    in_channels: int = RGB_CHANNELS,
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-50 (25.6M parameters with 1000 classes)."""
-    return ResNet(
-        Bottleneck, BOTTLENECK_STAGE_DEPTHS[50], num_classes, in_channels, zero_init_residual
-    )
-
-
-@register_model_2d
-def resnet101(
-    num_classes: int = IMAGENET_NUM_CLASSES,
-    in_channels: int = RGB_CHANNELS,
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-101 (44.5M parameters with 1000 classes)."""
-    return ResNet(
-        Bottleneck, BOTTLENECK_STAGE_DEPTHS[101], num_classes, in_channels, zero_init_residual
-    )
-
-
-@register_model_2d
-def resnet152(
-    num_classes: int = IMAGENET_NUM_CLASSES,
-    in_channels: int = RGB_CHANNELS,
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-152 (60.2M parameters with 1000 classes)."""
-    return ResNet(
-        Bottleneck, BOTTLENECK_STAGE_DEPTHS[152], num_classes, in_channels, zero_init_residual
-    )
+resnet18 = _register_resnet(18, BasicBlock, BASIC_STAGE_DEPTHS[18], "11.7M")
+resnet34 = _register_resnet(34, BasicBlock, BASIC_STAGE_DEPTHS[34], "21.8M")
+resnet50 = _register_resnet(50, Bottleneck, BOTTLENECK_STAGE_DEPTHS[50], "25.6M")
+resnet101 = _register_resnet(101, Bottleneck, BOTTLENECK_STAGE_DEPTHS[101], "44.5M")
+resnet152 = _register_resnet(152, Bottleneck, BOTTLENECK_STAGE_DEPTHS[152], "60.2M")

@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from random_clouds import random_sparse_batch
 from torch import nn
 
 from image2point.inflate.converter import InflationSettings
 from image2point.models import EncoderLevel, LinearDecoder, NetworkConfig, UNetDecoder, build_network, encoder_levels
 from image2point.models.decoder import UNET_DROPOUT, UPSAMPLE_KERNEL, LinearDecoderLevel, ResidualDecoderLevel
-from image2point.sparse import SparseTensor
 from image2point.sparse.modules import SparseReLU
 
 NUM_CLASSES = 7
@@ -29,13 +29,7 @@ def segmenter(backbone, input_layer, head, stride_mode="floor"):
 
 
 def random_scene(seed=0, batch_size=2, grid=24, points=400, in_features=4):
-    generator = torch.Generator().manual_seed(seed)
-    rows = []
-    for b in range(batch_size):
-        coords = torch.unique(torch.randint(0, grid, (points, 3), generator=generator), dim=0)
-        rows.append(torch.cat([torch.full((len(coords), 1), b), coords], 1))
-    coords = torch.cat(rows)
-    return SparseTensor(torch.randn(len(coords), in_features, generator=generator), coords, batch_size)
+    return random_sparse_batch(in_features, batch_size, grid, points, seed)
 
 
 def conv_shape(conv):

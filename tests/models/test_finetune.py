@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from random_clouds import random_sparse_batch
 
 from image2point.inflate.converter import InflationSettings
 from image2point.models import NetworkConfig, SCHEMES, apply_finetune_scheme, build_network, optimizer_parameters
@@ -39,14 +40,7 @@ def cifar_network(**inflation):
 
 def random_batch(seed: int = 0, batch_size: int = 2, grid: int = 24, points: int = 300,
                  device: torch.device | str = "cpu") -> SparseTensor:
-    generator = torch.Generator().manual_seed(seed)
-    rows = []
-    for b in range(batch_size):
-        coords = torch.unique(torch.randint(0, grid, (points, 3), generator=generator), dim=0)
-        rows.append(torch.cat([torch.full((len(coords), 1), b), coords], 1))
-    coords = torch.cat(rows)
-    features = torch.randn(len(coords), IN_FEATURES, generator=generator)
-    return SparseTensor(features.to(device), coords.to(device), batch_size)
+    return random_sparse_batch(IN_FEATURES, batch_size, grid, points, seed, device)
 
 
 def count(parameters) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from random_clouds import random_sparse_batch
 
 from image2point.inflate.converter import InflationSettings, UnsupportedLayerError
 from image2point.models import NetworkConfig, SparseClassifier, SparseSegmenter, build_network
@@ -45,13 +46,7 @@ def seeded(arch: str):
 
 
 def random_batch(in_features: int = 4, batch_size: int = 2, grid: int = 16, points: int = 150) -> SparseTensor:
-    generator = torch.Generator().manual_seed(SEED)
-    rows = []
-    for b in range(batch_size):
-        coords = torch.unique(torch.randint(0, grid, (points, 3), generator=generator), dim=0)
-        rows.append(torch.cat([torch.full((len(coords), 1), b), coords], 1))
-    coords = torch.cat(rows)
-    return SparseTensor(torch.randn(len(coords), in_features, generator=generator), coords, batch_size)
+    return random_sparse_batch(in_features, batch_size, grid, points, SEED)
 
 
 def test_taps_come_from_the_backbone_layout_or_the_registry():

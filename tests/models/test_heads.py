@@ -1,13 +1,12 @@
 """Classification output layers against the paper's Listings 1, 3 and 5."""
 
 import pytest
-import torch
+from random_clouds import random_sparse_batch
 from torch import nn
 
 from image2point.models import ClassificationHead, NetworkConfig, build_network
 from image2point.models.heads import HEAD_HIDDEN_CHANNELS
 from image2point.models.networks import LINEAR_NETWORK_WIDTH
-from image2point.sparse import SparseTensor
 
 NUM_CLASSES = 11
 
@@ -17,13 +16,7 @@ def layer_types(sequential):
 
 
 def random_shapes(in_features=3, batch_size=4, grid=12, points=150, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    rows = []
-    for b in range(batch_size):
-        coords = torch.unique(torch.randint(0, grid, (points, 3), generator=generator), dim=0)
-        rows.append(torch.cat([torch.full((len(coords), 1), b), coords], 1))
-    coords = torch.cat(rows)
-    return SparseTensor(torch.randn(len(coords), in_features, generator=generator), coords, batch_size)
+    return random_sparse_batch(in_features, batch_size, grid, points, seed)
 
 
 def test_mlp_head_is_listing3_fc1024_bn_relu_fc():

@@ -2,26 +2,19 @@
 
 import pytest
 import torch
+from random_clouds import random_sparse_batch
 
 from image2point.inflate.converter import InflationSettings
 from image2point.inflate.transforms import filter_transform, inflate_weight
 from image2point.models import NetworkConfig, SparseClassifier, SparseSegmenter, build_network
 from image2point.models2d import create_model_2d
-from image2point.sparse import SparseTensor
 
 NUM_CLASSES = 5
 
 
 def random_batch(in_features: int = 3, seed: int = 0, batch_size: int = 2, grid: int = 20, points: int = 200,
                  device: torch.device | str = "cpu"):
-    generator = torch.Generator().manual_seed(seed)
-    rows = []
-    for b in range(batch_size):
-        coords = torch.unique(torch.randint(0, grid, (points, 3), generator=generator), dim=0)
-        rows.append(torch.cat([torch.full((len(coords), 1), b), coords], 1))
-    coords = torch.cat(rows)
-    features = torch.randn(len(coords), in_features, generator=generator)
-    return SparseTensor(features.to(device), coords.to(device), batch_size)
+    return random_sparse_batch(in_features, batch_size, grid, points, seed, device)
 
 
 @pytest.mark.parametrize("backbone", ["cifar_resnet20", "resnet18", "vgg_small", "none"])

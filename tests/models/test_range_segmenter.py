@@ -15,7 +15,7 @@ from image2point.data.range_image import (
     project_to_range_image,
 )
 from image2point.errors import ConfigError, DataError
-from image2point.models import SCHEMES, apply_finetune_scheme, optimizer_parameters
+from image2point.models import SCHEMES, FinetunePlan, apply_finetune_scheme, optimizer_parameters
 from image2point.models.range_segmenter import RangeImageSegmenter, predict_points
 from image2point.models2d import create_model_2d
 from image2point.models2d.hrnet import hrnet_w18
@@ -44,6 +44,37 @@ def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def backbone_bn_buffers(model: RangeImageSegmenter) -> dict[str, torch.Tensor]:
     return {name: buffer.clone() for name, buffer in model.backbone.named_buffers() if "running" in name}
+
+
+def expected_trainable(model: RangeImageSegmenter, scheme: str, head: int) -> int:
+    """Parameters a scheme hands the optimizer: input layer and head, plus the backbone's BatchNorm
+    affines (io_bn) or the whole backbone (all, scratch)."""
+    backbone_bn_affine = sum(p.numel() for name, p in model.backbone.named_parameters()
+                             if isinstance(model.backbone.get_submodule(name.rsplit(".", 1)[0]),
+                                           torch.nn.BatchNorm2d))
+    backbone_all = sum(p.numel() for p in model.backbone.parameters())
+    trained = {"io": INPUT_LAYER + head, "io_stats": INPUT_LAYER + head,
+               "io_bn": INPUT_LAYER + head + backbone_bn_affine}
+    return trained.get(scheme, INPUT_LAYER + head + backbone_all)
+
+
+def one_step_keeps_frozen_parameters(model: RangeImageSegmenter, plan: FinetunePlan) -> tuple[set[str], set[str]]:
+    """One SGD step on a batch leaves the plan's frozen parameters as they were; returns the names of
+    the parameters that changed and of the backbone BatchNorm buffers that moved."""
+    parameters = {name: p.detach().clone() for name, p in model.named_parameters()}
+    statistics = backbone_bn_buffers(model)
+    optimizer = torch.optim.SGD(optimizer_parameters(model), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    model.train()
+    images, labels = batch()
+    F.cross_entropy(model(images), labels).backward()
+    optimizer.step()
+    for name, parameter in model.named_parameters():
+        if name in plan.frozen:
+            assert torch.equal(parameter, parameters[name]), name
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, parameters[name])}
+    assert {"input_layer.conv.weight", "head.classifier.weight"} <= changed
+    moved = {name for name, value in backbone_bn_buffers(model).items() if not torch.equal(value, statistics[name])}
+    return changed, moved
 
 
 def test_output_is_one_logit_per_class_and_pixel(device):
@@ -107,32 +138,13 @@ def test_finetuning_scheme_freezes_what_it_should(scheme):
     plan = apply_finetune_scheme(model, scheme)
     if scheme == "scratch":
         assert not torch.equal(model.backbone.conv1.weight, backbone_before["conv1.weight"])
-    backbone_bn_affine = sum(p.numel() for name, p in model.backbone.named_parameters()
-                             if isinstance(model.backbone.get_submodule(name.rsplit(".", 1)[0]),
-                                           torch.nn.BatchNorm2d))
-    backbone_all = sum(p.numel() for p in model.backbone.parameters())
-    expected = {"io": INPUT_LAYER + HEAD, "io_stats": INPUT_LAYER + HEAD,
-                "io_bn": INPUT_LAYER + HEAD + backbone_bn_affine}.get(scheme, INPUT_LAYER + HEAD + backbone_all)
-    assert sum(p.numel() for p in optimizer_parameters(model)) == expected
+    assert sum(p.numel() for p in optimizer_parameters(model)) == expected_trainable(model, scheme, HEAD)
     assert plan.backbone_bn_stats_frozen == (scheme == "io")
-
-    parameters = {name: p.detach().clone() for name, p in model.named_parameters()}
-    statistics = backbone_bn_buffers(model)
-    optimizer = torch.optim.SGD(optimizer_parameters(model), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    model.train()
-    images, labels = batch()
-    F.cross_entropy(model(images), labels).backward()
-    optimizer.step()
-    for name, parameter in model.named_parameters():
-        if name in plan.frozen:
-            assert torch.equal(parameter, parameters[name]), name
-    changed = {name for name, p in model.named_parameters() if not torch.equal(p, parameters[name])}
-    assert {"input_layer.conv.weight", "head.classifier.weight"} <= changed
+    changed, moved = one_step_keeps_frozen_parameters(model, plan)
     if scheme in ("io_bn", "all", "scratch"):
         assert "backbone.bn1.weight" in changed
     if scheme == "all":
         assert "backbone.conv1.weight" in changed
-    moved = {name for name, value in backbone_bn_buffers(model).items() if not torch.equal(value, statistics[name])}
     assert (not moved) if scheme == "io" else ("bn1.running_mean" in moved)
 
 
@@ -215,30 +227,10 @@ def test_gradients_reach_the_input_layer_and_the_range_image_through_espnet():
 def test_finetuning_scheme_freezes_what_it_should_on_espnet(scheme):
     model = espnet_segmenter()
     plan = apply_finetune_scheme(model, scheme)
-    backbone_bn_affine = sum(p.numel() for name, p in model.backbone.named_parameters()
-                             if isinstance(model.backbone.get_submodule(name.rsplit(".", 1)[0]),
-                                           torch.nn.BatchNorm2d))
-    backbone_all = sum(p.numel() for p in model.backbone.parameters())
-    trained = {"io": INPUT_LAYER + ESPNET_HEAD, "io_stats": INPUT_LAYER + ESPNET_HEAD,
-               "io_bn": INPUT_LAYER + ESPNET_HEAD + backbone_bn_affine}
-    expected = trained.get(scheme, INPUT_LAYER + ESPNET_HEAD + backbone_all)
-    assert sum(p.numel() for p in optimizer_parameters(model)) == expected
+    assert sum(p.numel() for p in optimizer_parameters(model)) == expected_trainable(model, scheme, ESPNET_HEAD)
     assert plan.backbone_bn_stats_frozen == (scheme == "io")
-
-    parameters = {name: p.detach().clone() for name, p in model.named_parameters()}
-    statistics = backbone_bn_buffers(model)
-    optimizer = torch.optim.SGD(optimizer_parameters(model), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    model.train()
-    images, labels = batch()
-    F.cross_entropy(model(images), labels).backward()
-    optimizer.step()
-    for name, parameter in model.named_parameters():
-        if name in plan.frozen:
-            assert torch.equal(parameter, parameters[name]), name
-    changed = {name for name, p in model.named_parameters() if not torch.equal(p, parameters[name])}
-    assert {"input_layer.conv.weight", "head.classifier.weight"} <= changed
+    changed, moved = one_step_keeps_frozen_parameters(model, plan)
     # PReLU slopes are not BatchNorm: they train only when the whole backbone does.
     assert ("backbone.level1.bn.weight" in changed) == (scheme in ("io_bn", "all", "scratch"))
     assert ("backbone.level1.act.weight" in changed) == (scheme in ("all", "scratch"))
-    moved = {name for name, value in backbone_bn_buffers(model).items() if not torch.equal(value, statistics[name])}
     assert (not moved) if scheme == "io" else ("level1.bn.running_mean" in moved)

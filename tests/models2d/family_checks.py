@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 import torch.fx
+import torch.nn.functional as F
 from torch import nn
 
 SHARED_DIR = Path(__file__).resolve().parents[2] / ".." / "shared"
@@ -60,3 +61,43 @@ def assert_layout_is_a_chain(model: nn.Module, x: torch.Tensor) -> None:
     prefixes = layout.stem + layout.stages + layout.head
     for key, _ in model.named_parameters():
         assert any(key == p or key.startswith(p + ".") for p in prefixes), f"{key} is in no part of the layout"
+
+
+def assert_matches_torchvision(model: nn.Module, expected: tuple[int, int, str]) -> None:
+    """Parameter count, number of state-dict tensors and key/shape digest equal torchvision's
+    ``expected`` (params, tensors, digest); a model on the meta device checks the same."""
+    params, tensors, digest = expected
+    state = model.state_dict()
+    assert num_parameters(model) == params
+    assert len(state) == tensors
+    assert key_shape_digest(state) == digest
+
+
+def assert_forward_fx_and_layout(
+    model: nn.Module, features_shape: tuple[int, ...], num_classes: int = 1000
+) -> torch.Tensor:
+    """On a [2, 3, 64, 64] batch the features and logits have the expected shapes; the model traces
+    with torch.fx and its layout is a chain. Returns the features for family-specific checks."""
+    x = torch.randn(2, 3, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.shape == features_shape
+        assert model(x).shape == (2, num_classes)
+    assert_fx_traces(model, x[:1])
+    assert_layout_is_a_chain(model, x[:1])
+    return features
+
+
+def state_batch_norm(state: Mapping[str, torch.Tensor], prefix: str, t: torch.Tensor) -> torch.Tensor:
+    """Eval-mode BatchNorm of ``t`` with the ``prefix.*`` tensors of a state dict (eps 1e-5), for the
+    functional reference forwards."""
+    return F.batch_norm(
+        t,
+        state[f"{prefix}.running_mean"],
+        state[f"{prefix}.running_var"],
+        state[f"{prefix}.weight"],
+        state[f"{prefix}.bias"],
+        training=False,
+        eps=1e-5,
+    )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from family_checks import state_batch_norm
 
 from image2point.models2d import CifarResNet, ShortcutA, create_model_2d
 from image2point.models2d.cifar_resnet import (
@@ -35,16 +37,7 @@ def _shared_state_dict(depth: int) -> dict[str, torch.Tensor]:
 def _reference_cifar_forward(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """akamaster/pytorch_resnet_cifar10's eval forward, in functional ops on a state dict."""
 
-    def bn(prefix: str, t: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(
-            t,
-            state[f"{prefix}.running_mean"],
-            state[f"{prefix}.running_var"],
-            state[f"{prefix}.weight"],
-            state[f"{prefix}.bias"],
-            training=False,
-            eps=1e-5,
-        )
+    bn = partial(state_batch_norm, state)
 
     out = F.relu(bn("bn1", F.conv2d(x, state["conv1.weight"], padding=1)))
     for stage in (1, 2, 3):

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from family_checks import (
-    assert_fx_traces,
-    assert_layout_is_a_chain,
-    assert_sample_keys,
-    key_shape_digest,
-    num_parameters,
-)
+from family_checks import assert_forward_fx_and_layout, assert_matches_torchvision, assert_sample_keys
 
 from image2point.models2d import create_model_2d, get_known_weights
 from image2point.models2d.blocks import LayerNorm2d
@@ -44,22 +38,13 @@ def model():
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION))
 def test_parameters_and_keys_equal_torchvision(name):
-    params, tensors, digest = TORCHVISION[name]
     with torch.device("meta"):
-        model = create_model_2d(name)
-    assert num_parameters(model) == params
-    assert len(model.state_dict()) == tensors
-    assert key_shape_digest(model.state_dict()) == digest
+        assert_matches_torchvision(create_model_2d(name), TORCHVISION[name])
 
 
 def test_sample_keys_forward_fx_and_layout(model):
     assert_sample_keys(model, TINY_SAMPLE)
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        assert model.forward_features(x).shape == (2, 768, 2, 2)
-        assert model(x).shape == (2, 1000)
-    assert_fx_traces(model, x[:1])
-    assert_layout_is_a_chain(model, x[:1])
+    assert_forward_fx_and_layout(model, (2, 768, 2, 2))
     assert len(model.backbone_layout().stages) == 7
 
 

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from family_checks import (
-    assert_fx_traces,
-    assert_layout_is_a_chain,
-    assert_sample_keys,
-    key_shape_digest,
-    num_parameters,
-)
+from family_checks import assert_forward_fx_and_layout, assert_matches_torchvision, assert_sample_keys
 
 from image2point.models2d import build_pretrained_2d, create_model_2d
 from image2point.models2d.densenet import densenet121, legacy_densenet_key
@@ -41,24 +35,14 @@ def model():
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION))
 def test_parameters_and_keys_equal_torchvision(name):
-    params, tensors, digest = TORCHVISION[name]
     with torch.device("meta"):
-        model = create_model_2d(name)
-    assert num_parameters(model) == params
-    assert len(model.state_dict()) == tensors
-    assert key_shape_digest(model.state_dict()) == digest
+        assert_matches_torchvision(create_model_2d(name), TORCHVISION[name])
 
 
 def test_sample_keys_forward_fx_and_layout(model):
     assert_sample_keys(model, SAMPLE_121)
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        features = model.forward_features(x)
-        assert features.shape == (2, 1024, 2, 2)
-        assert features.min() >= 0  # the ReLU after norm5 is part of the features
-        assert model(x).shape == (2, 1000)
-    assert_fx_traces(model, x[:1])
-    assert_layout_is_a_chain(model, x[:1])
+    features = assert_forward_fx_and_layout(model, (2, 1024, 2, 2))
+    assert features.min() >= 0  # the ReLU after norm5 is part of the features
     layout = model.backbone_layout()
     assert layout.stages[0] == "features.denseblock1" and layout.stages[-2:] == ("features.norm5", "final_relu")
 

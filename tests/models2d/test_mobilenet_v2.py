@@ -7,9 +7,8 @@ import torch
 from family_checks import (
     assert_fx_traces,
     assert_layout_is_a_chain,
+    assert_matches_torchvision,
     assert_sample_keys,
-    key_shape_digest,
-    num_parameters,
 )
 
 from image2point.models2d import create_model_2d, get_known_weights
@@ -17,9 +16,7 @@ from image2point.models2d.mobilenet_v2 import InvertedResidual, MobileNetV2, mob
 
 # torchvision 0.28.0 MobileNet_V2_Weights.IMAGENET1K_V1.meta["num_params"]; the digest and sample
 # keys come from torchvision's mobilenet_v2().state_dict() (see family_checks.key_shape_digest).
-TORCHVISION_PARAMS = 3_504_872
-TORCHVISION_TENSORS = 314
-TORCHVISION_DIGEST = "a18c560d82f6d01d86ac3a49fdcaf1d06cc7979ce4e8c8c176d05b805eaf9ef9"
+TORCHVISION = (3_504_872, 314, "a18c560d82f6d01d86ac3a49fdcaf1d06cc7979ce4e8c8c176d05b805eaf9ef9")
 TORCHVISION_SAMPLE = {
     "features.0.0.weight": [32, 3, 3, 3],
     "features.1.conv.0.0.weight": [32, 1, 3, 3],
@@ -39,10 +36,7 @@ def model() -> MobileNetV2:
 
 
 def test_parameters_and_keys_equal_torchvision(model):
-    state = model.state_dict()
-    assert num_parameters(model) == TORCHVISION_PARAMS
-    assert len(state) == TORCHVISION_TENSORS
-    assert key_shape_digest(state) == TORCHVISION_DIGEST
+    assert_matches_torchvision(model, TORCHVISION)
     assert_sample_keys(model, TORCHVISION_SAMPLE)
 
 

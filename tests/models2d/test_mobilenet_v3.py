@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from family_checks import (
-    assert_fx_traces,
-    assert_layout_is_a_chain,
-    assert_sample_keys,
-    key_shape_digest,
-    num_parameters,
-)
+from family_checks import assert_forward_fx_and_layout, assert_matches_torchvision, assert_sample_keys
 from torch import nn
 
 from image2point.models2d import create_model_2d, get_known_weights
@@ -47,23 +41,14 @@ SMALL_SAMPLE = {
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION))
 def test_parameters_and_keys_equal_torchvision(name):
-    params, tensors, digest = TORCHVISION[name]
     model = create_model_2d(name)
-    assert num_parameters(model) == params
-    assert len(model.state_dict()) == tensors
-    assert key_shape_digest(model.state_dict()) == digest
+    assert_matches_torchvision(model, TORCHVISION[name])
     assert_sample_keys(model, LARGE_SAMPLE if name.endswith("large") else SMALL_SAMPLE)
 
 
 @pytest.mark.parametrize("builder, width", [(mobilenet_v3_large, 960), (mobilenet_v3_small, 576)])
 def test_forward_fx_and_layout(builder, width):
-    model = builder().eval()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        assert model.forward_features(x).shape == (2, width, 2, 2)
-        assert model(x).shape == (2, 1000)
-    assert_fx_traces(model, x)
-    assert_layout_is_a_chain(model, x)
+    assert_forward_fx_and_layout(builder(), (2, width, 2, 2))
 
 
 def test_blocks_follow_the_table():

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from family_checks import (
-    assert_fx_traces,
-    assert_layout_is_a_chain,
-    assert_sample_keys,
-    key_shape_digest,
-    num_parameters,
-)
+from family_checks import assert_forward_fx_and_layout, assert_matches_torchvision, assert_sample_keys
 
 from image2point.models2d import create_model_2d, get_known_weights
 from image2point.models2d.regnet import REGNET_X_400MF, REGNET_Y_400MF, RegNetParams, regnet_y_400mf
@@ -45,11 +39,7 @@ X400_SAMPLE = {
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION))
 def test_parameters_and_keys_equal_torchvision(name):
-    params, tensors, digest = TORCHVISION[name]
-    model = create_model_2d(name)
-    assert num_parameters(model) == params
-    assert len(model.state_dict()) == tensors
-    assert key_shape_digest(model.state_dict()) == digest
+    assert_matches_torchvision(create_model_2d(name), TORCHVISION[name])
 
 
 def test_sample_keys():
@@ -71,13 +61,8 @@ def test_stage_widths_follow_the_quantised_linear_rule():
 
 
 def test_forward_fx_and_layout():
-    model = regnet_y_400mf().eval()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        assert model.forward_features(x).shape == (2, 440, 2, 2)
-        assert model(x).shape == (2, 1000)
-    assert_fx_traces(model, x[:1])
-    assert_layout_is_a_chain(model, x[:1])
+    model = regnet_y_400mf()
+    assert_forward_fx_and_layout(model, (2, 440, 2, 2))
     layout = model.backbone_layout()
     assert layout.stem == ("stem",)
     assert layout.stages == tuple(f"trunk_output.block{i}" for i in range(1, 5))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
+from family_checks import state_batch_norm
 
 from image2point.models2d import create_model_2d
 from image2point.models2d.resnet import BasicBlock, ResNet, resnet18, resnet50
@@ -70,16 +73,7 @@ def _randomise_bn_statistics(model: torch.nn.Module, seed: int) -> None:
 def _reference_resnet_forward(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """torchvision's ResNet forward in eval mode, written with functional ops on a state dict."""
 
-    def bn(prefix: str, t: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(
-            t,
-            state[f"{prefix}.running_mean"],
-            state[f"{prefix}.running_var"],
-            state[f"{prefix}.weight"],
-            state[f"{prefix}.bias"],
-            training=False,
-            eps=1e-5,
-        )
+    bn = partial(state_batch_norm, state)
 
     def block(prefix: str, t: torch.Tensor, stride: int) -> torch.Tensor:
         bottleneck = f"{prefix}.conv3.weight" in state

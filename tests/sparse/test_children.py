@@ -5,39 +5,15 @@ children), forward and backward, both backends, both stride conventions."""
 import pytest
 import torch
 import torch.nn.functional as F
+from dense_reference import BACKENDS, assert_same_values_and_gradients, at_sites, dense_of, random_sparse
 
 from image2point.sparse import SparseTensor
 from image2point.sparse import functional as SF
 from image2point.sparse.backends import spconv_available
 from image2point.sparse.modules import SparseChildrenConv3d, SparseSubsampleShortcut
 
-ATOL = 1e-4
-GRID = (9, 10, 11)
-BATCH = 2
-DENSITY = 0.3
 CHILD_KERNEL = (2, 2, 2)
-BACKENDS = ["torch", pytest.param("spconv", marks=pytest.mark.skipif(
-    not spconv_available(), reason="spconv is not installed (CPU build: Linux x86-64 only)"))]
 STRIDE_MODES = ["floor", "window"]
-
-
-def random_sparse(channels: int, backend: str, seed: int = 0) -> SparseTensor:
-    generator = torch.Generator().manual_seed(seed)
-    mask = torch.rand((BATCH, *GRID), generator=generator) < DENSITY
-    coords = mask.nonzero()
-    features = torch.randn(coords.shape[0], channels, generator=generator)
-    return SparseTensor(features.requires_grad_(), coords, BATCH, backend=backend)
-
-
-def dense_of(x: SparseTensor, margin: int = 2) -> torch.Tensor:
-    """Dense grid of x, with room for the window convention's extra coarse sites."""
-    shape = tuple(int(v) + 1 + margin for v in x.coords[:, 1:].max(0).values)
-    return x.to_dense(shape)
-
-
-def at_sites(dense: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    b, i, j, k = coords.unbind(1)
-    return dense[b, :, i, j, k]
 
 
 def dense_children_conv(x: SparseTensor, weight: torch.Tensor, reduce: SF.ChildrenReduce) -> torch.Tensor:
@@ -48,15 +24,6 @@ def dense_children_conv(x: SparseTensor, weight: torch.Tensor, reduce: SF.Childr
         present = F.conv3d(occupancy, torch.ones(1, 1, *CHILD_KERNEL), stride=2)
         out = out / present.clamp(min=1)
     return out
-
-
-def assert_equal_with_grads(sparse_out, dense_out, inputs):
-    torch.testing.assert_close(sparse_out, dense_out, atol=ATOL, rtol=1e-4)
-    probe = torch.randn_like(sparse_out)
-    sparse_grads = torch.autograd.grad((sparse_out * probe).sum(), inputs, retain_graph=True)
-    dense_grads = torch.autograd.grad((dense_out * probe).sum(), inputs)
-    for sparse_grad, dense_grad in zip(sparse_grads, dense_grads):
-        torch.testing.assert_close(sparse_grad, dense_grad, atol=ATOL, rtol=1e-4)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -70,7 +37,7 @@ def test_children_conv_equals_dense_2x2x2_conv_with_the_weight_on_every_tap(back
     assert torch.equal(out.coords, SF.coarser_coords(x, stride_mode))
     assert out.level == (stride_mode,) and out.backend == backend
     expected = at_sites(dense_children_conv(x, weight, reduce), out.coords) + bias
-    assert_equal_with_grads(out.features, expected, (x.features, weight, bias))
+    assert_same_values_and_gradients(out.features, expected, (x.features, weight, bias))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -82,7 +49,7 @@ def test_module_equals_dense_reference_and_keeps_a_1x1_conv_state_dict(backend, 
     assert {name: tuple(t.shape) for name, t in module.state_dict().items()} == {"weight": (6, 4, 1, 1, 1)}
     out = module(x)
     expected = at_sites(dense_children_conv(x, module.weight, reduce), out.coords)
-    assert_equal_with_grads(out.features, expected, (x.features, module.weight))
+    assert_same_values_and_gradients(out.features, expected, (x.features, module.weight))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -94,7 +61,7 @@ def test_option_a_shortcut_pools_children_then_pads_channels(backend, stride_mod
     identity = torch.eye(4).reshape(4, 4, 1, 1, 1)
     pooled = at_sites(dense_children_conv(x, identity, reduce), out.coords)
     expected = F.pad(pooled, (2, 2))
-    assert_equal_with_grads(out.features, expected, (x.features,))
+    assert_same_values_and_gradients(out.features, expected, (x.features,))
 
 
 def test_option_a_shortcut_without_reduce_keeps_the_child_at_2q():

@@ -4,17 +4,14 @@ on every device (the ``device`` fixture of tests/conftest.py)."""
 import pytest
 import torch
 import torch.nn.functional as F
+from dense_reference import BACKENDS, assert_same_values_and_gradients, at_sites, dense_of, random_sites
 
 from image2point.sparse import SparseTensor
 from image2point.sparse import functional as SF
 from image2point.sparse.backends import spconv_available, spconv_has_cuda_kernels
 
 ATOL = 1e-4
-GRID = (9, 10, 11)
 BATCH = 2
-DENSITY = 0.3
-BACKENDS = ["torch", pytest.param("spconv", marks=pytest.mark.skipif(
-    not spconv_available(), reason="spconv is not installed (CPU build: Linux x86-64 only)"))]
 
 
 def random_sparse(channels: int, backend: str, seed: int = 0, device: torch.device | str = "cpu") -> SparseTensor:
@@ -22,35 +19,13 @@ def random_sparse(channels: int, backend: str, seed: int = 0, device: torch.devi
     if backend == "spconv" and torch.device(device).type == "cuda" and not spconv_has_cuda_kernels():
         pytest.skip("the installed spconv is a CPU-only build")
     generator = torch.Generator().manual_seed(seed)
-    mask = torch.rand((BATCH, *GRID), generator=generator) < DENSITY
-    coords = mask.nonzero()
+    coords = random_sites(BATCH, generator)
     features = torch.randn(coords.shape[0], channels, generator=generator, dtype=torch.float64).float()
     return SparseTensor(features.to(device).requires_grad_(), coords.to(device), BATCH, backend=backend)
 
 
 def random_weight(*shape: int, device: torch.device | str = "cpu") -> torch.Tensor:
     return torch.randn(*shape).to(device).requires_grad_()
-
-
-def dense_of(x: SparseTensor, margin: int = 2) -> torch.Tensor:
-    """Dense grid of x, differentiable w.r.t. x.features, with room for window-convention sites."""
-    shape = tuple(int(v) + 1 + margin for v in x.coords[:, 1:].max(0).values)
-    return x.to_dense(shape)
-
-
-def at_sites(dense: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    b, i, j, k = coords.unbind(1)
-    return dense[b, :, i, j, k]
-
-
-def compare_with_grads(sparse_out, dense_out_at_sites, inputs):
-    """Forward values equal, and the gradients of a random projection equal for every input."""
-    torch.testing.assert_close(sparse_out, dense_out_at_sites, atol=ATOL, rtol=1e-4)
-    probe = torch.randn_like(sparse_out)
-    sparse_grads = torch.autograd.grad((sparse_out * probe).sum(), inputs, retain_graph=True)
-    dense_grads = torch.autograd.grad((dense_out_at_sites * probe).sum(), inputs)
-    for sparse_grad, dense_grad in zip(sparse_grads, dense_grads):
-        torch.testing.assert_close(sparse_grad, dense_grad, atol=ATOL, rtol=1e-4)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -63,7 +38,7 @@ def test_submanifold_conv_equals_dense_conv3d(backend, kernel_size, channels, de
     out = SF.conv3d(x, weight)
     assert torch.equal(out.coords, x.coords)
     dense = F.conv3d(dense_of(x), weight, padding=(kernel_size - 1) // 2)
-    compare_with_grads(out.features, at_sites(dense, x.coords), (x.features, weight))
+    assert_same_values_and_gradients(out.features, at_sites(dense, x.coords), (x.features, weight))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -77,7 +52,7 @@ def test_strided_conv_equals_dense_conv3d(backend, stride_mode, kernel_size, cha
     out = SF.conv3d(x, weight, stride=2, stride_mode=stride_mode)
     assert out.stride == 2
     dense = F.conv3d(dense_of(x), weight, stride=2, padding=(kernel_size - 1) // 2)
-    compare_with_grads(out.features, at_sites(dense, out.coords), (x.features, weight))
+    assert_same_values_and_gradients(out.features, at_sites(dense, out.coords), (x.features, weight))
 
 
 def test_stride_conventions_define_the_coarse_sites(device):
@@ -106,7 +81,7 @@ def test_inverse_conv_equals_dense_conv_transpose3d(backend, stride_mode, kernel
     assert torch.equal(out.coords, fine.coords)
     dense_coarse = dense_of(coarse)
     dense = F.conv_transpose3d(dense_coarse, weight.transpose(0, 1), stride=2, padding=(kernel_size - 1) // 2)
-    compare_with_grads(out.features, at_sites(dense, fine.coords), (coarse_features, weight))
+    assert_same_values_and_gradients(out.features, at_sites(dense, fine.coords), (coarse_features, weight))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -121,7 +96,7 @@ def test_max_pool_equals_dense_max_pool3d(backend, stride_mode, device):
     empty = dense_of(x.replace_features(torch.ones(x.num_sites, 1, device=device))) == 0
     dense = dense.masked_fill(empty, float("-inf"))
     pooled = F.max_pool3d(dense, kernel_size=3, stride=2, padding=1)
-    compare_with_grads(out.features, at_sites(pooled, out.coords), (features,))
+    assert_same_values_and_gradients(out.features, at_sites(pooled, out.coords), (features,))
 
 
 def test_torch_max_pool_handles_negative_features(device):

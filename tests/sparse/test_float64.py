@@ -5,11 +5,11 @@ and equal their dense float64 counterparts to float64 precision, forward and bac
 import pytest
 import torch
 import torch.nn.functional as F
+from dense_reference import at_sites, dense_of
 
 from image2point.sparse import SparseTensor
 from image2point.sparse import functional as SF
 from image2point.sparse.backends import torch_backend
-from tests.sparse.test_conv_vs_dense import at_sites, dense_of
 
 BATCH, GRID, DENSITY = 2, (9, 8, 7), 0.3
 

@@ -8,8 +8,8 @@ and hands grouped ones to the torch backend.
 import pytest
 import torch
 import torch.nn.functional as F
+from dense_reference import BACKENDS, assert_same_values_and_gradients, at_sites, dense_of, random_sparse
 
-from image2point.sparse import SparseTensor
 from image2point.sparse import functional as SF
 from image2point.sparse import kernel_map as KM
 from image2point.sparse.downsample import downsample_coords
@@ -25,11 +25,6 @@ from image2point.sparse.modules import SparseConv3d
 
 ATOL = 1e-4
 RTOL = 1e-4
-GRID = (9, 10, 11)
-BATCH = 2
-DENSITY = 0.3
-BACKENDS = ["torch", pytest.param("spconv", marks=pytest.mark.skipif(
-    not spconv_available(), reason="spconv is not installed (CPU build: Linux x86-64 only)"))]
 # (stride, stride mode): submanifold, and stride 2 under both conventions.
 STRIDES = [(1, "floor"), (2, "floor"), (2, "window")]
 # (C_in, C_out, groups): depthwise; narrow groups (merged into block-diagonal super-groups); a channel
@@ -41,33 +36,6 @@ CONV_SHAPES = {
     "wide groups": (32, 32, 2),
     "ungrouped": (5, 7, 1),
 }
-
-
-def random_sparse(channels: int, backend: str, seed: int = 0) -> SparseTensor:
-    generator = torch.Generator().manual_seed(seed)
-    mask = torch.rand((BATCH, *GRID), generator=generator) < DENSITY
-    coords = mask.nonzero()
-    features = torch.randn(coords.shape[0], channels, generator=generator)
-    return SparseTensor(features.requires_grad_(), coords, BATCH, backend=backend)
-
-
-def dense_of(x: SparseTensor, margin: int = 2) -> torch.Tensor:
-    shape = tuple(int(v) + 1 + margin for v in x.coords[:, 1:].max(0).values)
-    return x.to_dense(shape)
-
-
-def at_sites(dense: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    b, i, j, k = coords.unbind(1)
-    return dense[b, :, i, j, k]
-
-
-def assert_same_values_and_gradients(sparse_out, dense_out, inputs):
-    torch.testing.assert_close(sparse_out, dense_out, atol=ATOL, rtol=RTOL)
-    probe = torch.randn(sparse_out.shape, generator=torch.Generator().manual_seed(99))
-    sparse_grads = torch.autograd.grad((sparse_out * probe).sum(), inputs, retain_graph=True)
-    dense_grads = torch.autograd.grad((dense_out * probe).sum(), inputs)
-    for sparse_grad, dense_grad in zip(sparse_grads, dense_grads, strict=True):
-        torch.testing.assert_close(sparse_grad, dense_grad, atol=ATOL, rtol=RTOL)
 
 
 def check_against_dense(backend, shape, kernel_size, stride, stride_mode, dilation, bias=False, seed=0):

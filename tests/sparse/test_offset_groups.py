@@ -4,10 +4,11 @@ on every device: against dense conv3d and against the per-offset path, forward a
 import pytest
 import torch
 import torch.nn.functional as F
+from dense_reference import assert_same_values_and_gradients, at_sites, dense_of
 
 from image2point.sparse import functional as SF
 from image2point.sparse.backends import offset_groups, torch_backend
-from tests.sparse.test_conv_vs_dense import at_sites, compare_with_grads, dense_of, random_sparse, random_weight
+from tests.sparse.test_conv_vs_dense import random_sparse, random_weight
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def test_submanifold_conv_equals_dense(kernel_size, device, batched_offsets):
     weight = random_weight(9, 6, kernel_size, kernel_size, kernel_size, device=device)
     out = SF.conv3d(x, weight)
     dense = F.conv3d(dense_of(x), weight, padding=(kernel_size - 1) // 2)
-    compare_with_grads(out.features, at_sites(dense, x.coords), (x.features, weight))
+    assert_same_values_and_gradients(out.features, at_sites(dense, x.coords), (x.features, weight))
 
 
 @pytest.mark.parametrize("stride_mode", ["floor", "window"])
@@ -32,14 +33,14 @@ def test_strided_and_inverse_conv_equal_dense(stride_mode, kernel_size, device, 
     weight = random_weight(7, 5, kernel_size, kernel_size, kernel_size, device=device)
     out = SF.conv3d(x, weight, stride=2, stride_mode=stride_mode)
     dense = F.conv3d(dense_of(x), weight, stride=2, padding=(kernel_size - 1) // 2)
-    compare_with_grads(out.features, at_sites(dense, out.coords), (x.features, weight))
+    assert_same_values_and_gradients(out.features, at_sites(dense, out.coords), (x.features, weight))
 
     coarse = out.replace_features(torch.randn(out.num_sites, 4, device=device, requires_grad=True))
     up_weight = random_weight(3, 4, kernel_size, kernel_size, kernel_size, device=device)
     up = SF.inverse_conv3d(coarse, up_weight, target=x, stride_mode=stride_mode)
     dense_up = F.conv_transpose3d(dense_of(coarse), up_weight.transpose(0, 1), stride=2,
                                   padding=(kernel_size - 1) // 2)
-    compare_with_grads(up.features, at_sites(dense_up, x.coords), (coarse.features, up_weight))
+    assert_same_values_and_gradients(up.features, at_sites(dense_up, x.coords), (coarse.features, up_weight))
 
 
 def test_groups_under_a_small_buffer_cap_give_the_per_offset_result(device, monkeypatch):

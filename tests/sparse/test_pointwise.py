@@ -3,50 +3,28 @@ against dense references on the present sites, forward and backward."""
 
 import pytest
 import torch
+import dense_reference
 import torch.nn.functional as F
+from dense_reference import BACKENDS, at_sites, dense_of
 from torch import nn
 
 from image2point.sparse import SparseTensor
 from image2point.sparse import functional as SF
 from image2point.sparse import modules as SM
-from image2point.sparse.backends import spconv_available
 
 ATOL = 1e-5
 RTOL = 1e-4
-GRID = (9, 10, 11)
 BATCH = 3
-DENSITY = 0.3
 CHANNELS = 6
-BACKENDS = ["torch", pytest.param("spconv", marks=pytest.mark.skipif(
-    not spconv_available(), reason="spconv is not installed (CPU build: Linux x86-64 only)"))]
 
 
 def random_sparse(channels: int = CHANNELS, backend: str = "torch", seed: int = 0) -> SparseTensor:
-    generator = torch.Generator().manual_seed(seed)
-    mask = torch.rand((BATCH, *GRID), generator=generator) < DENSITY
-    coords = mask.nonzero()
     # Shifted and scaled, so normalisation has something to remove.
-    features = 3 * torch.randn(coords.shape[0], channels, generator=generator) + 1
-    return SparseTensor(features.requires_grad_(), coords, BATCH, backend=backend)
-
-
-def dense_of(x: SparseTensor, margin: int = 2) -> torch.Tensor:
-    shape = tuple(int(v) + 1 + margin for v in x.coords[:, 1:].max(0).values)
-    return x.to_dense(shape)
-
-
-def at_sites(dense: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    b, i, j, k = coords.unbind(1)
-    return dense[b, :, i, j, k]
+    return dense_reference.random_sparse(channels, backend, seed, batch=BATCH, scale=3.0, shift=1.0)
 
 
 def assert_same_values_and_gradients(sparse_out, dense_out, inputs):
-    torch.testing.assert_close(sparse_out, dense_out, atol=ATOL, rtol=RTOL)
-    probe = torch.randn(sparse_out.shape, generator=torch.Generator().manual_seed(99))
-    sparse_grads = torch.autograd.grad((sparse_out * probe).sum(), inputs, retain_graph=True)
-    dense_grads = torch.autograd.grad((dense_out * probe).sum(), inputs)
-    for sparse_grad, dense_grad in zip(sparse_grads, dense_grads, strict=True):
-        torch.testing.assert_close(sparse_grad, dense_grad, atol=ATOL, rtol=RTOL)
+    dense_reference.assert_same_values_and_gradients(sparse_out, dense_out, inputs, atol=ATOL, rtol=RTOL)
 
 
 # (sparse module, dense module) built alike; the dense one runs on the [B, C, X, Y, Z] grid.

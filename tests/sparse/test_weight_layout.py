@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from dense_reference import BACKENDS
 
 from image2point.sparse import functional as SF
 from image2point.sparse.backends import weight_layout
-from tests.sparse.test_conv_vs_dense import BACKENDS, random_sparse
+from tests.sparse.test_conv_vs_dense import random_sparse
 
 
 def test_filters_hold_each_offsets_weight_in_row_major_kernel_order():
