@@ -124,9 +124,7 @@ def run(quick: bool, device: torch.device) -> list[PathResult]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.standard_arguments(__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser = common.device_arguments(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = run(args.quick, torch.device(args.device))

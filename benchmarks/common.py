@@ -226,3 +226,11 @@ def standard_arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and smaller inputs")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     return parser
+
+
+def device_arguments(description: str) -> argparse.ArgumentParser:
+    """:func:`standard_arguments` plus ``--device`` (cpu or cuda) and ``--threads`` (one by default)."""
+    parser = standard_arguments(description)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    return parser
