@@ -92,7 +92,7 @@ def test_old_run_ids_and_overrides_are_unchanged_and_the_new_rows_add_their_own(
     assert [run.run_id for run in table4] == OLD_TABLE4_IDS + NEW_TABLE4_IDS
     assert [run.run_id for run in table5] == OLD_TABLE5_IDS + NEW_TABLE5_IDS
     cifar = next(run for run in table4 if run.run_id == "modelnet40-cifar10-io-s0")
-    assert cifar.overrides == ("data.num_points=1024", "data.batch_size=16", "train.epochs=8", "train.eval_every=8",
+    assert cifar.overrides == ("data.num_points=1024", "data.batch_size=16", "train.epochs=16", "train.eval_every=16",
                                "data.num_workers=0", "train.threads=1", "model.normalize_t=true",
                                "model.backbone=cifar_resnet20", "finetune.scheme=io", "train.seed=0")
     assert get_table("table4").layout("small").rows[:6] == (
@@ -241,7 +241,7 @@ def test_table2_keeps_its_runs_and_adds_the_espnet_range_pair():
     assert sorted(set(ids) - set(OLD_TABLE2_IDS)) == NEW_TABLE2_IDS
     hrnet = next(run for run in table2 if run.run_id == "semantickitti-hrnet_w18-none-all-s0")
     assert hrnet.overrides == ("data.voxel_size=0.3", "data.train_scans=[00/000000,00/000001]",
-                               "data.eval_scans=[00/000002]", "train.epochs=12", "train.eval_every=12",
+                               "data.eval_scans=[00/000002]", "train.epochs=48", "train.eval_every=48",
                                "data.num_workers=0", "train.threads=1", "model.family=range",
                                "model.backbone=hrnet_w18", "data.range_image.width=512", "train.epochs=12",
                                "train.eval_every=12", "finetune.scheme=all", "train.seed=0")
