@@ -16,7 +16,7 @@ from pathlib import Path
 
 from image2point.checkpoint import atomic_write
 from image2point.experiments.folds import pooled_seed_values
-from image2point.experiments.plan import MISSING, NO_DATA, ExperimentContext, PlannedRun
+from image2point.experiments.plan import UNAVAILABLE, ExperimentContext, PlannedRun
 from image2point.experiments.paper_numbers import PaperCell
 from image2point.experiments.scales import METRIC_NAMES, scale_setup
 from image2point.experiments.specs import TableLayout, TableSpec
@@ -90,7 +90,7 @@ def _paper_fields(layout: TableLayout, row: str, column: str) -> dict:
 
 def _cell(row: str, column: str, metric: str, plans: Sequence[PlannedRun]) -> CellResult:
     paper = None
-    unavailable = next((p for p in plans if p.status in (MISSING, NO_DATA)), None)
+    unavailable = next((p for p in plans if p.status in UNAVAILABLE), None)
     if unavailable is not None:
         return CellResult(row, column, metric, unavailable.status, (), (), (), None, None, 0, len(plans), paper,
                           unavailable.reason)
@@ -115,7 +115,7 @@ def footnotes(cells: Sequence[CellResult]) -> dict[str, int]:
 
 def format_cell(cell: CellResult, notes: dict[str, int]) -> str:
     """``35.20 ± 4.10 (3)``; ``(2 of 3)`` while seeds are unfinished; ``missing [1]`` with a footnote."""
-    if cell.status in (MISSING, NO_DATA):
+    if cell.status in UNAVAILABLE:
         return f"{cell.status} [{notes[cell.reason]}]"
     if cell.status == EMPTY:
         return EMPTY

@@ -28,7 +28,7 @@ from image2point.experiments.paired import (
     pair_units,
     paired_difference,
 )
-from image2point.experiments.plan import MISSING, NO_DATA, ExperimentContext, PlannedRun, plan_table
+from image2point.experiments.plan import UNAVAILABLE, ExperimentContext, PlannedRun, plan_table
 from image2point.experiments.scales import PAPER, SMALL
 from image2point.experiments.specs import get_table
 from image2point.train.outcomes import (
@@ -172,7 +172,7 @@ def evaluate_claim(claim: Claim, context: ExperimentContext, seeds: Sequence[int
     if absent:
         return ClaimResult(claim, comparison, measure.value, None, None, (), None,
                            reason=f"{claim.table} has no runs for row {absent[0]!r} in {comparison.column!r}")
-    unavailable = next((p for runs in rows.values() for p in runs if p.status in (MISSING, NO_DATA)), None)
+    unavailable = next((p for runs in rows.values() for p in runs if p.status in UNAVAILABLE), None)
     if unavailable is not None:
         return ClaimResult(claim, comparison, measure.value, None, None, (), None,
                            reason=f"{unavailable.status}: {unavailable.reason}")

@@ -3,7 +3,9 @@ without data. Aggregation and figures read plans; :mod:`image2point.experiments.
 
 A run directory with ``metrics.json`` is finished; one with ``last.pt`` but no ``metrics.json`` is
 resumed; otherwise the run is pending. Runs whose weights or data are not available are listed as
-missing / no data and never run.
+missing / no data and never run. A finished or interrupted run whose ``config.yaml`` differs from what the
+plan now asks for (a recipe changed since it ran, e.g. the small scale's length) is stale: never resumed,
+never read into a table, and refused before anything trains.
 """
 
 from __future__ import annotations
@@ -28,13 +30,22 @@ from image2point.experiments.sources import (
 )
 from image2point.experiments.specs import TABLES, RunSpec, TableSpec, get_table
 from image2point.train.config import RunConfig, load_config
+from image2point.train.yaml_io import config_to_dict, read_config_file
 
 DEFAULT_OUT_DIR = Path("runs/experiments")
 ALL_TABLES = "all"
 METRICS_FILE = "metrics.json"
 LAST_CHECKPOINT = "last.pt"
-FINISHED, RESUME, PENDING, MISSING, NO_DATA = "finished", "resume", "pending", "missing", "no data"
+SAVED_CONFIG = "config.yaml"
+FINISHED, RESUME, PENDING, MISSING, NO_DATA, STALE = "finished", "resume", "pending", "missing", "no data", "stale"
 RUNNABLE = (RESUME, PENDING)
+# Runs a table cannot use: their cells show the reason instead of a value.
+UNAVAILABLE = (MISSING, NO_DATA, STALE)
+# Where a run's inputs and outputs lie on the machine that ran it, not what it trains.
+LOCATION_KEYS = frozenset({"data.root", "train.run_dir"})
+# A checkpoint path is a location too; whether the run starts from one is not.
+PRETRAINED_KEY = "model.pretrained"
+DIFFERENCES_SHOWN = 2
 PERCENT = 100.0
 
 
@@ -167,7 +178,54 @@ def plan_run(spec: RunSpec, context: ExperimentContext) -> PlannedRun:
     else:
         status = PENDING
     pretraining = None if resolution is None else resolution.pretraining
+    stale = None if status == PENDING else _stale_reason(spec, run_dir, overrides)
+    if stale is not None:
+        return PlannedRun(spec, run_dir, STALE, overrides, stale, pretraining)
     return PlannedRun(spec, run_dir, status, overrides, None, pretraining)
+
+
+def _flatten(mapping: Mapping, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(saved: Mapping, planned: Mapping) -> list[str]:
+    """``key: saved -> planned`` for each setting both configs hold with different values. Locations are not
+    settings (LOCATION_KEYS; ``model.pretrained`` counts only as given or not), and a key only one of them
+    holds is a field added or removed since the run, at its default: neither is a difference."""
+    old, new = _flatten(saved), _flatten(planned)
+    for flat in (old, new):
+        flat[PRETRAINED_KEY] = "a checkpoint" if flat.get(PRETRAINED_KEY) is not None else None
+    return [f"{key}: {old[key]} -> {new[key]}" for key in new
+            if key in old and key not in LOCATION_KEYS and old[key] != new[key]]
+
+
+def _stale_reason(spec: RunSpec, run_dir: Path, overrides: Sequence[str]) -> str | None:
+    """Why the run in ``run_dir`` is not the planned one (None: it is, or it kept no config to tell)."""
+    saved_path = run_dir / SAVED_CONFIG
+    if not saved_path.is_file():
+        return None
+    saved = read_config_file(saved_path)
+    planned = config_to_dict(load_config(REPOSITORY_ROOT / spec.recipe, list(overrides)))
+    differences = config_differences(saved, planned)
+    if not differences:
+        return None
+    more = len(differences) - DIFFERENCES_SHOWN
+    return (f"ran under another config ({'; '.join(differences[:DIFFERENCES_SHOWN])}"
+            f"{f'; {more} more' if more > 0 else ''}); move it away or pass another --out-dir")
+
+
+def refuse_stale(plans: Sequence[PlannedRun]) -> None:
+    """Stop before anything trains when a planned run's directory holds another config's run."""
+    stale = [planned for planned in plans if planned.status == STALE]
+    if stale:
+        others = f" ({len(stale) - 1} more stale runs)" if len(stale) > 1 else ""
+        raise ConfigError(f"{stale[0].run_dir}: {stale[0].reason}{others}")
 
 
 def plan_table(table: TableSpec, context: ExperimentContext, seeds: Sequence[int]) -> list[PlannedRun]:

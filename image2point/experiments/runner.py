@@ -19,10 +19,9 @@ from image2point.experiments.plan import (
     DEFAULT_OUT_DIR,
     FINISHED,
     METRICS_FILE,
-    MISSING,
-    NO_DATA,
     PERCENT,
     RESUME,
+    UNAVAILABLE,
     ExperimentContext,
     PlannedRun,
     describe_plan,
@@ -30,6 +29,7 @@ from image2point.experiments.plan import (
     headline_value,
     load_run_config,
     plan_table,
+    refuse_stale,
     table_names,
 )
 from image2point.experiments.protocol import describe_protocol
@@ -47,7 +47,7 @@ def execute_plan(table: TableSpec, plans: Sequence[PlannedRun], context: Experim
     for index, planned in enumerate(plans, start=1):
         prefix = f"[{index}/{len(plans)}] {table.name} {planned.spec.run_id}:"
         metric = metrics[planned.spec.column]
-        if planned.status in (MISSING, NO_DATA):
+        if planned.status in UNAVAILABLE:
             echo(f"{prefix} {planned.status} ({planned.reason})")
             continue
         if planned.status == FINISHED:
@@ -140,7 +140,8 @@ def run_experiment(request: ExperimentRequest, echo: Callable[[str], None] = pri
                 echo(line)
         return []
     if not request.aggregate_only:
-        # A FractalDB render that cannot fit stops the experiment before anything runs.
+        # A stale run or a FractalDB render that cannot fit stops the experiment before anything runs.
+        refuse_stale([planned for name in names for planned in plans[name]])
         check_fractaldb_disk([planned.pretraining for name in names for planned in plans[name]
                               if planned.pretraining is not None], request.context.out_dir)
     written: list[Path] = []
@@ -174,6 +175,7 @@ def _run_claims(request: ExperimentRequest, echo: Callable[[str], None]) -> list
             for line in describe_plan(TABLES[name], runs):
                 echo(line)
     elif not request.aggregate_only:
+        refuse_stale([planned for runs in plans.values() for planned in runs])
         check_fractaldb_disk([planned.pretraining for runs in plans.values() for planned in runs
                               if planned.pretraining is not None], context.out_dir)
         for name, runs in plans.items():
