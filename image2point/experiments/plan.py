@@ -178,7 +178,7 @@ def plan_run(spec: RunSpec, context: ExperimentContext) -> PlannedRun:
     else:
         status = PENDING
     pretraining = None if resolution is None else resolution.pretraining
-    stale = None if status == PENDING else _stale_reason(spec, run_dir, overrides)
+    stale = _stale_reason(spec, run_dir, overrides, status, pretraining)
     if stale is not None:
         return PlannedRun(spec, run_dir, STALE, overrides, stale, pretraining)
     return PlannedRun(spec, run_dir, status, overrides, None, pretraining)
@@ -205,11 +205,20 @@ def config_differences(saved: Mapping, planned: Mapping) -> list[str]:
             if key in old and key not in LOCATION_KEYS and old[key] != new[key]]
 
 
-def _stale_reason(spec: RunSpec, run_dir: Path, overrides: Sequence[str]) -> str | None:
-    """Why the run in ``run_dir`` is not the planned one (None: it is, or it kept no config to tell)."""
+def _stale_reason(spec: RunSpec, run_dir: Path, overrides: Sequence[str], status: str,
+                  pretraining: Pretraining | None) -> str | None:
+    """Why the run in ``run_dir`` is not the planned one, or would not be if it ran now (None: it is, or it
+    kept no config to tell): its source's pretraining was made with other settings, the run started before
+    that pretraining was made, or its saved config differs from the plan's."""
+    if pretraining is not None and (reason := pretraining.stale_reason()) is not None:
+        return reason
     saved_path = run_dir / SAVED_CONFIG
-    if not saved_path.is_file():
+    if status == PENDING or not saved_path.is_file():
         return None
+    if pretraining is not None and pretraining.finished and \
+            saved_path.stat().st_mtime < pretraining.checkpoint.stat().st_mtime:
+        return (f"started before its source pretraining {pretraining.run_dir} was made; move it away or pass "
+                f"another --out-dir")
     saved = read_config_file(saved_path)
     planned = config_to_dict(load_config(REPOSITORY_ROOT / spec.recipe, list(overrides)))
     differences = config_differences(saved, planned)

@@ -67,7 +67,7 @@ def test_pretrained_sources_pretrain_into_the_out_dir(fake_shared, tmp_path):
     resolution = resolve_source("tiny-imagenet", "cifar_resnet20", context)
     assert resolution.checkpoint == tmp_path / "out" / "pretrained" / "tiny-imagenet-cifar_resnet20" / "model.pt"
     assert resolution.pretraining.root == fake_shared / "data" / "tiny-imagenet-200"
-    assert resolution.pretraining.settings.epochs == 3
+    assert resolution.pretraining.settings.epochs == 30
     pixels = resolve_source("fractaldb", "pointnet2_ssg", context).pretraining
     assert pixels.settings.image_size == 16 and pixels.root is None
     context = _context(fake_shared, tmp_path, weights={"fractaldb": tmp_path})

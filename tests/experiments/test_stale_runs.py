@@ -2,6 +2,9 @@
 never read into a table or a claim, and refused before anything trains."""
 
 import dataclasses
+import json
+import os
+import shutil
 
 import pytest
 
@@ -9,7 +12,10 @@ from image2point.cli import EXIT_BAD_INPUT, main
 from image2point.errors import ConfigError
 from image2point.experiments import ExperimentRequest, get_table, plan_table, run_experiment
 from image2point.experiments.claims import CLAIMS, evaluate_claim
-from image2point.experiments.plan import FINISHED, PENDING, STALE, config_differences, load_run_config
+from image2point.experiments.plan import (FINISHED, PENDING, STALE, config_differences, load_run_config,
+                                          refuse_stale)
+from image2point.experiments.runner import execute_plan
+from image2point.experiments.sources import SOURCES, run_pretraining
 from image2point.train.yaml_io import save_config
 
 TABLE, RUN = "table1", "modelnet40-cifar10-io_bn-s0"
@@ -78,3 +84,43 @@ def test_the_command_line_refuses_in_one_line(small_context, write_metrics, fake
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and RUN in err and "train.epochs: 8 -> 16" in err
     assert fake_training == []
+
+
+def _fake_pretrain(pretraining):
+    pretraining.run_dir.mkdir(parents=True)
+    pretraining.checkpoint.write_bytes(b"weights")
+    (pretraining.run_dir / "metrics.json").write_text(json.dumps({"val_top1": 0.5}))
+    return 0.5
+
+
+def _tiny_imagenet_runs(context):
+    return [planned for planned in plan_table(get_table("table4"), context, (0,))
+            if planned.spec.source == "tiny-imagenet"]
+
+
+def test_a_source_pretrained_with_other_settings_makes_its_runs_stale(small_context, fake_training, monkeypatch):
+    source = dataclasses.replace(SOURCES["tiny-imagenet"], pretrain=_fake_pretrain)
+    monkeypatch.setitem(SOURCES, "tiny-imagenet", source)
+    runs = _tiny_imagenet_runs(small_context)
+    execute_plan(get_table("table4"), runs, small_context, lambda line: None)
+    for planned in runs:  # as the training loop leaves them: the config it ran, saved when it started
+        save_config(load_run_config(planned), planned.run_dir / "config.yaml")
+        os.utime(planned.run_dir / "config.yaml", (1, 1))
+        os.utime(runs[0].pretraining.checkpoint, (0, 0))
+    assert {planned.status for planned in _tiny_imagenet_runs(small_context)} == {FINISHED}
+
+    epochs = source.settings["small"].epochs
+    longer = {**source.settings, "small": dataclasses.replace(source.settings["small"], epochs=epochs + 1)}
+    monkeypatch.setitem(SOURCES, "tiny-imagenet", dataclasses.replace(source, settings=longer))
+    stale = _tiny_imagenet_runs(small_context)
+    assert {planned.status for planned in stale} == {STALE}
+    assert f"ran with other settings (epochs: {epochs} -> {epochs + 1})" in stale[0].reason
+    with pytest.raises(ConfigError, match="tiny-imagenet-cifar_resnet20 ran with other settings"):
+        refuse_stale(stale)
+
+    # The old pretraining moved away and made again: the runs trained from the old one are stale in turn.
+    shutil.move(stale[0].pretraining.run_dir, small_context.out_dir / "old-pretraining")
+    run_pretraining(stale[0].pretraining)
+    remade = _tiny_imagenet_runs(small_context)
+    assert {planned.status for planned in remade} == {STALE}
+    assert "started before its source pretraining" in remade[0].reason
