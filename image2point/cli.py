@@ -234,7 +234,8 @@ def _cmd_export(args: argparse.Namespace) -> None:
 def _cmd_experiment(args: argparse.Namespace) -> None:
     from image2point.experiments import ExperimentRequest, make_context, parse_seeds, run_experiment
     context = make_context(args.scale, args.out_dir, args.weights, args.data_root, args.folds)
-    run_experiment(ExperimentRequest(args.name, context, parse_seeds(args.seeds), args.dry_run, args.aggregate_only))
+    run_experiment(ExperimentRequest(args.name, context, parse_seeds(args.seeds), args.dry_run, args.aggregate_only,
+                                     tuple(args.claim)))
 
 
 def _field_names(text: str | None) -> list[str] | None:
@@ -381,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="a dataset directory (modelnet40, s3dis, semantickitti, tiny-imagenet, mnist)")
     experiment.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and figures")
     experiment.add_argument("--folds", action="store_true", help="cross-validate (small: docs/statistics.md)")
+    experiment.add_argument("--claim", action="append", default=[], metavar="NAME",
+                            help="claims only: train and judge this claim ('b': every claim (b); 'b · ModelNet40': "
+                                 "that one); repeatable; default: every claim")
     experiment.set_defaults(handler=_cmd_experiment)
 
     env = commands.add_parser("env", help="versions, GPUs, and the sparse backend per device and why")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from image2point.checkpoint import atomic_write
+from image2point.errors import ConfigError
 from image2point.experiments.paired import (
     DEFAULT_REPLICATES,
     Direction,
@@ -124,6 +125,23 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
+def select_claims(selectors: Sequence[str]) -> tuple[Claim, ...]:
+    """The claims a selector names, in the paper's order: a selector is a claim's name or the part of it before a
+    ' · ' (``b`` is every claim (b), ``b · ModelNet40`` that one), any case; none: every claim."""
+    if not selectors:
+        return CLAIMS
+    chosen = []
+    for selector in selectors:
+        wanted = selector.strip().casefold()
+        matched = [claim for claim in CLAIMS
+                   if claim.name.casefold() == wanted or claim.name.casefold().startswith(f"{wanted} · ")]
+        if not matched:
+            names = "; ".join(claim.name for claim in CLAIMS)
+            raise ConfigError(f"--claim {selector!r}: no such claim (claims: {names})")
+        chosen += matched
+    return tuple(claim for claim in CLAIMS if claim in chosen)
+
+
 @dataclass(frozen=True)
 class ClaimResult:
     """A claim's verdict at one scale, or why there is none (``missing``: run ids without outcomes)."""
@@ -205,11 +223,12 @@ def _claim_rows(table_name: str, comparison: Comparison, context: ExperimentCont
             for row in (comparison.row_a, comparison.row_b)}
 
 
-def claim_plans(context: ExperimentContext, seeds: Sequence[int]) -> dict[str, list[PlannedRun]]:
-    """Table name -> the runs every claim at this scale needs from it, each once, in the claims' order: what
+def claim_plans(context: ExperimentContext, seeds: Sequence[int],
+                claims: Sequence[Claim] = CLAIMS) -> dict[str, list[PlannedRun]]:
+    """Table name -> the runs the claims at this scale need from it, each once, in the claims' order: what
     ``image2point experiment claims`` trains before it judges (a cell's runs, not the whole table's)."""
     needed: dict[str, dict[Path, PlannedRun]] = {}
-    for claim in CLAIMS:
+    for claim in claims:
         comparison = claim.cells.get(context.scale)
         if comparison is None:
             continue
@@ -257,7 +276,7 @@ def render_claims(results: Sequence[ClaimResult], command: str) -> str:
                      f"{difference} | {interval} | {verdict} | {','.join(map(str, item.seeds))} | {item.units or ''} | "
                      f"{fixed} |")
     lines += ["", "Claims:", ""]
-    lines += [f"- {claim.name}: {claim.statement} ({claim.reference})." for claim in CLAIMS]
+    lines += [f"- {item.claim.name}: {item.claim.statement} ({item.claim.reference})." for item in results]
     return "\n".join(lines) + "\n"
 
 
@@ -297,10 +316,10 @@ def claims_payload(results: Sequence[ClaimResult], command: str) -> dict:
 
 def write_claims(context: ExperimentContext, seeds: Sequence[int], command: str,
                  echo: Callable[[str], None] = print, write: bool = True,
-                 replicates: int = DEFAULT_REPLICATES) -> list[Path]:
-    """Evaluate every claim on the runs under ``context.out_dir``, print one line each, and (``write``) write
+                 replicates: int = DEFAULT_REPLICATES, claims: Sequence[Claim] = CLAIMS) -> list[Path]:
+    """Evaluate the claims on the runs under ``context.out_dir``, print one line each, and (``write``) write
     claims.md and claims.json there."""
-    results = [evaluate_claim(claim, context, seeds, replicates) for claim in CLAIMS]
+    results = [evaluate_claim(claim, context, seeds, replicates) for claim in claims]
     contents = {CLAIMS_MD: render_claims(results, command),
                 CLAIMS_JSON: json.dumps(claims_payload(results, command), indent=2, ensure_ascii=False) + "\n"}
     for item in results:

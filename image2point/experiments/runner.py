@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from image2point.errors import ConfigError
 from image2point.experiments.aggregate import write_table_results
-from image2point.experiments.claims import CLAIMS_COMMAND, claim_plans, write_claims
+from image2point.experiments.claims import CLAIMS_COMMAND, claim_plans, select_claims, write_claims
 from image2point.experiments.figures import write_figures
 from image2point.experiments.fractal_sources import check_fractaldb_disk
 from image2point.experiments.plan import (
@@ -86,13 +87,15 @@ def _pretrain(pretraining: Pretraining, context: ExperimentContext, echo: Callab
          f"({time.perf_counter() - started:.1f} s) -> {pretraining.checkpoint}")
 
 
-def command_line(name: str, context: ExperimentContext, seeds: Sequence[int] | None) -> str:
+def command_line(name: str, context: ExperimentContext, seeds: Sequence[int] | None,
+                 claims: Sequence[str] = ()) -> str:
     """The command that makes a table, as written in its header (no --seeds: the scale's default trials)."""
     parts = ["image2point experiment", name, f"--scale {context.scale}"]
     if seeds is not None:
         parts.append(f"--seeds {format_seeds(seeds)}")
     if context.cross_validate:
         parts.append("--folds")
+    parts += [f"--claim '{selector}'" if " " in selector else f"--claim {selector}" for selector in claims]
     if context.out_dir != DEFAULT_OUT_DIR:
         parts.append(f"--out-dir {context.out_dir}")
     parts += [f"--weights {key}={path}" for key, path in context.weights.items()]
@@ -118,6 +121,8 @@ class ExperimentRequest:
     seeds: tuple[int, ...] | None
     dry_run: bool = False
     aggregate_only: bool = False
+    # ``claims`` only: the claims to train and judge (claims.select_claims); empty: every claim.
+    claims: tuple[str, ...] = ()
     date: str = field(default_factory=lambda: datetime.date.today().isoformat())
 
 
@@ -126,6 +131,8 @@ def run_experiment(request: ExperimentRequest, echo: Callable[[str], None] = pri
     the files written (tables, figures, claims)."""
     if request.name == CLAIMS_COMMAND:
         return _run_claims(request, echo)
+    if request.claims:
+        raise ConfigError(f"--claim selects claims of 'image2point experiment {CLAIMS_COMMAND}', not of {request.name}")
     names = table_names(request.name)
     plans = {name: plan_trials(TABLES[name], request.context, request.seeds) for name in names}
     for name in names:
@@ -166,7 +173,8 @@ def _run_claims(request: ExperimentRequest, echo: Callable[[str], None]) -> list
     judge every claim; ``--dry-run`` lists those runs, ``--aggregate-only`` judges what has finished."""
     context = request.context
     seeds = request.seeds if request.seeds is not None else tuple(range(DEFAULT_TRIALS))
-    plans = claim_plans(context, seeds)
+    claims = select_claims(request.claims)
+    plans = claim_plans(context, seeds, claims)
     for runs in plans.values():
         for planned in runs:
             load_run_config(planned)
@@ -180,5 +188,5 @@ def _run_claims(request: ExperimentRequest, echo: Callable[[str], None]) -> list
                               if planned.pretraining is not None], context.out_dir)
         for name, runs in plans.items():
             execute_plan(TABLES[name], runs, context, echo)
-    return write_claims(context, seeds, command_line(CLAIMS_COMMAND, context, request.seeds), echo,
-                        not request.dry_run)
+    return write_claims(context, seeds, command_line(CLAIMS_COMMAND, context, request.seeds, request.claims), echo,
+                        not request.dry_run, claims=claims)

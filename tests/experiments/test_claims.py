@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from image2point.cli import main
+from image2point.cli import EXIT_BAD_INPUT, main
+from image2point.errors import ConfigError
 from image2point.experiments import runner
 from image2point.experiments.claims import (
     CLAIMS,
@@ -16,6 +17,7 @@ from image2point.experiments.claims import (
     CLAIMS_MD,
     claim_plans,
     evaluate_claim,
+    select_claims,
     unit_outcomes,
 )
 from image2point.experiments.paired import Verdict
@@ -153,3 +155,37 @@ def test_a_dry_run_lists_the_runs_the_claims_need(folded_context, capsys):
     out = capsys.readouterr().out
     assert "table1: Finetuning schemes (16 runs)" in out and "modelnet40-none-scratch-s0-f4  [pending]" in out
     assert "modelnet40-cifar10-io-s0-f0" not in out.split("table1:")[1].split("table5:")[0]
+
+
+def test_claim_selectors_name_a_claim_or_its_group():
+    assert [claim.name for claim in select_claims(["d", "b · ModelNet40"])] == ["b · ModelNet40", "d"]
+    assert [claim.name for claim in select_claims(["B"])] == [
+        "b · ModelNet40", "b · SemanticKITTI", "b · MobileNetV1 ImageNet-1K · ModelNet40",
+        "b · ESPNet-C Cityscapes · SemanticKITTI"]
+    assert select_claims([]) == CLAIMS
+    with pytest.raises(ConfigError, match="--claim 'b · Model': no such claim"):
+        select_claims(["b · Model"])
+
+
+def test_the_claims_command_trains_and_judges_only_the_selected_claims(folded_context, monkeypatch):
+    trained = []
+    monkeypatch.setattr(runner, "execute_plan", lambda table, plans, context, echo: trained.append(
+        (table.name, len(plans))))
+    argv = ["experiment", "claims", "--scale", "small", "--seeds", "0,", "--folds", "--out-dir",
+            str(folded_context.out_dir), "--claim", "d", "--claim", "b · SemanticKITTI"]
+    assert main(argv) == 0
+    assert trained == [("table1", 2 * SMALL_SEMANTICKITTI_FOLDS), ("table3", 2 * SMALL_MODELNET40_FOLDS)]
+    payload = json.loads((folded_context.out_dir / CLAIMS_JSON).read_text())
+    assert [item["claim"] for item in payload["claims"]] == ["b · SemanticKITTI", "d"]
+    assert "--folds --claim d --claim 'b · SemanticKITTI' --out-dir" in payload["command"]
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["experiment", "claims", "--claim", "e", "--dry-run"], "--claim 'e': no such claim (claims: a; b · ModelNet40;"),
+    (["experiment", "table1", "--claim", "a", "--dry-run"], "--claim selects claims of 'image2point experiment claims'"),
+])
+def test_bad_claim_selections_are_refused_in_one_line(argv, expected, folded_context, capsys):
+    assert main([*argv, "--out-dir", str(folded_context.out_dir)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
+    assert not folded_context.out_dir.exists()
