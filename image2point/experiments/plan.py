@@ -30,7 +30,7 @@ from image2point.experiments.sources import (
 )
 from image2point.experiments.specs import TABLES, RunSpec, TableSpec, get_table
 from image2point.train.config import RunConfig, load_config
-from image2point.train.yaml_io import config_to_dict, read_config_file
+from image2point.train.yaml_io import config_to_dict, flatten, read_config_file
 
 DEFAULT_OUT_DIR = Path("runs/experiments")
 ALL_TABLES = "all"
@@ -184,21 +184,11 @@ def plan_run(spec: RunSpec, context: ExperimentContext) -> PlannedRun:
     return PlannedRun(spec, run_dir, status, overrides, None, pretraining)
 
 
-def _flatten(mapping: Mapping, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in mapping.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def config_differences(saved: Mapping, planned: Mapping) -> list[str]:
     """``key: saved -> planned`` for each setting both configs hold with different values. Locations are not
     settings (LOCATION_KEYS; ``model.pretrained`` counts only as given or not), and a key only one of them
     holds is a field added or removed since the run, at its default: neither is a difference."""
-    old, new = _flatten(saved), _flatten(planned)
+    old, new = flatten(saved), flatten(planned)
     for flat in (old, new):
         flat[PRETRAINED_KEY] = "a checkpoint" if flat.get(PRETRAINED_KEY) is not None else None
     return [f"{key}: {old[key]} -> {new[key]}" for key in new

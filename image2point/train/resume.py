@@ -23,6 +23,7 @@ from image2point.checkpoint import TrainingCheckpoint, TrainingProgress, load_tr
 from image2point.errors import ConfigError
 from image2point.train.config import RunConfig, config_to_dict, save_config, upgrade_stored_head
 from image2point.train.stored import upgrade_stored_config
+from image2point.train.yaml_io import flatten
 
 # Keys that do not change what a run computes (beyond the order of float additions: the device, the
 # threads and deterministic algorithms change only that).
@@ -54,17 +55,6 @@ def read_resume_point(path: Path, config: RunConfig, with_changes: bool, device:
     check_structure(checkpoint, config, path)
     stored = dict(upgrade_stored_head(upgrade_stored_config(dict(checkpoint.config)))) if checkpoint.config else {}
     return ResumePoint(path, checkpoint, check_resume(stored, config, path, with_changes, progress.epoch + 1))
-
-
-def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested sections as dotted keys: {"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def changed_keys(stored: Mapping[str, Any], config: RunConfig) -> list[str]:

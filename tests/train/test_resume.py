@@ -7,7 +7,8 @@ import yaml
 
 from image2point.errors import ConfigError
 from image2point.train.config import config_to_dict, load_config
-from image2point.train.resume import changed_keys, check_resume, flatten, record_changes
+from image2point.train.resume import changed_keys, check_resume, record_changes
+from image2point.train.yaml_io import flatten
 
 CHECKPOINT = Path("run/last.pt")
 
