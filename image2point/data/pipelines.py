@@ -54,7 +54,26 @@ class DatasetPipeline(Protocol):
 
 
 @dataclass(frozen=True)
-class ModelNet40Pipeline:
+class PlainPipeline:
+    """No transforms at all: the pipeline of a dataset that registers none. The dataset pipelines below
+    extend it and override only the parts they fill, so a part they leave out stays empty (and the xyz
+    input features stay in metres)."""
+
+    def augmentation(self) -> tuple[Transform, ...]:
+        return ()
+
+    def preprocessing(self) -> tuple[Transform, ...]:
+        return ()
+
+    def training_only(self, voxel_size: float) -> tuple[Transform, ...]:
+        return ()
+
+    def xyz_feature_scale(self, voxel_size: float) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True)
+class ModelNet40Pipeline(PlainPipeline):
     """ModelNet40 (core/datasets/modelnet.py, CoordinateTransformation(trans=0.2)): per-axis scale in
     [0.9, 1.1] with p 0.9, translation in [-0.2, 0.2] with p 0.9, and with p 0.7 uniform jitter
     0.025 * (u - 0.5), i.e. in [-0.0125, 0.0125] (their clip at 0.05 never binds).
@@ -75,18 +94,9 @@ class ModelNet40Pipeline:
     def augmentation(self) -> tuple[Transform, ...]:
         return (self.scale, self.translation, self.jitter)
 
-    def preprocessing(self) -> tuple[Transform, ...]:
-        return ()
-
-    def training_only(self, voxel_size: float) -> tuple[Transform, ...]:
-        return ()
-
-    def xyz_feature_scale(self, voxel_size: float) -> float:
-        return 1.0
-
 
 @dataclass(frozen=True)
-class S3DISPipeline:
+class S3DISPipeline(PlainPipeline):
     """S3DIS (core/datasets/s3dis.py; values from configs/s3dis/*.yaml data.clip_bound, color_std,
     color_trans_ratio). Training: with p 0.95, mirror x and y each with p 0.5; colour jitter, Gaussian
     with std 0.005 (their 0.005 * 255 on 0..255), p 0.95; colour translation uniform in [-0.05, 0.05]
@@ -117,9 +127,6 @@ class S3DISPipeline:
     def preprocessing(self) -> tuple[Transform, ...]:
         return (NormalizeColor(),) + ((CenterPoints(),) if self.center else ())
 
-    def training_only(self, voxel_size: float) -> tuple[Transform, ...]:
-        return ()
-
     def xyz_feature_scale(self, voxel_size: float) -> float:
         return 1.0 / voxel_size if self.xyz_in_voxels else 1.0
 
@@ -129,7 +136,7 @@ class S3DISPipeline:
 
 
 @dataclass(frozen=True)
-class SemanticKITTIPipeline:
+class SemanticKITTIPipeline(PlainPipeline):
     """SemanticKITTI (core/datasets/semantic_kitti.py): rotation about z by an angle uniform over a full
     turn, then one scale factor uniform in [0.95, 1.05], both always. max_train_voxels: training scans
     keep a random 80,000 of their voxels when they have more (configs/semantic_kitti/*.yaml
@@ -147,33 +154,10 @@ class SemanticKITTIPipeline:
     def augmentation(self) -> tuple[Transform, ...]:
         return (self.rotation, self.scale)
 
-    def preprocessing(self) -> tuple[Transform, ...]:
-        return ()
-
     def training_only(self, voxel_size: float) -> tuple[Transform, ...]:
         if self.max_train_voxels is None:
             return ()
         return (RandomVoxelSubset(voxel_size, self.max_train_voxels),)
-
-    def xyz_feature_scale(self, voxel_size: float) -> float:
-        return 1.0
-
-
-@dataclass(frozen=True)
-class PlainPipeline:
-    """No transforms at all: the pipeline of a dataset that registers none."""
-
-    def augmentation(self) -> tuple[Transform, ...]:
-        return ()
-
-    def preprocessing(self) -> tuple[Transform, ...]:
-        return ()
-
-    def training_only(self, voxel_size: float) -> tuple[Transform, ...]:
-        return ()
-
-    def xyz_feature_scale(self, voxel_size: float) -> float:
-        return 1.0
 
 
 @dataclass(frozen=True)
