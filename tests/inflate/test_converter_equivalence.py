@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from plane_checks import randomize_batchnorm
 from torch import nn
 
 from image2point.inflate.converter import convert_2d_to_3d
@@ -48,9 +49,6 @@ BLOCK_MARGIN = 2 * HALF_KERNEL
 STRIDED_EXACT_SLICES = range(2, (COPY_DEPTH - 2) // 2)
 ATOL = 1e-4
 RTOL = 1e-5
-# Trained-looking BatchNorm: statistics and affine parameters far from their initial 0 / 1.
-BN_SCALE_LOW, BN_SCALE_SPAN = 0.5, 1.0
-BN_SHIFT_STD = 0.2
 
 
 
@@ -60,17 +58,6 @@ def release_cached_models():
     yield
     converted_cifar_resnet20.cache_clear()
     cifar_resnet20.cache_clear()
-
-
-def randomize_batchnorm(model: nn.Module, generator: torch.Generator) -> None:
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                n = module.num_features
-                module.weight.copy_(BN_SCALE_LOW + BN_SCALE_SPAN * torch.rand(n, generator=generator))
-                module.bias.copy_(BN_SHIFT_STD * torch.randn(n, generator=generator))
-                module.running_mean.copy_(BN_SHIFT_STD * torch.randn(n, generator=generator))
-                module.running_var.copy_(BN_SCALE_LOW + BN_SCALE_SPAN * torch.rand(n, generator=generator))
 
 
 @functools.cache
@@ -86,7 +73,7 @@ def cifar_resnet20(weights: str) -> nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(SEED)
         model = create_model_2d("cifar_resnet20")
-    randomize_batchnorm(model, torch.Generator().manual_seed(SEED))
+    randomize_batchnorm(model, SEED)
     return model.eval()
 
 
@@ -262,7 +249,7 @@ def trunk_2d(architecture: str) -> nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(SEED)
         model = create_model_2d(architecture)
-    randomize_batchnorm(model, torch.Generator().manual_seed(SEED))
+    randomize_batchnorm(model, SEED)
     return model.eval()
 
 
