@@ -19,6 +19,9 @@ dense references are computed in full float32 like the sparse ops they are compa
 """
 
 import contextlib
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -162,3 +165,44 @@ def load_script():
         return module
 
     return load
+
+
+# Holds RUN_DIR/.lock as a live training does (flock, its pid inside) until its stdin closes. It does not
+# import image2point, so it holds the lock within milliseconds.
+RUN_LOCK_HOLDER = textwrap.dedent("""
+    import fcntl, os, sys
+    handle = open(os.path.join(sys.argv[1], ".lock"), "a+")
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    handle.write(f"{os.getpid()}\\n")
+    handle.flush()
+    print("held", flush=True)
+    sys.stdin.read()
+""")
+
+
+@pytest.fixture
+def hold_run_lock():
+    """``with hold_run_lock(run_dir) as holder:`` another process (``holder.pid``) holds the lock of
+    ``run_dir`` as a live training does until the block ends; it then exits without removing the lock
+    file, as a killed run would (POSIX only: it uses flock)."""
+
+    @contextlib.contextmanager
+    def hold(run_dir):
+        holder = subprocess.Popen([sys.executable, "-c", RUN_LOCK_HOLDER, str(run_dir)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            yield holder
+        finally:
+            holder.stdin.close()
+            holder.wait()
+
+    return hold
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The pid of a process that has already exited (the owner of a killed run's lock or staging files)."""
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+    return int(finished.stdout)

@@ -23,16 +23,6 @@ from image2point.cli_contract import EXIT_BAD_INPUT
 
 POSIX = hasattr(os, "fork")
 SUBPROCESS_TIMEOUT_SECONDS = 300
-# Holds RUN_DIR/.lock as a live training does (flock, pid inside) until its stdin closes.
-LOCK_HOLDER = textwrap.dedent("""
-    import fcntl, os, sys
-    handle = open(os.path.join(sys.argv[1], ".lock"), "a+")
-    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-    handle.write(f"{os.getpid()}\\n")
-    handle.flush()
-    print("held", flush=True)
-    sys.stdin.read()
-""")
 # Trains, and is killed by SIGKILL in the middle of writing its first last.pt: the staging file holds half
 # the checkpoint when the process dies.
 KILLED_IN_FIRST_LAST_PT = textwrap.dedent("""
@@ -66,12 +56,6 @@ def _train_argv(run_dir: Path, *words: str) -> list[str]:
     return ["train", *TINY_SCENE_RUN, f"train.run_dir={run_dir}", *words, "--quiet"]
 
 
-def _dead_pid() -> int:
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)
-    return int(done.stdout)
-
-
 def _epochs(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -94,38 +78,30 @@ def test_21_an_own_warning_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not POSIX, reason="flock and a second process (POSIX)")
-def test_18_a_second_training_into_a_live_runs_directory_is_refused(trained_run, tmp_path, capsys):
+def test_18_a_second_training_into_a_live_runs_directory_is_refused(trained_run, tmp_path, capsys, hold_run_lock):
     run_dir = copy_run(trained_run, tmp_path / "run")
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(run_dir)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with hold_run_lock(run_dir) as holder:
         before = listing(tmp_path)
         outcome = run_cli(_train_argv(run_dir, "--resume"), capsys)
         assert outcome.status == EXIT_BAD_INPUT
         message = the_error_line(outcome, "train")
         assert f"{run_dir}: in use by process {holder.pid}" in message
         assert listing(tmp_path) == before
-    finally:
-        holder.stdin.close()
-        holder.wait()
 
 
-def test_18_the_lock_of_a_killed_run_is_taken_over_with_a_line(trained_run, tmp_path, capsys):
+def test_18_the_lock_of_a_killed_run_is_taken_over_with_a_line(trained_run, tmp_path, capsys, dead_pid):
     run_dir = copy_run(trained_run, tmp_path / "run")
-    dead = _dead_pid()
-    (run_dir / ".lock").write_text(f"{dead}\n")
+    (run_dir / ".lock").write_text(f"{dead_pid}\n")
     outcome = run_cli(_train_argv(run_dir, "--resume"), capsys)
     assert outcome.status == 0
-    assert outcome.stderr_lines == [f"image2point train: warning: {run_dir}: taking over the lock of process {dead}, "
-                                    "which is no longer running (a killed run)"]
+    assert outcome.stderr_lines == [f"image2point train: warning: {run_dir}: taking over the lock of process "
+                                    f"{dead_pid}, which is no longer running (a killed run)"]
     assert not (run_dir / ".lock").exists()
 
 
-def test_20_orphaned_staging_files_are_removed_on_resume(trained_run, tmp_path, capsys):
+def test_20_orphaned_staging_files_are_removed_on_resume(trained_run, tmp_path, capsys, dead_pid):
     run_dir = copy_run(trained_run, tmp_path / "run")
-    dead = _dead_pid()
-    orphans = [run_dir / f".last.pt.{dead}.0a1b2c3d.tmp", run_dir / f".metrics.json.{dead}.99aa88bb.tmp"]
+    orphans = [run_dir / f".last.pt.{dead_pid}.0a1b2c3d.tmp", run_dir / f".metrics.json.{dead_pid}.99aa88bb.tmp"]
     for orphan in orphans:
         orphan.write_bytes(b"half written")
     assert run_cli(_train_argv(run_dir, "--resume"), capsys).status == 0
