@@ -19,6 +19,11 @@ from image2point.models2d.registry import BackboneLayout, ImageClassifier2D
 ModuleFactory = Callable[..., nn.Module]
 # _make_divisible never rounds a width down by more than this fraction.
 MAX_ROUND_DOWN = 0.9
+# torchvision's mobile families (MobileNetV2/V3, EfficientNet) round their widths to multiples of this.
+WIDTH_DIVISOR = 8
+# Their squeeze-excitation squeezes to a quarter of the channels (EfficientNet: of the block's input,
+# MobileNetV3: of the expanded width).
+SE_REDUCTION = 4
 
 
 def make_divisible(value: float, divisor: int, min_value: int | None = None) -> int:

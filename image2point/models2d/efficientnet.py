@@ -21,6 +21,8 @@ from torch import nn
 
 from image2point.channels import RGB_CHANNELS
 from image2point.models2d.blocks import (
+    SE_REDUCTION,
+    WIDTH_DIVISOR,
     ConvNormActivation,
     FeatureStackClassifier2D,
     SqueezeExcitation,
@@ -35,8 +37,6 @@ from image2point.models2d.registry import (
     torchvision_imagenet_weights,
 )
 
-ROUND_TO = 8
-SE_REDUCTION = 4
 LAST_CONV_EXPANSION = 4
 DEFAULT_STOCHASTIC_DEPTH = 0.2
 
@@ -55,8 +55,8 @@ class MBConvStage:
     def scaled(self, width_mult: float, depth_mult: float) -> MBConvStage:
         return MBConvStage(
             self.expand_ratio, self.kernel, self.stride,
-            make_divisible(self.in_channels * width_mult, ROUND_TO),
-            make_divisible(self.out_channels * width_mult, ROUND_TO),
+            make_divisible(self.in_channels * width_mult, WIDTH_DIVISOR),
+            make_divisible(self.out_channels * width_mult, WIDTH_DIVISOR),
             int(math.ceil(self.num_layers * depth_mult)),
         )
 
@@ -87,7 +87,7 @@ class MBConv(nn.Module):
     ):
         super().__init__()
         self.use_res_connect = stride == 1 and in_channels == out_channels
-        expanded = make_divisible(in_channels * expand_ratio, ROUND_TO)
+        expanded = make_divisible(in_channels * expand_ratio, WIDTH_DIVISOR)
         squeeze = max(1, in_channels // SE_REDUCTION)
         squeeze_excitation = SqueezeExcitation(expanded, squeeze, activation=partial(nn.SiLU, inplace=True))
         layers = inverted_residual_layers(in_channels, expanded, out_channels, kernel, stride, nn.SiLU,

@@ -14,6 +14,7 @@ from torch import nn
 
 from image2point.channels import RGB_CHANNELS
 from image2point.models2d.blocks import (
+    WIDTH_DIVISOR,
     ConvNormActivation,
     FeatureStackClassifier2D,
     init_like_torchvision_mobile,
@@ -28,7 +29,6 @@ from image2point.models2d.registry import (
 
 STEM_WIDTH = 32
 LAST_WIDTH = 1280
-ROUND_TO = 8
 DEFAULT_DROPOUT = 0.2
 # (expansion t, output channels c, repeats n, first stride s): Table 2 of the paper.
 INVERTED_RESIDUAL_SETTING = (
@@ -87,13 +87,13 @@ class MobileNetV2(FeatureStackClassifier2D):
     ):
         super().__init__()
         self.num_classes = num_classes
-        width = make_divisible(STEM_WIDTH * width_mult, ROUND_TO)
-        self.num_features = make_divisible(LAST_WIDTH * max(1.0, width_mult), ROUND_TO)
+        width = make_divisible(STEM_WIDTH * width_mult, WIDTH_DIVISOR)
+        self.num_features = make_divisible(LAST_WIDTH * max(1.0, width_mult), WIDTH_DIVISOR)
         layers: list[nn.Module] = [
             ConvNormActivation(in_channels, width, stride=2, activation_layer=nn.ReLU6)
         ]
         for expand_ratio, channels, repeats, first_stride in INVERTED_RESIDUAL_SETTING:
-            out_width = make_divisible(channels * width_mult, ROUND_TO)
+            out_width = make_divisible(channels * width_mult, WIDTH_DIVISOR)
             for index in range(repeats):
                 stride = first_stride if index == 0 else 1
                 layers.append(InvertedResidual(width, out_width, stride, expand_ratio))

@@ -19,6 +19,8 @@ from torch import nn
 
 from image2point.channels import RGB_CHANNELS
 from image2point.models2d.blocks import (
+    SE_REDUCTION,
+    WIDTH_DIVISOR,
     ConvNormActivation,
     FeatureStackClassifier2D,
     ModuleFactory,
@@ -34,8 +36,6 @@ from image2point.models2d.registry import (
     torchvision_imagenet_weights,
 )
 
-ROUND_TO = 8
-SE_REDUCTION = 4
 LAST_CONV_EXPANSION = 6
 DEFAULT_DROPOUT = 0.2
 BN_EPS = 1e-3
@@ -56,7 +56,7 @@ class BottleneckConfig:
 
     def scaled(self, width_mult: float) -> BottleneckConfig:
         def scale(channels: int) -> int:
-            return make_divisible(channels * width_mult, ROUND_TO)
+            return make_divisible(channels * width_mult, WIDTH_DIVISOR)
 
         return BottleneckConfig(
             scale(self.in_channels), self.kernel, scale(self.expanded_channels),
@@ -96,7 +96,7 @@ class InvertedResidualV3(nn.Module):
         expanded = config.expanded_channels
         squeeze_excitation = None
         if config.use_se:
-            squeeze = make_divisible(expanded // SE_REDUCTION, ROUND_TO)
+            squeeze = make_divisible(expanded // SE_REDUCTION, WIDTH_DIVISOR)
             squeeze_excitation = SqueezeExcitation(expanded, squeeze, scale_activation=nn.Hardsigmoid)
         layers = inverted_residual_layers(config.in_channels, expanded, config.out_channels, config.kernel,
                                           config.stride, activation, norm_layer, squeeze_excitation)
@@ -156,7 +156,7 @@ def _build(
     dropout: float,
 ) -> MobileNetV3:
     scaled = tuple(config.scaled(width_mult) for config in setting)
-    hidden = make_divisible(last_channel * width_mult, ROUND_TO)
+    hidden = make_divisible(last_channel * width_mult, WIDTH_DIVISOR)
     return MobileNetV3(scaled, hidden, num_classes, in_channels, dropout)
 
 
