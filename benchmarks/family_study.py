@@ -23,16 +23,13 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
-import os
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fidelity_study import mean_std, paired_interval  # noqa: E402
+from fidelity_study import mean_std, paired_interval, run_in_turn  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
@@ -90,28 +87,7 @@ def final_value(out: Path, run: Run) -> float | None:
 
 
 def run_study(out: Path, only: str) -> None:
-    runs = [run for run in all_runs() if fnmatch.fnmatch(run.run_id, only)]
-    for index, run in enumerate(runs, 1):
-        if final_value(out, run) is not None:
-            continue
-        # -P: the working directory must not shadow the source tree on PYTHONPATH.
-        command = [sys.executable, "-P", *run.command(out)]
-        if (out / run.run_id).exists():
-            command.append("--resume")
-        log = out / "logs" / f"{run.run_id.replace('/', '__')}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        started = time.perf_counter()
-        with log.open("w") as handle:
-            handle.write(" ".join(command) + "\n")
-            handle.flush()
-            result = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-        seconds = time.perf_counter() - started
-        if result.returncode != 0:
-            print(f"[{index}/{len(runs)}] {run.run_id}: failed (exit {result.returncode}, see {log})", flush=True)
-            continue
-        (out / run.run_id / "wall_seconds.txt").write_text(f"{seconds:.1f}\n")
-        print(f"[{index}/{len(runs)}] {run.run_id}: {final_value(out, run):.2f} ({seconds:.0f} s)", flush=True)
+    run_in_turn(out, [run for run in all_runs() if fnmatch.fnmatch(run.run_id, only)], final_value)
 
 
 def report(out: Path) -> str:

@@ -24,8 +24,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
@@ -124,12 +126,27 @@ def final_value(out: Path, run: Run) -> float | None:
     return None if value is None else 100.0 * value
 
 
-def run_study(out: Path, code: dict[str, Path], only: str) -> None:
-    runs = [run for run in all_runs() if fnmatch.fnmatch(run.run_id, only)]
+class StudyRun(Protocol):
+    """One training run of a study: its id (also its directory under the study's output) and CLI arguments."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    def command(self, out: Path) -> list[str]: ...
+
+
+AnyRun = TypeVar("AnyRun", bound=StudyRun)
+
+
+def run_in_turn(out: Path, runs: list[AnyRun], final_value: Callable[[Path, AnyRun], float | None],
+                source_of: Callable[[AnyRun], Path] | None = None) -> None:
+    """Run each run that has no final value yet, one after another, each in its own process from the
+    repository root, its output in ``out/logs``; ``--resume`` where its directory exists. ``source_of``
+    gives the source tree each run imports (its log's first line names it); without it, this tree."""
     for index, run in enumerate(runs, 1):
         if final_value(out, run) is not None:
             continue
-        source = code[BEFORE if run.arm == BEFORE else "after"]
+        source = REPO_ROOT if source_of is None else source_of(run)
         env = {**os.environ, "PYTHONPATH": str(source)}
         # -P: the working directory must not shadow the source tree on PYTHONPATH.
         command = [sys.executable, "-P", *run.command(out)]
@@ -137,9 +154,10 @@ def run_study(out: Path, code: dict[str, Path], only: str) -> None:
             command.append("--resume")
         log = out / "logs" / f"{run.run_id.replace('/', '__')}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        header = " ".join(command) if source_of is None else f"PYTHONPATH={source} {' '.join(command)}"
         started = time.perf_counter()
         with log.open("w") as handle:
-            handle.write(f"PYTHONPATH={source} {' '.join(command)}\n")
+            handle.write(header + "\n")
             handle.flush()
             result = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
         seconds = time.perf_counter() - started
@@ -148,6 +166,11 @@ def run_study(out: Path, code: dict[str, Path], only: str) -> None:
             continue
         (out / run.run_id / "wall_seconds.txt").write_text(f"{seconds:.1f}\n")
         print(f"[{index}/{len(runs)}] {run.run_id}: {final_value(out, run):.2f} ({seconds:.0f} s)", flush=True)
+
+
+def run_study(out: Path, code: dict[str, Path], only: str) -> None:
+    runs = [run for run in all_runs() if fnmatch.fnmatch(run.run_id, only)]
+    run_in_turn(out, runs, final_value, lambda run: code[BEFORE if run.arm == BEFORE else "after"])
 
 
 def mean_std(values: list[float]) -> str:
