@@ -383,8 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and figures")
     experiment.add_argument("--folds", action="store_true", help="cross-validate (small: docs/statistics.md)")
     experiment.add_argument("--claim", action="append", default=[], metavar="NAME",
-                            help="claims only: train and judge this claim ('b': every claim (b); 'b · ModelNet40': "
-                                 "that one); repeatable; default: every claim")
+                            help="claims only: train the runs of this claim ('b': every claim (b); 'b · ModelNet40': "
+                                 "that one); repeatable; default: every claim. Every claim is judged")
     experiment.set_defaults(handler=_cmd_experiment)
 
     env = commands.add_parser("env", help="versions, GPUs, and the sparse backend per device and why")

@@ -316,10 +316,10 @@ def claims_payload(results: Sequence[ClaimResult], command: str) -> dict:
 
 def write_claims(context: ExperimentContext, seeds: Sequence[int], command: str,
                  echo: Callable[[str], None] = print, write: bool = True,
-                 replicates: int = DEFAULT_REPLICATES, claims: Sequence[Claim] = CLAIMS) -> list[Path]:
-    """Evaluate the claims on the runs under ``context.out_dir``, print one line each, and (``write``) write
+                 replicates: int = DEFAULT_REPLICATES) -> list[Path]:
+    """Evaluate every claim on the runs under ``context.out_dir``, print one line each, and (``write``) write
     claims.md and claims.json there."""
-    results = [evaluate_claim(claim, context, seeds, replicates) for claim in claims]
+    results = [evaluate_claim(claim, context, seeds, replicates) for claim in CLAIMS]
     contents = {CLAIMS_MD: render_claims(results, command),
                 CLAIMS_JSON: json.dumps(claims_payload(results, command), indent=2, ensure_ascii=False) + "\n"}
     for item in results:

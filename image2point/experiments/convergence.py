@@ -31,7 +31,7 @@ from image2point.experiments.paired import (
     pair_units,
     paired_difference,
 )
-from image2point.experiments.plan import METRICS_FILE, ExperimentContext, PlannedRun
+from image2point.experiments.plan import METRICS_FILE, STALE, ExperimentContext, PlannedRun
 from image2point.experiments.scales import DATASET_LABELS, METRIC_NAMES
 from image2point.experiments.specs import Cell, TableSpec
 from image2point.experiments.tables.convergence import (
@@ -110,7 +110,8 @@ def comparisons() -> tuple[Comparison, ...]:
 
 
 def _finished(planned: PlannedRun) -> bool:
-    return (planned.run_dir / METRICS_FILE).is_file() and (planned.run_dir / OUTCOMES_FILE).is_file()
+    """Finished, with its outcomes, and not stale (a run the plan no longer asks for)."""
+    return planned.status != STALE and all((planned.run_dir / name).is_file() for name in (METRICS_FILE, OUTCOMES_FILE))
 
 
 def compare(comparison: Comparison, plans: Sequence[PlannedRun], measure: Measure,
@@ -150,7 +151,7 @@ def loss_curves(plans: Sequence[PlannedRun]) -> dict[Cell, list[float]]:
     """Per cell, the training loss of every epoch averaged over its finished runs (folds and seeds)."""
     histories: dict[Cell, list[list[float]]] = {}
     for planned in plans:
-        if (planned.run_dir / METRICS_FILE).is_file():
+        if planned.status != STALE and (planned.run_dir / METRICS_FILE).is_file():
             histories.setdefault((planned.spec.row, planned.spec.column), []).append(loss_history(planned.run_dir))
     return {cell: [statistics.fmean(epoch) for epoch in zip(*runs, strict=True)] for cell, runs in histories.items()}
 
@@ -158,7 +159,7 @@ def loss_curves(plans: Sequence[PlannedRun]) -> dict[Cell, list[float]]:
 def fold_values(plans: Sequence[PlannedRun], metrics: Mapping[str, str]) -> dict[Cell, list[float]]:
     """Per cell, each finished run's own final metric (one fold's test units), in percent."""
     values: dict[Cell, list[float]] = {}
-    for planned in plans:
+    for planned in (p for p in plans if p.status != STALE):
         confusion = final_confusion(planned.run_dir / METRICS_FILE)
         value = None if confusion is None else confusion_metric(confusion, metrics[planned.spec.column])
         if value is not None:
@@ -216,7 +217,7 @@ def _plot_final(axis, by_cell: Mapping[Cell, CellResult], folds: Mapping[Cell, l
         for epochs in budgets:
             values = folds.get((row, budget_column(dataset, epochs)), [])
             axis.scatter([epochs * 2 ** offset] * len(values), values, s=8, alpha=0.35, color=line[0].get_color())
-    axis.axvline(SMALL_SCALE_BUDGET[dataset], color="grey", linestyle=":", label="small scale's length")
+    axis.axvline(SMALL_SCALE_BUDGET[dataset], color="grey", linestyle=":", label="small scale's length now")
     axis.set_xscale("log", base=2)
     axis.set_xticks(list(budgets), [str(epochs) for epochs in budgets])
     axis.set_xlabel("training budget (epochs, cosine to 0)")

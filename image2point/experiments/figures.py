@@ -11,7 +11,7 @@ import torch
 from image2point.checkpoint import atomic_write, load_training_checkpoint
 from image2point.errors import CheckpointError
 from image2point.experiments.aggregate import OK, CellResult, collect_cells
-from image2point.experiments.plan import ExperimentContext, PlannedRun
+from image2point.experiments.plan import STALE, ExperimentContext, PlannedRun
 from image2point.experiments.scales import METRIC_NAMES
 from image2point.experiments.specs import TableSpec
 from image2point.experiments.tables.table7 import learned_row
@@ -169,7 +169,8 @@ def _table3_figure(table: TableSpec, plans: Sequence[PlannedRun], context: Exper
 
 
 def _first_checkpoint(plans: Sequence[PlannedRun], row: str, column: str) -> Path | None:
-    candidates = sorted((p for p in plans if p.spec.row == row and p.spec.column == column), key=lambda p: p.spec.seed)
+    candidates = sorted((p for p in plans if p.spec.row == row and p.spec.column == column and p.status != STALE),
+                        key=lambda p: p.spec.seed)
     return next((p.run_dir / BEST_CHECKPOINT for p in candidates if (p.run_dir / BEST_CHECKPOINT).is_file()), None)
 
 

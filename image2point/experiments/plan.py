@@ -29,23 +29,17 @@ from image2point.experiments.sources import (
     shared_root,
 )
 from image2point.experiments.specs import TABLES, RunSpec, TableSpec, get_table
+from image2point.experiments.staleness import pretraining_stale_reason, run_stale_reason
 from image2point.train.config import RunConfig, load_config
-from image2point.train.yaml_io import config_to_dict, flatten, read_config_file
 
 DEFAULT_OUT_DIR = Path("runs/experiments")
 ALL_TABLES = "all"
 METRICS_FILE = "metrics.json"
 LAST_CHECKPOINT = "last.pt"
-SAVED_CONFIG = "config.yaml"
 FINISHED, RESUME, PENDING, MISSING, NO_DATA, STALE = "finished", "resume", "pending", "missing", "no data", "stale"
 RUNNABLE = (RESUME, PENDING)
 # Runs a table cannot use: their cells show the reason instead of a value.
 UNAVAILABLE = (MISSING, NO_DATA, STALE)
-# Where a run's inputs and outputs lie on the machine that ran it, not what it trains.
-LOCATION_KEYS = frozenset({"data.root", "train.run_dir"})
-# A checkpoint path is a location too; whether the run starts from one is not.
-PRETRAINED_KEY = "model.pretrained"
-DIFFERENCES_SHOWN = 2
 PERCENT = 100.0
 
 
@@ -184,43 +178,18 @@ def plan_run(spec: RunSpec, context: ExperimentContext) -> PlannedRun:
     return PlannedRun(spec, run_dir, status, overrides, None, pretraining)
 
 
-def config_differences(saved: Mapping, planned: Mapping) -> list[str]:
-    """``key: saved -> planned`` for each setting both configs hold with different values. Locations are not
-    settings (LOCATION_KEYS; ``model.pretrained`` counts only as given or not), and a key only one of them
-    holds is a field added or removed since the run, at its default: neither is a difference."""
-    old, new = flatten(saved), flatten(planned)
-    for flat in (old, new):
-        flat[PRETRAINED_KEY] = "a checkpoint" if flat.get(PRETRAINED_KEY) is not None else None
-    return [f"{key}: {old[key]} -> {new[key]}" for key in new
-            if key in old and key not in LOCATION_KEYS and old[key] != new[key]]
-
-
 def _stale_reason(spec: RunSpec, run_dir: Path, overrides: Sequence[str], status: str,
                   pretraining: Pretraining | None) -> str | None:
-    """Why the run in ``run_dir`` is not the planned one, or would not be if it ran now (None: it is, or it
-    kept no config to tell): its source's pretraining was made with other settings, the run started before
-    that pretraining was made, or its saved config differs from the plan's."""
-    if pretraining is not None and (reason := pretraining.stale_reason()) is not None:
+    """Why the run is stale (image2point.experiments.staleness), or None."""
+    if pretraining is not None and (reason := pretraining_stale_reason(pretraining)) is not None:
         return reason
-    saved_path = run_dir / SAVED_CONFIG
-    if status == PENDING or not saved_path.is_file():
+    if status == PENDING:
         return None
-    if pretraining is not None and pretraining.finished and \
-            saved_path.stat().st_mtime < pretraining.checkpoint.stat().st_mtime:
-        return (f"started before its source pretraining {pretraining.run_dir} was made; move it away or pass "
-                f"another --out-dir")
-    saved = read_config_file(saved_path)
-    planned = config_to_dict(load_config(REPOSITORY_ROOT / spec.recipe, list(overrides)))
-    differences = config_differences(saved, planned)
-    if not differences:
-        return None
-    more = len(differences) - DIFFERENCES_SHOWN
-    return (f"ran under another config ({'; '.join(differences[:DIFFERENCES_SHOWN])}"
-            f"{f'; {more} more' if more > 0 else ''}); move it away or pass another --out-dir")
+    return run_stale_reason(run_dir, load_config(REPOSITORY_ROOT / spec.recipe, list(overrides)), pretraining)
 
 
 def refuse_stale(plans: Sequence[PlannedRun]) -> None:
-    """Stop before anything trains when a planned run's directory holds another config's run."""
+    """Stop before anything trains when a planned run is stale: one line, the first such run and its reason."""
     stale = [planned for planned in plans if planned.status == STALE]
     if stale:
         others = f" ({len(stale) - 1} more stale runs)" if len(stale) > 1 else ""

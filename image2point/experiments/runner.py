@@ -36,6 +36,7 @@ from image2point.experiments.plan import (
 from image2point.experiments.protocol import describe_protocol
 from image2point.experiments.scales import METRIC_NAMES, scale_setup
 from image2point.experiments.sources import Pretraining, run_pretraining
+from image2point.experiments.staleness import record_run_source
 from image2point.experiments.specs import DEFAULT_TRIALS, TABLES, TableSpec
 
 
@@ -60,6 +61,8 @@ def execute_plan(table: TableSpec, plans: Sequence[PlannedRun], context: Experim
             started = time.perf_counter()
         config = load_run_config(planned)
         resume = planned.status == RESUME or planned.run_dir.exists()
+        if planned.pretraining is not None:
+            record_run_source(planned.run_dir, planned.pretraining)
         run_training(config, resume=resume, quiet=True)
         action = "resumed" if planned.status == RESUME else "started"
         echo(f"{prefix} {action}, {_format_value(planned.run_dir, metric)} ({time.perf_counter() - started:.1f} s)")
@@ -147,10 +150,12 @@ def run_experiment(request: ExperimentRequest, echo: Callable[[str], None] = pri
                 echo(line)
         return []
     if not request.aggregate_only:
-        # A stale run or a FractalDB render that cannot fit stops the experiment before anything runs.
-        refuse_stale([planned for name in names for planned in plans[name]])
-        check_fractaldb_disk([planned.pretraining for name in names for planned in plans[name]
-                              if planned.pretraining is not None], request.context.out_dir)
+        # A stale run or a FractalDB render that cannot fit stops the experiment before anything runs; a
+        # stability table trains nothing of its own.
+        trained = [planned for name in names if TABLES[name].stability_of is None for planned in plans[name]]
+        refuse_stale(trained)
+        check_fractaldb_disk([planned.pretraining for planned in trained if planned.pretraining is not None],
+                             request.context.out_dir)
     written: list[Path] = []
     for name in names:
         table = TABLES[name]
@@ -169,8 +174,9 @@ def run_experiment(request: ExperimentRequest, echo: Callable[[str], None] = pri
 
 
 def _run_claims(request: ExperimentRequest, echo: Callable[[str], None]) -> list[Path]:
-    """Train the runs of the claims' cells that are not finished (only those cells, not whole tables), then
-    judge every claim; ``--dry-run`` lists those runs, ``--aggregate-only`` judges what has finished."""
+    """Train the runs of the claims' cells that are not finished (only those cells, not whole tables; with
+    ``--claim`` only the named claims'), then judge every claim; ``--dry-run`` lists those runs,
+    ``--aggregate-only`` judges what has finished."""
     context = request.context
     seeds = request.seeds if request.seeds is not None else tuple(range(DEFAULT_TRIALS))
     claims = select_claims(request.claims)
@@ -188,5 +194,7 @@ def _run_claims(request: ExperimentRequest, echo: Callable[[str], None]) -> list
                               if planned.pretraining is not None], context.out_dir)
         for name, runs in plans.items():
             execute_plan(TABLES[name], runs, context, echo)
+    # The judgement covers every claim (claims.md always says what the runs on disk support); --claim chose
+    # only what trains.
     return write_claims(context, seeds, command_line(CLAIMS_COMMAND, context, request.seeds, request.claims), echo,
-                        not request.dry_run, claims=claims)
+                        not request.dry_run)

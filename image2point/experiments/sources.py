@@ -36,6 +36,7 @@ from image2point.errors import ConfigError, DataError
 from image2point.experiments import fractal_sources
 from image2point.experiments import shared_checkpoints as released
 from image2point.experiments.scales import PAPER, REPOSITORY_ROOT, SMALL
+from image2point.experiments.staleness import SETTINGS_FILE, write_pretraining_settings
 
 SHARED_ENV = "IMAGE2POINT_SHARED"
 SHARED_WEIGHTS = "weights"
@@ -44,7 +45,6 @@ CHECKPOINT_FILE = "model.pt"
 # Written last by every pretraining: its presence marks a finished one.
 FINISHED_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
-SETTINGS_FILE = "settings.json"
 CIFAR_ARCH = re.compile(r"cifar_resnet(\d+)")
 # Pretrainings do not vary with the finetuning seed: one checkpoint serves every seed.
 PRETRAINING_SEED = 0
@@ -147,21 +147,8 @@ class Pretraining:
 
     @property
     def finished(self) -> bool:
-        return (self.run_dir / FINISHED_FILE).is_file() and self.checkpoint.is_file()
-
-    def stale_reason(self) -> str | None:
-        """Why the finished pretraining in ``run_dir`` is not this one: the settings it recorded differ (None: they
-        do not, or it is unfinished, or it recorded none)."""
-        stamp = self.run_dir / SETTINGS_FILE
-        if not (self.finished and stamp.is_file()):
-            return None
-        recorded, planned = json.loads(stamp.read_text()), dataclasses.asdict(self.settings)
-        differences = [f"{key}: {recorded[key]} -> {value}" for key, value in planned.items()
-                       if key in recorded and recorded[key] != value]
-        if not differences:
-            return None
-        return (f"its source pretraining {self.run_dir} ran with other settings ({'; '.join(differences)}); move it "
-                f"away or pass another --out-dir")
+        # The settings are recorded last (staleness.write_pretraining_settings): without them it did not finish.
+        return all((self.run_dir / name).is_file() for name in (FINISHED_FILE, CHECKPOINT_FILE, SETTINGS_FILE))
 
     @property
     def name(self) -> str:
@@ -269,12 +256,8 @@ def run_pretraining(pretraining: Pretraining) -> float:
     source = get_source(pretraining.source)
     if source.pretrain is None:
         raise ConfigError(f"weight source {source.name!r} is not pretrained by the experiment")
-    from image2point.checkpoint import atomic_write
-
     top1 = source.pretrain(pretraining)
-    # What it was made with, so that a later change of the source's settings finds it stale.
-    with atomic_write(pretraining.run_dir / SETTINGS_FILE, "w") as stream:
-        json.dump(dataclasses.asdict(pretraining.settings), stream, indent=2)
+    write_pretraining_settings(pretraining)
     return top1
 
 

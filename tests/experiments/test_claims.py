@@ -167,7 +167,7 @@ def test_claim_selectors_name_a_claim_or_its_group():
         select_claims(["b · Model"])
 
 
-def test_the_claims_command_trains_and_judges_only_the_selected_claims(folded_context, monkeypatch):
+def test_the_claims_command_trains_only_the_selected_claims_and_judges_every_claim(folded_context, monkeypatch):
     trained = []
     monkeypatch.setattr(runner, "execute_plan", lambda table, plans, context, echo: trained.append(
         (table.name, len(plans))))
@@ -176,7 +176,7 @@ def test_the_claims_command_trains_and_judges_only_the_selected_claims(folded_co
     assert main(argv) == 0
     assert trained == [("table1", 2 * SMALL_SEMANTICKITTI_FOLDS), ("table3", 2 * SMALL_MODELNET40_FOLDS)]
     payload = json.loads((folded_context.out_dir / CLAIMS_JSON).read_text())
-    assert [item["claim"] for item in payload["claims"]] == ["b · SemanticKITTI", "d"]
+    assert [item["claim"] for item in payload["claims"]] == [claim.name for claim in CLAIMS]
     assert "--folds --claim d --claim 'b · SemanticKITTI' --out-dir" in payload["command"]
 
 

@@ -13,6 +13,7 @@ from image2point.experiments.paper_numbers import (
     PaperCell,
     paper_cell,
 )
+from image2point.experiments.scales import SMALL_MODELNET40_EPOCHS, SMALL_SEMANTICKITTI_EPOCHS
 from image2point.experiments.specs import Cell
 
 SCHEME_LABELS = {"io": "I,O", "io_stats": "I,O,µ,σ", "io_bn": "I,O,µ,σ,W,b", "all": "all", "scratch": "scratch",
@@ -20,10 +21,10 @@ SCHEME_LABELS = {"io": "I,O", "io_stats": "I,O,µ,σ", "io_bn": "I,O,µ,σ,W,b",
 # The paper's rows of finetuning schemes -> finetune.scheme.
 PAPER_SCHEMES = ((IO, "io"), (IO_STATS, "io_stats"), (IO_BN, "io_bn"), (WHOLE, "all"))
 SMALL_BACKBONE_NOTE = ("small scale: CIFAR-10 ResNet-20 (../shared/weights) inflated with T/K on the ModelNet40 "
-                       "sample (94 train / 33 test shapes, 1024 points, 8 epochs) and the SemanticKITTI sample (scans "
-                       "00/000000-1 train, 00/000002 evaluates, 0.3 m voxels, 12 epochs); S3DIS is not in "
-                       "../shared. Paper numbers (ResNet-18, ImageNet, full data) are beside ours for orientation "
-                       "only.")
+                       f"sample (94 train / 33 test shapes, 1024 points, {SMALL_MODELNET40_EPOCHS} epochs) and the "
+                       "SemanticKITTI sample (scans 00/000000-1 train, 00/000002 evaluates, 0.3 m voxels, "
+                       f"{SMALL_SEMANTICKITTI_EPOCHS} epochs); S3DIS is not in ../shared. Paper numbers (ResNet-18, "
+                       "ImageNet, full data) are beside ours for orientation only.")
 HEADLINE_NOTE = "Our numbers: metric of the final epoch's weights on the test split (no selection on it), in percent."
 MODERATE_NOTE = ("Paper numbers: Table {table} of the paper, each 'one moderate value of the trials' (three per cell "
                  "unless the column says otherwise); their mean ± std is the paper's Table {stability} "

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from image2point.experiments.paper_numbers import IO, IO_BN, SCRATCH, SOURCES_4
 from image2point.experiments.scales import CLASSIFICATION_METRIC, MODELNET40, PAPER, SMALL, SMALL_SETUP
+from image2point.experiments.sources import SOURCES
 from image2point.experiments.specs import RunSpec, TableLayout, TableSpec, register_table
 from image2point.experiments.table_cells import voxel_run
 from image2point.experiments.tables.common import (
@@ -102,6 +103,10 @@ def _paper_layout() -> TableLayout:
                        place_same_labels(4, PAPER_ROWS, SOURCES_4), same_runs_as=shared)
 
 
+def _small_epochs(source: str) -> int:
+    return SOURCES[source].settings[SMALL].epochs
+
+
 @register_table
 def table4() -> TableSpec:
     return TableSpec(
@@ -118,8 +123,9 @@ def table4() -> TableSpec:
                "Sources pretrained by the experiment itself are made once, into <out>/pretrained/<source>-<arch>/ "
                "(seed 0), and shared by every run and table."),
         scale_notes={SMALL: ("small scale pretraining (CIFAR ResNet-20, 32x32): Tiny-ImageNet sample (10k images, "
-                             "200 classes, 3 epochs), MNIST test digits (9k train, 2 epochs), FractalDB generated "
-                             "(10 categories x 48 images, 15 epochs); CIFAR-10 is the 50k-image ../shared checkpoint.",
+                             f"200 classes, {_small_epochs('tiny-imagenet')} epochs), MNIST test digits (9k train, "
+                             f"{_small_epochs('mnist')} epochs), FractalDB generated (10 categories x 48 images, "
+                             f"{_small_epochs('fractaldb')} epochs); CIFAR-10 is the 50k-image ../shared checkpoint.",
                              SMALL_BACKBONE_NOTE,
                              f"small scale networks: rows 'ImageNet' to 'random, frozen' are the CIFAR ResNet-20; rows "
                              f"'{SMALL_IMAGENET_ROW}' and '{SMALL_SCRATCH_ROW}' are MobileNetV1 x0.25 (the ImageNet-1k "
