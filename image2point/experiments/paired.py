@@ -24,6 +24,9 @@ import numpy as np
 PERCENT = 100.0
 DEFAULT_REPLICATES = 2000
 CONFIDENCE = 0.95
+# Percentage points below which an interval's end is 0: a difference that is exactly 0 comes out of the float
+# sums as up to ~1e-13, and no real difference of these metrics is anywhere near this small.
+ZERO_TOLERANCE = 1e-9
 
 
 class Verdict(enum.Enum):
@@ -72,11 +75,12 @@ class PairedDifference:
     replicates: int
 
     def verdict(self, direction: Direction) -> Verdict:
-        """HOLDS when the interval lies on the claim's side of 0, REVERSED on the other, else CANNOT_TELL."""
+        """HOLDS when the interval lies on the claim's side of 0, REVERSED on the other, else CANNOT_TELL (an end
+        within ZERO_TOLERANCE of 0 touches 0)."""
         low, high = (self.low, self.high) if direction == Direction.A_ABOVE_B else (-self.high, -self.low)
-        if low > 0:
+        if low > ZERO_TOLERANCE:
             return Verdict.HOLDS
-        if high < 0:
+        if high < -ZERO_TOLERANCE:
             return Verdict.REVERSED
         return Verdict.CANNOT_TELL
 

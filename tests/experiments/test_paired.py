@@ -99,3 +99,13 @@ def test_units_are_paired_by_key_with_missing_ones_as_zeros():
 def test_verdict_reads_only_the_interval():
     at_zero = PairedDifference(difference=1.0, low=0.0, high=2.0, per_seed=(1.0,), units=3, replicates=10)
     assert at_zero.verdict(Direction.A_ABOVE_B) == Verdict.CANNOT_TELL
+
+
+def test_an_end_that_is_zero_up_to_float_rounding_touches_zero():
+    # Measured: five seeds of claim (a) whose bootstrap's lower end is exactly 0 came out as 1.2e-15.
+    rounded = PairedDifference(difference=6.1, low=1.2e-15, high=12.4, per_seed=(6.1,), units=127, replicates=10)
+    assert rounded.verdict(Direction.A_ABOVE_B) == Verdict.CANNOT_TELL
+    mirrored = PairedDifference(difference=-6.1, low=-12.4, high=-1.2e-15, per_seed=(-6.1,), units=127, replicates=10)
+    assert mirrored.verdict(Direction.A_ABOVE_B) == Verdict.CANNOT_TELL
+    clear = PairedDifference(difference=6.1, low=0.94, high=12.0, per_seed=(6.1,), units=127, replicates=10)
+    assert clear.verdict(Direction.A_ABOVE_B) == Verdict.HOLDS
