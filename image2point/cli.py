@@ -10,7 +10,7 @@ from pathlib import Path
 
 from image2point.cli_contract import EXIT_BAD_INPUT  # noqa: F401  (re-exported: the status callers compare with)
 from image2point.cli_contract import OneLineParser, parse_command_line, positive_finite, positive_int, refuse_existing
-from image2point.cli_contract import run_command, seed
+from image2point.cli_contract import field_names, require_positive, run_command, seed
 from image2point.errors import Image2PointError
 from image2point.inflate.shortcuts import DEFAULT_STRIDED_SHORTCUT, StridedShortcut
 
@@ -155,11 +155,11 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
     chunk_points = DEFAULT_CHUNK_POINTS if args.chunk_points is None else args.chunk_points
     overlap = DEFAULT_OVERLAP_VOXELS if args.overlap_voxels is None else args.overlap_voxels
-    _require_positive("--chunk-points", chunk_points)
+    require_positive("--chunk-points", chunk_points)
     if overlap < 0:
         raise Image2PointError(f"--overlap-voxels must be at least 0, got {overlap}")
     if args.voxel_size is not None:
-        _require_positive("--voxel-size", args.voxel_size)
+        require_positive("--voxel-size", args.voxel_size)
     model = load_model(args.checkpoint, args.device)
 
     def report(result) -> None:
@@ -173,7 +173,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             parts.append(f"accuracy {result.metrics.overall_accuracy:.4f} mIoU {result.metrics.miou:.4f}")
         print(", ".join(parts) + f" -> {', '.join(path.name for path in result.outputs)}")
 
-    run = predict_files(model, args.inputs, args.out_dir, fields=_field_names(args.fields), voxel_size=args.voxel_size,
+    run = predict_files(model, args.inputs, args.out_dir, fields=field_names(args.fields), voxel_size=args.voxel_size,
                         save_probabilities=args.probabilities, chunk_points=chunk_points, labels=args.labels,
                         force=args.force, on_file=report, overlap_voxels=overlap)
     print(f"{len(run.files)} file(s) predicted into {args.out_dir}")
@@ -199,7 +199,7 @@ def _cmd_visualize(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else Path(args.file).with_suffix(".png")
     if out.exists() and not args.force:
         raise Image2PointError(f"{out}: exists; pass --force to replace it")
-    cloud = read_point_cloud(args.file, _field_names(args.fields))
+    cloud = read_point_cloud(args.file, field_names(args.fields))
     pred = label_classes(read_labels(args.pred), scheme, args.pred) if args.pred else None
     if args.gt:
         gt = label_classes(read_labels(args.gt), scheme, args.gt)
@@ -236,20 +236,6 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
     context = make_context(args.scale, args.out_dir, args.weights, args.data_root, args.folds)
     run_experiment(ExperimentRequest(args.name, context, parse_seeds(args.seeds), args.dry_run, args.aggregate_only,
                                      tuple(args.claim)))
-
-
-def _field_names(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    names = [name.strip() for name in text.split(",")]
-    if not all(names):
-        raise Image2PointError(f"--fields {text!r}: expected comma-separated names such as x,y,z,intensity")
-    return names
-
-
-def _require_positive(option: str, value: float) -> None:
-    if value <= 0:
-        raise Image2PointError(f"{option} must be positive, got {value}")
 
 
 def _cmd_env(args: argparse.Namespace) -> None:

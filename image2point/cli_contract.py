@@ -136,3 +136,18 @@ def positive_finite(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return value
+
+
+def field_names(text: str | None) -> list[str] | None:
+    """``--fields x,y,z,intensity`` as names (None: the reader's default)."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise Image2PointError(f"--fields {text!r}: expected comma-separated names such as x,y,z,intensity")
+    return names
+
+
+def require_positive(option: str, value: float) -> None:
+    if value <= 0:
+        raise Image2PointError(f"{option} must be positive, got {value}")

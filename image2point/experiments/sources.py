@@ -324,9 +324,8 @@ def _random() -> WeightSource:
 
 @register_source
 def _fractaldb() -> WeightSource:
-    # Small: make demo's FractalDB (10 categories x 48 images) for 60 epochs (89.0 % top-1 on the held-out
-    # images, ~1 minute; 15 epochs gave 56 %: docs/results/README.md); PointNet++ sees 16x16 images (256
-    # points each), since its cost grows with the points per image.
+    # Small: make demo's FractalDB (10 x 48 images), 60 epochs (89.0 % top-1, docs/results/README.md); PointNet++
+    # sees 16x16 images (256 points each), since its cost grows with the points per image.
     return WeightSource(
         "fractaldb", "FractalDB generated here (synthetic fractals, no natural images)", KIND_PRETRAIN,
         settings={SMALL: PretrainSettings(epochs=60, batch_size=64),
@@ -374,8 +373,7 @@ def _fractaldb_10k() -> WeightSource:
 
 @register_source
 def _tiny_imagenet() -> WeightSource:
-    # Small: the 10k-image sample at 32x32 for 30 epochs (14.89 % top-1 on the 10k validation images, 30 times
-    # chance, ~15 minutes on one core; 3 epochs gave 1.9 %: docs/results/README.md). Paper: the full set at
+    # Small: the 10k-image sample at 32x32, 30 epochs (15.68 % top-1, docs/results/README.md). Paper: the full set at
     # 64 px, 90 epochs as the PyTorch ImageNet example the paper names (appendix 6.1); PointNet++ as the
     # paper's Section 4.2 detail: each pixel a point, batch 64, SGD 0.1, 90 epochs.
     return WeightSource(
@@ -388,9 +386,8 @@ def _tiny_imagenet() -> WeightSource:
 
 @register_source
 def _mnist() -> WeightSource:
-    # Small: the 10k test digits (9k train after the held-out tenth), 32x32, 8 epochs (98.2 % top-1, ~3 minutes;
-    # 2 epochs gave 91.3 %: docs/results/README.md);
-    # PointNet++ sees them at 16x16 (256 points each) for one epoch (~5 minutes on one core).
+    # Small: the 10k test digits (9k train after the held-out tenth), 32x32, 8 epochs (98.20 % top-1,
+    # docs/results/README.md); PointNet++ sees them at 16x16 (256 points each) for one epoch (~5 minutes).
     return WeightSource(
         "mnist", "MNIST (handwritten digits, 10 classes)", KIND_PRETRAIN,
         dataset="mnist", shared_path="data/mnist",
