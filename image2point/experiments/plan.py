@@ -3,9 +3,9 @@ without data. Aggregation and figures read plans; :mod:`image2point.experiments.
 
 A run directory with ``metrics.json`` is finished; one with ``last.pt`` but no ``metrics.json`` is
 resumed; otherwise the run is pending. Runs whose weights or data are not available are listed as
-missing / no data and never run. A finished or interrupted run whose ``config.yaml`` differs from what the
-plan now asks for (a recipe changed since it ran, e.g. the small scale's length) is stale: never resumed,
-never read into a table, and refused before anything trains.
+missing / no data and never run. A run that is not what the plan now asks for (another config, another or a
+vanished source pretraining: :mod:`image2point.experiments.staleness`) is stale: never resumed, never read into
+a table, and refused before anything trains.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ where and in which state each run is comes from :mod:`image2point.experiments.pl
 from __future__ import annotations
 
 import datetime
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,9 +61,11 @@ def execute_plan(table: TableSpec, plans: Sequence[PlannedRun], context: Experim
             _pretrain(planned.pretraining, context, echo)
             started = time.perf_counter()
         config = load_run_config(planned)
-        resume = planned.status == RESUME or planned.run_dir.exists()
         if planned.pretraining is not None:
             record_run_source(planned.run_dir, planned.pretraining)
+        # A directory that exists (an interrupted run, or only the source record) continues: without a last.pt
+        # the loop starts afresh in it, where a fresh start would refuse a non-empty directory.
+        resume = planned.status == RESUME or planned.run_dir.exists()
         run_training(config, resume=resume, quiet=True)
         action = "resumed" if planned.status == RESUME else "started"
         echo(f"{prefix} {action}, {_format_value(planned.run_dir, metric)} ({time.perf_counter() - started:.1f} s)")
@@ -98,7 +101,7 @@ def command_line(name: str, context: ExperimentContext, seeds: Sequence[int] | N
         parts.append(f"--seeds {format_seeds(seeds)}")
     if context.cross_validate:
         parts.append("--folds")
-    parts += [f"--claim '{selector}'" if " " in selector else f"--claim {selector}" for selector in claims]
+    parts += [f"--claim {shlex.quote(selector)}" for selector in claims]
     if context.out_dir != DEFAULT_OUT_DIR:
         parts.append(f"--out-dir {context.out_dir}")
     parts += [f"--weights {key}={path}" for key, path in context.weights.items()]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from image2point.errors import ConfigError
 from image2point.experiments import ExperimentContext
 from image2point.experiments.sources import SHARED_ENV
 
@@ -49,6 +50,8 @@ def fake_training(monkeypatch) -> list[tuple[Path, bool]]:
 
     def run_training(config, resume=False, quiet=None):
         run_dir = Path(config.train.run_dir)
+        if not resume and run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(f"run directory {run_dir} is not empty")  # as the loop's run lock refuses it
         calls.append((run_dir, resume))
         _write_metrics(run_dir, 0.4 + 0.1 * config.train.seed, 0.2)
 

@@ -137,7 +137,10 @@ def _tiny_imagenet_runs(context):
 
 
 def _train_tiny_imagenet_runs(context):
+    """As the loop would: a fresh start (resume False) refuses a directory that holds anything."""
     runs = _tiny_imagenet_runs(context)
+    for planned in runs:
+        assert not planned.run_dir.exists()
     execute_plan(get_table("table4"), runs, context, lambda line: None)
     for planned in runs:  # as the training loop leaves them: the config it ran, saved when it started
         save_config(load_run_config(planned), planned.run_dir / "config.yaml")
