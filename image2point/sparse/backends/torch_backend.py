@@ -44,6 +44,13 @@ CPU_BF16_SPARSE_CONV = False
 # per-offset launches far below its rate). Not the CPU, where a call costs microseconds and the padding
 # would be wasted work.
 BATCHED_OFFSET_DEVICE_TYPES = {"cuda"}
+# Bytes of gathered rows and GEMM products per gather-GEMM-scatter step on the CPU: an offset's pairs go
+# in steps this size so that the rows a step gathers are still in cache when its GEMM reads them and its
+# products when they are scattered (1.1-1.2x on the 64- and 128-channel convs of the benchmark's backbone,
+# best between 2 and 4 MiB on a 1 MiB-L2 core; docs/benchmarks.md, "Each change alone").
+CPU_CHUNK_BYTES = 4 << 20
+# Fewest pairs per step, so that wide layers still run GEMMs of useful height.
+MIN_CHUNK_ROWS = 256
 # Runs every op itself.
 FALLBACKS: dict[SparseOp, str] = {}
 
@@ -57,6 +64,21 @@ def _offset_weight(filters: torch.Tensor, offset: int) -> torch.Tensor:
     """``[C_in, C_out]`` weight of one offset: a strided view of ``[C_out, K³, C_in]`` filters (BLAS reads
     it transposed, so no copy)."""
     return filters[:, offset, :].t()
+
+
+def _chunk_rows(source: torch.Tensor, widths: int, max_count: int) -> int:
+    """Pairs per gather-GEMM-scatter step: on the CPU as many as keep the step's buffers (``widths``
+    values per row) within CPU_CHUNK_BYTES, elsewhere a whole offset at once."""
+    if source.device.type != "cpu":
+        return max_count
+    return min(max_count, max(MIN_CHUNK_ROWS, CPU_CHUNK_BYTES // (source.element_size() * widths)))
+
+
+def _chunks(pairs: TorchPairs, rows: int):
+    """(offset, start, end) of every non-identity offset's pairs in steps of at most ``rows``."""
+    for offset, start, end in _spans(pairs):
+        for chunk_start in range(start, end, rows):
+            yield offset, chunk_start, min(chunk_start + rows, end)
 
 
 def _gather_gemm_scatter(
@@ -73,9 +95,10 @@ def _gather_gemm_scatter(
     it before the scatter-add)."""
     if pairs.max_count == 0:
         return out
-    gathered = source.new_empty((pairs.max_count, source.shape[1]))
-    product = source.new_empty((pairs.max_count, out.shape[1]))
-    for offset, start, end in _spans(pairs):
+    rows = _chunk_rows(source, source.shape[1] + out.shape[1], pairs.max_count)
+    gathered = source.new_empty((rows, source.shape[1]))
+    product = source.new_empty((rows, out.shape[1]))
+    for offset, start, end in _chunks(pairs, rows):
         count = end - start
         weight = _offset_weight(filters, offset)
         torch.index_select(source, 0, gather_index[start:end], out=gathered[:count])
@@ -95,14 +118,15 @@ def _weight_gradient(features, grad_out, filters, pairs: TorchPairs, grad_featur
     if pairs.max_count == 0:
         return grad_filters
     gather_index, scatter_index = pairs.backward_order
-    grad_rows = grad_out.new_empty((pairs.max_count, grad_out.shape[1]))
-    input_rows = features.new_empty((pairs.max_count, features.shape[1]))
-    product = None if grad_features is None else features.new_empty((pairs.max_count, features.shape[1]))
-    for offset, start, end in _spans(pairs):
+    rows = _chunk_rows(features, grad_out.shape[1] + 2 * features.shape[1], pairs.max_count)
+    grad_rows = grad_out.new_empty((rows, grad_out.shape[1]))
+    input_rows = features.new_empty((rows, features.shape[1]))
+    product = None if grad_features is None else features.new_empty((rows, features.shape[1]))
+    for offset, start, end in _chunks(pairs, rows):
         count = end - start
         torch.index_select(grad_out, 0, gather_index[start:end], out=grad_rows[:count])
         torch.index_select(features, 0, scatter_index[start:end], out=input_rows[:count])
-        torch.mm(grad_rows[:count].t(), input_rows[:count], out=grad_filters[:, offset, :])
+        grad_filters[:, offset, :].addmm_(grad_rows[:count].t(), input_rows[:count])
         if grad_features is not None:
             torch.mm(grad_rows[:count], filters[:, offset, :], out=product[:count])
             grad_features.index_add_(0, scatter_index[start:end], product[:count].to(grad_features.dtype))
