@@ -85,7 +85,7 @@ def table2() -> TableSpec:
                "The from-scratch row trains every weight from random ones (finetune.scheme=all)."),
         scale_notes={
             SMALL: ("small scale: PointNet++ pretrained here on MNIST digits at 16x16 pixels (each pixel a point, "
-                    "one epoch), finetuned 6 epochs on 512 points (Adam 1e-3, batch 8): an epoch of the ModelNet40 "
+                    "four epochs), finetuned 6 epochs on 512 points (Adam 1e-3, batch 8): an epoch of the ModelNet40 "
                     "sample costs PointNet++ about 17 s on one core. HRNet-W18: 64x512 range images, 12 epochs. "
                     "Both rows train everything; the paper's I,O,µ,σ row is listed below the table.",
                     "small scale: the paper's numbers (PointNet++ from Tiny-ImageNet, HRNetV2-W48 from Cityscapes, "
