@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet -e '.[spconv,io,viz,train,dev]'
+	$(PY) -m pip install --quiet -e '.[spconv,io,viz,train,dev,kernels]'
 	touch $@
 
 install: $(VENV)/.installed

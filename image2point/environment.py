@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
-from image2point.sparse.backends import backend_fallbacks, choose_backend
+from image2point.sparse.backends import backend_fallbacks, choose_backend, cpu_kernels
 
 NOT_INSTALLED = "not installed"
 # Optional packages whose absence changes what works (readers, logging, plots, the spconv backend).
@@ -69,6 +69,7 @@ class EnvironmentReport:
     tf32_matmul: bool
     sparse_backends: list[BackendReport]
     fallbacks: list[FallbackReport]
+    cpu_kernels: str  # the torch backend's compiled CPU kernels: built, off, or unavailable and why
     packages: dict[str, str]
 
     def to_json(self) -> dict:
@@ -88,6 +89,7 @@ class EnvironmentReport:
                  for report in self.sparse_backends]
         rows += [(f"{fallback.op} on {fallback.backend}", f"runs on {fallback.runs_on}: {fallback.reason}")
                  for fallback in self.fallbacks]
+        rows.append(("torch backend CPU kernels", self.cpu_kernels))
         rows += list(self.packages.items())
         return [f"{label:{LABEL_WIDTH}s} {value}" for label, value in rows]
 
@@ -156,5 +158,6 @@ def collect_environment() -> EnvironmentReport:
         tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
         sparse_backends=_backends(cuda_available),
         fallbacks=[FallbackReport(f.op.value, f.backend, f.runs_on, f.reason) for f in backend_fallbacks()],
+        cpu_kernels=cpu_kernels.status(),
         packages=packages,
     )

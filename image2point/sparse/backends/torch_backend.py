@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from image2point.sparse.backends import SparseOp, narrow_conv, offset_groups, weight_layout
+from image2point.sparse.backends import SparseOp, cpu_kernels, narrow_conv, offset_groups, weight_layout
 # The backend's members (SparseBackend) live in three modules: the pairs here, grouped convs apart.
 from image2point.sparse.backends.torch_grouped import (  # noqa: F401  (depthwise_conv, window_sum: members)
     _GroupedConvFunction,
@@ -97,6 +97,10 @@ def _gather_gemm_scatter(
     it before the scatter-add)."""
     if pairs.max_count == 0:
         return out
+    if cpu_kernels.applies(source, out):
+        cpu_kernels.gather_gemm_scatter(source, filters, gather_index, scatter_index, pairs.counts,
+                                        pairs.identity_offset, transpose_weights, out)
+        return out
     rows = _chunk_rows(source, source.shape[1] + out.shape[1], pairs.max_count)
     gathered = source.new_empty((rows, source.shape[1]))
     product = source.new_empty((rows, out.shape[1]))
@@ -120,6 +124,10 @@ def _weight_gradient(features, grad_out, filters, pairs: TorchPairs, grad_featur
     if pairs.max_count == 0:
         return grad_filters
     gather_index, scatter_index = pairs.backward_order
+    if cpu_kernels.applies(features, grad_out if grad_features is None else grad_features):
+        cpu_kernels.weight_gradient(features, grad_out, filters, gather_index, scatter_index, pairs.counts,
+                                    pairs.identity_offset, grad_filters, grad_features)
+        return grad_filters
     rows = _chunk_rows(features, grad_out.shape[1] + 2 * features.shape[1], pairs.max_count)
     grad_rows = grad_out.new_empty((rows, grad_out.shape[1]))
     input_rows = features.new_empty((rows, features.shape[1]))
