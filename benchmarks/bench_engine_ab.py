@@ -26,10 +26,9 @@ import argparse
 import importlib.util
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
@@ -64,12 +63,6 @@ def load_module(name: str, source: str) -> ModuleType:
     sys.modules[name] = module  # dataclasses look their module up while the class is built
     exec(compile(source, f"<{name}>", "exec"), module.__dict__)
     return module
-
-
-def _thread_clock(function: Callable[[], Any]) -> float:
-    start = time.thread_time()
-    function()
-    return time.thread_time() - start
 
 
 def backend_candidates(args) -> dict[tuple, Callable[[], None]]:
@@ -175,7 +168,7 @@ def main(argv=None) -> int:
     args.passes = tuple(args.passes.split(","))
     torch.set_num_threads(1)
     if args.clock == "cpu":
-        common.time_call = _thread_clock
+        common.time_call = common.thread_cpu_time_call
     candidates = backend_candidates(args) if args.what == "backend" else map_candidates(args)
     times = common.time_interleaved(candidates, args.reps)
     reference_engine = "spconv backend" if args.what == "backend" else "raw spconv"

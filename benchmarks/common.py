@@ -104,6 +104,14 @@ def time_call(function: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def thread_cpu_time_call(function: Callable[[], Any]) -> float:
+    """This thread's CPU seconds for one call: with one torch thread, the work itself, and less inflated than
+    the wall clock by other jobs on the machine (memory and cache contention still count)."""
+    start = time.thread_time()
+    function()
+    return time.thread_time() - start
+
+
 def time_interleaved(
     candidates: Mapping[str, Callable[[], Any]], repetitions: int, warmup: int = 1
 ) -> dict[str, list[float]]:

@@ -1,9 +1,11 @@
-"""Pure-PyTorch execution of sparse convolution: per-offset gather → GEMM → scatter-add.
+"""PyTorch execution of sparse convolution: per-offset gather → GEMM → scatter-add.
 
-Runs wherever PyTorch runs (any CPU, CUDA, MPS). One gather buffer and one GEMM buffer are reused across
-all offsets of a call instead of allocating per offset: on the CPU sized for a step of CPU_CHUNK_BYTES
-(an offset's pairs run in such steps, so that what a step gathers is still in cache when its GEMM and
-scatter-add read it), elsewhere for the busiest offset.
+Runs wherever PyTorch runs (any CPU, CUDA, MPS). On the CPU in float32 and float64 the gather → GEMM →
+scatter-add runs in compiled kernels (cpu_kernels.py: every offset's pairs of one cache-sized tile of
+output rows before the next tile) where they can be built; otherwise with torch ops as below. One gather
+buffer and one GEMM buffer are reused across all offsets of a call instead of allocating per offset: on
+the CPU sized for a step of CPU_CHUNK_BYTES (an offset's pairs run in such steps, so that what a step
+gathers is still in cache when its GEMM and scatter-add read it), elsewhere for the busiest offset.
 
 Under ``torch.autocast`` on a GPU a convolution behaves like ``F.conv3d`` does: features and weights are
 cast to the autocast dtype (bf16 or fp16) for the gathers and GEMMs, and the result has that dtype; the
