@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -150,8 +150,10 @@ def _unplaced_lines(table: TableSpec, scale: str) -> list[str]:
     return lines
 
 
-def render_markdown(table: TableSpec, cells: Sequence[CellResult], scale: str, command: str, date: str) -> str:
-    """The table in the paper's layout, each of our cells beside the paper's number, with its header."""
+def render_markdown(table: TableSpec, cells: Sequence[CellResult], scale: str, command: str, date: str,
+                    folds: Mapping[str, int] | None = None) -> str:
+    """The table in the paper's layout, each of our cells beside the paper's number, with its header
+    (``folds``: the folds per dataset of a cross-validated run)."""
     layout = table.layout(scale)
     notes = footnotes(cells)
     metrics = "; ".join(f"{column}: {METRIC_NAMES[layout.metrics[column]]}" for column in layout.columns)
@@ -164,6 +166,7 @@ def render_markdown(table: TableSpec, cells: Sequence[CellResult], scale: str, c
         f"- date: {date}",
         f"- scale: {scale} ({scale_setup(scale).description})",
         f"- metric: {metrics}; percent, mean ± sample std over seeds (number of seeds)",
+        *_folds_lines(folds),
         "",
         *_grid_lines(table, cells, layout, notes),
     ]
@@ -175,6 +178,15 @@ def render_markdown(table: TableSpec, cells: Sequence[CellResult], scale: str, c
         lines.append("")
         lines += [f"[{number}] {reason}" for reason, number in notes.items()]
     return "\n".join(lines) + "\n"
+
+
+def _folds_lines(folds: Mapping[str, int] | None) -> list[str]:
+    if not folds:
+        return []
+    counts = ", ".join(f"{dataset} {count}" for dataset, count in folds.items())
+    return [f"- cross-validated (folds per dataset: {counts}): a seed's value is the metric of its folds' "
+            "pooled confusions, every sample of the dataset tested once; the train / test split the notes give "
+            "is that of runs without --folds"]
 
 
 def _grid_lines(table: TableSpec, cells: Sequence[CellResult], layout: TableLayout,
@@ -252,7 +264,8 @@ def write_table_results(table: TableSpec, plans: Sequence[PlannedRun], context: 
         RESULTS_JSON: json.dumps(results_payload(table, cells, context.scale, command, date), indent=2,
                                  ensure_ascii=False) + "\n",
         RESULTS_CSV: render_csv(table, cells),
-        TABLE_MD: render_markdown(table, cells, context.scale, command, date),
+        TABLE_MD: render_markdown(table, cells, context.scale, command, date,
+                                  scale_setup(context.scale).folds if context.cross_validate else None),
     }
     for name, text in contents.items():
         with atomic_write(directory / name, "w") as stream:

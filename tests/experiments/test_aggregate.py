@@ -90,6 +90,13 @@ def test_markdown_layout_with_paper_numbers_and_footnotes(plans):
     assert "[1] no imagenet weights given (--weights imagenet=PATH)" in text and "[2] no KITTI here" in text
     assert "- command: `image2point experiment tableX`" in text and "- date: 2026-11-24" in text
     assert "- scale: small" in text and "- a note" in text
+    assert "cross-validated" not in text
+
+
+def test_markdown_of_a_cross_validated_run_says_its_folds(plans):
+    text = render_markdown(TABLE, collect_cells(TABLE, plans, "small"), "small", "image2point experiment tableX",
+                           "2026-11-24", folds={"modelnet40": 5, "semantickitti": 3})
+    assert "- cross-validated (folds per dataset: modelnet40 5, semantickitti 3): a seed's value is the metric" in text
 
 
 def test_csv_and_json(plans, tmp_path):
