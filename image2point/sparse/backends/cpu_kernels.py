@@ -55,7 +55,7 @@ def disabled_by_environment() -> bool:
 def _ninja_on_path():
     """PATH with the ``ninja`` package's binary while building, where no ``ninja`` is on PATH already (a
     virtual environment's bin directory is on PATH only once activated)."""
-    original = os.environ.get("PATH", "")
+    original = os.environ.get("PATH")
     try:
         if shutil.which("ninja") is None:
             try:
@@ -63,10 +63,13 @@ def _ninja_on_path():
             except ImportError:  # the build then fails and says so
                 pass
             else:
-                os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, original])
+                os.environ["PATH"] = os.pathsep.join(filter(None, [ninja.BIN_DIR, original]))
         yield
     finally:
-        os.environ["PATH"] = original
+        if original is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = original
 
 
 def load() -> ModuleType | None:
