@@ -51,11 +51,25 @@ MISSING_SHOWN = 3
 
 @dataclass(frozen=True)
 class Comparison:
-    """Row A against row B in one column of a table, as the table labels them at one scale."""
+    """Row A in ``column`` against row B in ``column_b`` (None: the same column), as the table labels them at
+    one scale; both cells must test the same units (same dataset and folds), so that they pair."""
 
     row_a: str
     row_b: str
     column: str
+    column_b: str | None = None
+
+    @property
+    def cell_a(self) -> tuple[str, str]:
+        return self.row_a, self.column
+
+    @property
+    def cell_b(self) -> tuple[str, str]:
+        return self.row_b, self.column if self.column_b is None else self.column_b
+
+    def describe_b(self) -> str:
+        """Row B, with its column when that is not A's."""
+        return self.row_b if self.column_b is None else f"{self.row_b} ({self.column_b})"
 
 
 @dataclass(frozen=True)
@@ -70,10 +84,6 @@ class Claim:
     cells: Mapping[str, Comparison] = field(default_factory=dict)
 
 
-def _both_scales(row_a: str, row_b: str, column: str) -> dict[str, Comparison]:
-    return dict.fromkeys((SMALL, PAPER), Comparison(row_a, row_b, column))
-
-
 TABLE1_SCHEME = "I,O,µ,σ,W,b"
 # Claim (b) on the real sources at small scale: the released checkpoint against the same network from scratch.
 REAL_SOURCE_PAIRS = (("MobileNetV1 ImageNet-1K · ModelNet40", "table4", "ImageNet-1K · MobileNetV1 ×0.25",
@@ -84,39 +94,74 @@ REAL_SOURCE_PAIRS = (("MobileNetV1 ImageNet-1K · ModelNet40", "table4", "ImageN
 # ESPNet-C of ../shared stands in its place on the same range images (experiments/tables/table2.py).
 TABLE2_ESPNET_CLAIM = "Table 2 · range images, ESPNet-C Cityscapes"
 TABLE7_A, TABLE7_B = "learned T, per conv, default init", "default T (authors' z-axis)"
+TABLE7_PAPER_A = "NST (non-shared T)"
+# Table 6 at small scale: CIFAR-10 ResNet-20 / 32 / 56 in the places of ResNet-18 / 50 / 152.
+TABLE6_SMALL_DEPTHS = ("ResNet-20 (CIFAR-10)", "ResNet-32 (CIFAR-10)", "ResNet-56 (CIFAR-10)")
+TABLE6_PAPER_DEPTHS = ("ResNet-18", "ResNet-50", "ResNet-152")
+
+
+def _across_depths(row_a: str, row_b: str, depth_a: int, depth_b: int | None = None) -> dict[str, Comparison]:
+    """Table 6's cells at both scales: row A at depth ``depth_a`` (0 shallowest) against row B at ``depth_b``
+    (None: the same depth)."""
+    return {scale: Comparison(row_a, row_b, depths[depth_a], None if depth_b is None else depths[depth_b])
+            for scale, depths in ((SMALL, TABLE6_SMALL_DEPTHS), (PAPER, TABLE6_PAPER_DEPTHS))}
+
+
 CLAIMS: tuple[Claim, ...] = (
+    # The paper has no frozen random backbone; its own evidence for (a) is the next claim's.
     Claim("a", "I,O on a frozen image-pretrained backbone beats I,O on a frozen random one", "table4",
           Direction.A_ABOVE_B,
           "Section 4.1: 'pretrained 2D image models can provide a good representation for 3D point-clouds'",
-          {SMALL: Comparison("CIFAR-10", "random, frozen", "ModelNet40 · I,O"),
-           PAPER: Comparison("ImageNet", "random, frozen", "ModelNet40 · I,O")}),
+          {SMALL: Comparison("CIFAR-10", "random, frozen", "ModelNet40 · I,O")}),
+    Claim("a · linear network", "linear I,O around the frozen pretrained backbone beats the same linear layers "
+          "with no backbone between them", "table1", Direction.A_ABOVE_B,
+          "Section 4.1: 'compared with the linear network formed by linear input and output layer, the introduced "
+          "3D ConvNet [...] improves performance from 8.91% to 69.74%'",
+          {SMALL: Comparison("linear I/O", "linear network", "ModelNet40"),
+           PAPER: Comparison("linear I,O", "linear network (w/o backbone)", "ModelNet40")}),
     *(Claim(f"b · {column}", "finetuning I,O,µ,σ,W,b of the pretrained network beats training from scratch",
             "table1", Direction.A_ABOVE_B,
             "Section 4.1: 'as we gradually relaxing the freezing parameters [...] even surpassing "
-            "training-from-scratch performance'", _both_scales(TABLE1_SCHEME, "scratch", column))
+            "training-from-scratch performance'",
+            {SMALL: Comparison(TABLE1_SCHEME, "scratch", column),
+             PAPER: Comparison(TABLE1_SCHEME, "from scratch", column)})
       for column in ("ModelNet40", "SemanticKITTI")),
     *(Claim(f"b · {label}", "finetuning I,O,µ,σ,W,b of the pretrained network beats training from scratch "
             "(a real released checkpoint, against the same network from scratch)", table, Direction.A_ABOVE_B,
             "Section 4.1 and Tables 4-5: the pretrained rows against 'from scratch'",
             {SMALL: Comparison(row_a, row_b, column)})
       for label, table, row_a, row_b, column in REAL_SOURCE_PAIRS),
+    # The paper's Table 7 is on ModelNet40 only.
     *(Claim(f"c · {column}", "a learnable, non-shared T initialised by the default T beats the default T",
             "table7", Direction.A_ABOVE_B,
             "Section 4.8: 'learnable filter transformation does perform better than handcrafted design'",
-            _both_scales(TABLE7_A, TABLE7_B, column))
-      for column in ("ModelNet40", "SemanticKITTI")),
+            {SMALL: Comparison(TABLE7_A, TABLE7_B, column), **paper})
+      for column, paper in (("ModelNet40", {PAPER: Comparison(TABLE7_PAPER_A, TABLE7_B, "ModelNet40")}),
+                            ("SemanticKITTI", {}))),
     Claim("d", "with the least training data, the image-pretrained network beats training from scratch", "table3",
           Direction.A_ABOVE_B,
           "Section 4.3: 'Especially for the most difficult setting with 1% training data, the performance is "
           "improved by 11.26% accuracy'",
           {SMALL: Comparison("image-pretrained, I,O,µ,σ,W,b", "from scratch", "1 / class"),
-           PAPER: Comparison("image-pretrained, I,O,µ,σ,W,b", "from scratch", "1 %")}),
+           PAPER: Comparison("w/ pretraining", "w/o pretraining", "1 %")}),
+    Claim("Table 6 · deeper, I,O", "with only I,O trained, the middle depth beats the shallowest", "table6",
+          Direction.A_ABOVE_B, "Section 4.7: 'can be improved by 4.78% as the backbone is scaled from ResNet-18 into "
+          "ResNet-50'", _across_depths("I,O", "I,O", 1, 0)),
+    Claim("Table 6 · deepest, I,O", "with only I,O trained, the deepest backbone falls below the middle one",
+          "table6", Direction.A_BELOW_B,
+          "Section 4.7: 'using ResNet-152 lead to a noticeable performance drop by 14.14%'",
+          _across_depths("I,O", "I,O", 2, 1)),
+    Claim("Table 6 · deepest, µ,σ", "on the deepest backbone, updating µ,σ as well beats I,O alone", "table6",
+          Direction.A_ABOVE_B, "Section 4.7: 'This issue can be alleviated by updating the BN mean and variance'",
+          _across_depths("I,O,µ,σ", "I,O", 2)),
     *(Claim(f"Table 2 · {label}", f"image pretraining helps {label} (whole network finetuned)", "table2",
             Direction.A_ABOVE_B,
             "Section 4.2: 'image pretraining is also effective for point-based model and projection-based model'",
-            _both_scales("image-pretrained", "from scratch", column))
-      for label, column in (("PointNet++", "PointNet++ · ModelNet40"),
-                            ("HRNet", "HRNet-W18 range images · SemanticKITTI"))),
+            {SMALL: Comparison("image-pretrained", "from scratch", small),
+             PAPER: Comparison("whole network", "from scratch", paper)})
+      for label, small, paper in (
+          ("PointNet++", "PointNet++ · ModelNet40", "Tiny-ImageNet → ModelNet40 · PointNet++"),
+          ("HRNet", "HRNet-W18 range images · SemanticKITTI", "Cityscapes → SemanticKITTI · HRNetV2-W48"))),
     Claim(TABLE2_ESPNET_CLAIM, "image pretraining helps HRNet (whole network finetuned); here a real released "
           "Cityscapes network, ESPNet-C, in HRNet's place, against the same network from scratch", "table2",
           Direction.A_ABOVE_B,
@@ -185,26 +230,26 @@ def evaluate_claim(claim: Claim, context: ExperimentContext, seeds: Sequence[int
     if comparison is None:
         return ClaimResult(claim, None, None, None, None, (), None, reason=f"no cells at scale {context.scale}")
     measure = Measure(get_table(claim.table).layout(context.scale).metrics[comparison.column])
-    rows = _claim_rows(claim.table, comparison, context, seeds)
-    absent = [row for row, runs in rows.items() if not runs]
-    if absent:
+    cells = _claim_cells(claim.table, comparison, context, seeds)
+    absent = next(((row, column) for (row, column), runs in zip((comparison.cell_a, comparison.cell_b), cells,
+                                                                strict=True) if not runs), None)
+    if absent is not None:
         return ClaimResult(claim, comparison, measure.value, None, None, (), None,
-                           reason=f"{claim.table} has no runs for row {absent[0]!r} in {comparison.column!r}")
-    unavailable = next((p for runs in rows.values() for p in runs if p.status in UNAVAILABLE), None)
+                           reason=f"{claim.table} has no runs for row {absent[0]!r} in {absent[1]!r}")
+    unavailable = next((p for runs in cells for p in runs if p.status in UNAVAILABLE), None)
     if unavailable is not None:
         return ClaimResult(claim, comparison, measure.value, None, None, (), None,
                            reason=f"{unavailable.status}: {unavailable.reason}")
-    loaded, missing = _load_outcomes([p for runs in rows.values() for p in runs])
+    loaded, missing = _load_outcomes([p for runs in cells for p in runs])
     complete = [seed for seed in seeds
-                if all(p.run_dir in loaded for runs in rows.values() for p in runs if p.spec.seed == seed)]
+                if all(p.run_dir in loaded for runs in cells for p in runs if p.spec.seed == seed)]
     if not complete:
         return ClaimResult(claim, comparison, measure.value, None, None, (), None, missing)
-    folds = sorted({p.fold for runs in rows.values() for p in runs}, key=lambda fold: -1 if fold is None else fold)
+    folds = sorted({p.fold for runs in cells for p in runs}, key=lambda fold: -1 if fold is None else fold)
     paired = []
     for fold in folds:
-        per_row = [[unit_outcomes(loaded[_run(rows[row], seed, fold).run_dir])[0] for seed in complete]
-                   for row in (comparison.row_a, comparison.row_b)]
-        sample = loaded[_run(rows[comparison.row_a], complete[0], fold).run_dir]
+        per_row = [[unit_outcomes(loaded[_run(runs, seed, fold).run_dir])[0] for seed in complete] for runs in cells]
+        sample = loaded[_run(cells[0], complete[0], fold).run_dir]
         paired.append(pair_units(per_row[0], per_row[1], unit_outcomes(sample)[1]))
     result = paired_difference(paired, measure, replicates, BOOTSTRAP_SEED)
     fixed = paired_difference(paired, measure, replicates, BOOTSTRAP_SEED, resample_seeds=False)
@@ -212,15 +257,15 @@ def evaluate_claim(claim: Claim, context: ExperimentContext, seeds: Sequence[int
                        describe_units(sample), missing, fixed_seeds=fixed)
 
 
-def _claim_rows(table_name: str, comparison: Comparison, context: ExperimentContext,
-                seeds: Sequence[int]) -> dict[str, list[PlannedRun]]:
-    """Row label -> the planned runs of its cell in the comparison's column (empty when the table has none)."""
+def _claim_cells(table_name: str, comparison: Comparison, context: ExperimentContext,
+                 seeds: Sequence[int]) -> tuple[list[PlannedRun], list[PlannedRun]]:
+    """The planned runs of cell A and of cell B (each empty when the table has no such cell)."""
     table = get_table(table_name)
     layout = table.layout(context.scale)
     plans = plan_table(table, context, seeds)
     # A cell may show another cell's runs (a from-scratch row shared by every column).
-    return {row: [p for p in plans if (p.spec.row, p.spec.column) == layout.runs_cell(row, comparison.column)]
-            for row in (comparison.row_a, comparison.row_b)}
+    shown = [layout.runs_cell(*cell) for cell in (comparison.cell_a, comparison.cell_b)]
+    return tuple([p for p in plans if (p.spec.row, p.spec.column) == cell] for cell in shown)
 
 
 def claim_plans(context: ExperimentContext, seeds: Sequence[int],
@@ -232,7 +277,7 @@ def claim_plans(context: ExperimentContext, seeds: Sequence[int],
         comparison = claim.cells.get(context.scale)
         if comparison is None:
             continue
-        for runs in _claim_rows(claim.table, comparison, context, seeds).values():
+        for runs in _claim_cells(claim.table, comparison, context, seeds):
             table_runs = needed.setdefault(claim.table, {})
             for planned in runs:
                 table_runs.setdefault(planned.run_dir, planned)
@@ -272,7 +317,8 @@ def render_claims(results: Sequence[ClaimResult], command: str) -> str:
             interval = f"[{item.result.low:+.2f}, {item.result.high:+.2f}]"
             fixed = (f"[{item.fixed_seeds.low:+.2f}, {item.fixed_seeds.high:+.2f}]: "
                      f"{item.fixed_seeds.verdict(item.claim.direction).value}")
-        lines.append(f"| {item.claim.name} | {item.claim.table} | {cells.row_a} | {cells.row_b} | {cells.column} | "
+        lines.append(f"| {item.claim.name} | {item.claim.table} | {cells.row_a} | {cells.describe_b()} | "
+                     f"{cells.column} | "
                      f"{difference} | {interval} | {verdict} | {','.join(map(str, item.seeds))} | {item.units or ''} | "
                      f"{fixed} |")
     lines += ["", "Claims:", ""]

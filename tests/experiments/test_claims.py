@@ -17,11 +17,13 @@ from image2point.experiments.claims import (
     CLAIMS_MD,
     claim_plans,
     evaluate_claim,
+    render_claims,
     select_claims,
     unit_outcomes,
 )
-from image2point.experiments.paired import Verdict
+from image2point.experiments.paired import Direction, Verdict
 from image2point.experiments.scales import SMALL_MODELNET40_FOLDS, SMALL_SEMANTICKITTI_FOLDS
+from image2point.experiments.specs import get_table
 from image2point.train.outcomes import (
     OUTCOMES_FILE,
     ClassificationOutcomes,
@@ -44,7 +46,7 @@ def finish(run_dir, outcomes) -> None:
     (run_dir / "metrics.json").write_text(json.dumps({"final": {"overall_accuracy": 0.0, "miou": 0.0}}))
 
 
-def write_shape_runs(out_dir, run_prefix, seeds, correct_per_fold) -> None:
+def write_shape_runs(out_dir, run_prefix, seeds, correct_per_fold, table="table1") -> None:
     """Classification runs of every fold: fold f tests shapes s_f_0..3 and gets ``correct_per_fold`` right."""
     for seed in seeds:
         for fold in range(SMALL_MODELNET40_FOLDS):
@@ -52,7 +54,7 @@ def write_shape_runs(out_dir, run_prefix, seeds, correct_per_fold) -> None:
             predictions = np.where(np.arange(SHAPES_PER_FOLD) < correct_per_fold, labels, labels + 1)
             ids = tuple(f"s_{fold}_{index}" for index in range(SHAPES_PER_FOLD))
             outcomes = ClassificationOutcomes(ids, labels, predictions)
-            finish(out_dir / "table1" / f"{run_prefix}-s{seed}-f{fold}", outcomes)
+            finish(out_dir / table / f"{run_prefix}-s{seed}-f{fold}", outcomes)
 
 
 def test_a_claim_that_holds_on_every_shape(folded_context):
@@ -97,6 +99,31 @@ def test_segmentation_claim_pairs_blocks_of_left_out_scans(folded_context):
     assert result.units == "10 m blocks of scans" and result.result.units == 2 * SMALL_SEMANTICKITTI_FOLDS
 
 
+@pytest.mark.parametrize("scale", ["small", "paper"])
+def test_every_claim_names_cells_of_its_table(scale):
+    for claim in CLAIMS:
+        comparison = claim.cells.get(scale)
+        if comparison is None:
+            continue
+        layout = get_table(claim.table).layout(scale)
+        for row, column in (comparison.cell_a, comparison.cell_b):
+            assert row in layout.rows and column in layout.columns, (claim.name, row, column)
+
+
+def test_a_claim_across_columns_pairs_the_same_shapes_of_two_depths(folded_context):
+    """Table 6: I,O on ResNet-56 against I,O on ResNet-32, fold by fold."""
+    write_shape_runs(folded_context.out_dir, "modelnet40-cifar10-cifar_resnet56-io", (0,), 1, table="table6")
+    write_shape_runs(folded_context.out_dir, "modelnet40-cifar10-cifar_resnet32-io", (0,), 3, table="table6")
+    claim = CLAIM["Table 6 · deepest, I,O"]
+    result = evaluate_claim(claim, folded_context, (0,), replicates=200)
+    assert claim.direction == Direction.A_BELOW_B
+    assert result.result.difference == pytest.approx(-50.0) and result.verdict == Verdict.HOLDS
+    assert result.comparison.describe_b() == "I,O (ResNet-32 (CIFAR-10))"
+    assert "| I,O | I,O (ResNet-32 (CIFAR-10)) | ResNet-56 (CIFAR-10) | -50.00 |" in render_claims([result], "cmd")
+    same_depth = evaluate_claim(CLAIM["Table 6 · deepest, µ,σ"], folded_context, (0,), replicates=200)
+    assert same_depth.result is None and same_depth.missing[0] == "modelnet40-cifar10-cifar_resnet56-io_stats-s0-f0"
+
+
 def test_unit_outcomes_sum_confusions_per_block():
     units, width = unit_outcomes(scan_outcomes("00/000000", right=2, wrong=5))
     assert width == 4 and units[("00/000000", 1, 0)].tolist() == [2.0, 5.0, 0.0, 0.0]
@@ -127,9 +154,10 @@ def test_a_dry_run_prints_the_verdicts_and_writes_nothing(folded_context, capsys
 
 def test_claims_need_only_their_cells(folded_context):
     plans = claim_plans(folded_context, (0,))
-    assert list(plans) == ["table4", "table1", "table5", "table7", "table3", "table2"]
+    assert list(plans) == ["table4", "table1", "table5", "table7", "table3", "table6", "table2"]
     table1 = {(p.spec.row, p.spec.column) for p in plans["table1"]}
-    assert table1 == {(row, column) for row in ("I,O,µ,σ,W,b", "scratch") for column in ("ModelNet40", "SemanticKITTI")}
+    assert table1 == {(row, column) for row in ("I,O,µ,σ,W,b", "scratch") for column in ("ModelNet40", "SemanticKITTI")
+                      } | {("linear I/O", "ModelNet40"), ("linear network", "ModelNet40")}
     assert {p.spec.row for p in plans["table7"]} == {"learned T, per conv, default init", "default T (authors' z-axis)"}
     # Table 3's from-scratch row at 1 / class, each run once, every fold.
     assert len(plans["table3"]) == 2 * SMALL_MODELNET40_FOLDS
@@ -153,7 +181,7 @@ def test_a_dry_run_lists_the_runs_the_claims_need(folded_context, capsys):
             str(folded_context.out_dir)]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "table1: Finetuning schemes (16 runs)" in out and "modelnet40-none-scratch-s0-f4  [pending]" in out
+    assert "table1: Finetuning schemes (26 runs)" in out and "modelnet40-none-scratch-s0-f4  [pending]" in out
     assert "modelnet40-cifar10-io-s0-f0" not in out.split("table1:")[1].split("table5:")[0]
 
 
@@ -181,7 +209,7 @@ def test_the_claims_command_trains_only_the_selected_claims_and_judges_every_cla
 
 
 @pytest.mark.parametrize("argv,expected", [
-    (["experiment", "claims", "--claim", "e", "--dry-run"], "--claim 'e': no such claim (claims: a; b · ModelNet40;"),
+    (["experiment", "claims", "--claim", "e", "--dry-run"], "--claim 'e': no such claim (claims: a; a · linear network; b · ModelNet40;"),
     (["experiment", "table1", "--claim", "a", "--dry-run"], "--claim selects claims of 'image2point experiment claims'"),
 ])
 def test_bad_claim_selections_are_refused_in_one_line(argv, expected, folded_context, capsys):

@@ -192,6 +192,12 @@ def test_table4_and_table5_paper_protocols():
 def test_table6_and_table7_variants():
     depth = get_table("table6").runs("small", (0,))
     assert {run.arch for run in depth} == {"cifar_resnet20", "cifar_resnet32", "cifar_resnet56"}
+    # Small scale: the paper's layout (schemes by depth) on ModelNet40 alone, three of its five rows.
+    assert {run.row for run in depth} == {"I,O", "I,O,µ,σ", "I,O,µ,σ,W,b"}
+    assert {run.dataset for run in depth} == {"modelnet40"} and len(depth) == 9
+    assert {(run.column, run.arch) for run in depth} == {("ResNet-20 (CIFAR-10)", "cifar_resnet20"),
+                                                         ("ResNet-32 (CIFAR-10)", "cifar_resnet32"),
+                                                         ("ResNet-56 (CIFAR-10)", "cifar_resnet56")}
     paper_depth = get_table("table6").runs("paper", (0,))
     assert {run.column for run in paper_depth} == {"ResNet-18", "ResNet-50", "ResNet-152"}
     assert {run.row for run in paper_depth} == {"I,O", "I,O,µ,σ", "I,O,µ,σ,W,b", "whole network", "from scratch"}
