@@ -260,12 +260,15 @@ def write_table_results(table: TableSpec, plans: Sequence[PlannedRun], context: 
     cells = collect_cells(table, plans, context.scale)
     directory = context.out_dir / table.name
     directory.mkdir(parents=True, exist_ok=True)
+    # The folds of the datasets this table runs on, not of every dataset the scale folds.
+    datasets = {planned.spec.dataset for planned in plans}
+    folds = ({name: count for name, count in scale_setup(context.scale).folds.items() if name in datasets}
+             if context.cross_validate else None)
     contents = {
         RESULTS_JSON: json.dumps(results_payload(table, cells, context.scale, command, date), indent=2,
                                  ensure_ascii=False) + "\n",
         RESULTS_CSV: render_csv(table, cells),
-        TABLE_MD: render_markdown(table, cells, context.scale, command, date,
-                                  scale_setup(context.scale).folds if context.cross_validate else None),
+        TABLE_MD: render_markdown(table, cells, context.scale, command, date, folds),
     }
     for name, text in contents.items():
         with atomic_write(directory / name, "w") as stream:

@@ -1,6 +1,7 @@
 """Aggregation against a hand-computed case: mean, sample std, n, partial and missing cells, paper numbers."""
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -97,6 +98,14 @@ def test_markdown_of_a_cross_validated_run_says_its_folds(plans):
     text = render_markdown(TABLE, collect_cells(TABLE, plans, "small"), "small", "image2point experiment tableX",
                            "2026-11-24", folds={"modelnet40": 5, "semantickitti": 3})
     assert "- cross-validated (folds per dataset: modelnet40 5, semantickitti 3): a seed's value is the metric" in text
+
+
+def test_a_cross_validated_table_names_the_folds_of_its_own_datasets_only(plans, tmp_path):
+    context = dataclasses.replace(ExperimentContext("small", tmp_path / "out", {}, {}, tmp_path), cross_validate=True)
+    modelnet_only = [planned for planned in plans if planned.spec.dataset == "modelnet40"]
+    write_table_results(TABLE, modelnet_only, context, "cmd", "2026-11-24")
+    text = (tmp_path / "out" / TABLE.name / "table.md").read_text()
+    assert "- cross-validated (folds per dataset: modelnet40 5): a seed's value" in text
 
 
 def test_csv_and_json(plans, tmp_path):
