@@ -95,16 +95,16 @@ REAL_SOURCE_PAIRS = (("MobileNetV1 ImageNet-1K · ModelNet40", "table4", "ImageN
 TABLE2_ESPNET_CLAIM = "Table 2 · range images, ESPNet-C Cityscapes"
 TABLE7_A, TABLE7_B = "learned T, per conv, default init", "default T (authors' z-axis)"
 TABLE7_PAPER_A = "NST (non-shared T)"
-# Table 6 at small scale: CIFAR-10 ResNet-20 / 32 / 56 in the places of ResNet-18 / 50 / 152.
-TABLE6_SMALL_DEPTHS = ("ResNet-20 (CIFAR-10)", "ResNet-32 (CIFAR-10)", "ResNet-56 (CIFAR-10)")
-TABLE6_PAPER_DEPTHS = ("ResNet-18", "ResNet-50", "ResNet-152")
 
 
 def _across_depths(row_a: str, row_b: str, depth_a: int, depth_b: int | None = None) -> dict[str, Comparison]:
     """Table 6's cells at both scales: row A at depth ``depth_a`` (0 shallowest) against row B at ``depth_b``
-    (None: the same depth)."""
-    return {scale: Comparison(row_a, row_b, depths[depth_a], None if depth_b is None else depths[depth_b])
-            for scale, depths in ((SMALL, TABLE6_SMALL_DEPTHS), (PAPER, TABLE6_PAPER_DEPTHS))}
+    (None: the same depth); its columns are the depths at either scale."""
+    comparisons = {}
+    for scale in (SMALL, PAPER):
+        depths = get_table("table6").layout(scale).columns
+        comparisons[scale] = Comparison(row_a, row_b, depths[depth_a], None if depth_b is None else depths[depth_b])
+    return comparisons
 
 
 CLAIMS: tuple[Claim, ...] = (
