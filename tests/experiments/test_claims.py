@@ -124,6 +124,17 @@ def test_a_claim_across_columns_pairs_the_same_shapes_of_two_depths(folded_conte
     assert same_depth.result is None and same_depth.missing[0] == "modelnet40-cifar10-cifar_resnet56-io_stats-s0-f0"
 
 
+def test_a_claim_across_schemes_pairs_one_source_under_two_columns(folded_context):
+    """Table 4: FractalDB under I,O,µ,σ against FractalDB under I,O, the paper's Section 4.5."""
+    write_shape_runs(folded_context.out_dir, "modelnet40-fractaldb-io_stats", (0, 1), 2, table="table4")
+    write_shape_runs(folded_context.out_dir, "modelnet40-fractaldb-io", (0, 1), 3, table="table4")
+    claim = CLAIM["Table 4 · FractalDB, µ,σ"]
+    result = evaluate_claim(claim, folded_context, (0, 1), replicates=200)
+    assert claim.direction == Direction.A_BELOW_B and claim.cells["paper"].cell_b == ("I,O", "FractalDB-1K")
+    assert result.result.difference == pytest.approx(-25.0) and result.verdict == Verdict.HOLDS
+    assert result.comparison.describe_b() == "FractalDB (ModelNet40 · I,O)"
+
+
 def test_unit_outcomes_sum_confusions_per_block():
     units, width = unit_outcomes(scan_outcomes("00/000000", right=2, wrong=5))
     assert width == 4 and units[("00/000000", 1, 0)].tolist() == [2.0, 5.0, 0.0, 0.0]

@@ -40,6 +40,11 @@ OLD_TABLE5_IDS = [f"{dataset}-{source}-io_bn-s0" for dataset in ("s3dis", "seman
                   for source in ("cifar10", "imagenet", "cityscapes")]
 NEW_TABLE4_IDS = ["modelnet40-imagenet-mobilenet_v1_x0_25-io-s0", "modelnet40-imagenet-mobilenet_v1_x0_25-io_bn-s0",
                   "modelnet40-none-mobilenet_v1_x0_25-scratch-s0"]
+# The paper's other two columns (I,O,µ,σ and whole network), added later to every small row.
+ADDED_TABLE4_IDS = [f"modelnet40-{source}-{scheme}-s0"
+                    for source in ("imagenet", "cifar10", "tiny-imagenet", "mnist", "fractaldb", "random",
+                                   "imagenet-mobilenet_v1_x0_25")
+                    for scheme in ("io_stats", "all")]
 NEW_TABLE5_IDS = ["s3dis-cityscapes-espnet_c-io_bn-s0", "s3dis-none-espnet_c-scratch-s0",
                   "semantickitti-cityscapes-espnet_c-io_bn-s0", "semantickitti-none-espnet_c-scratch-s0"]
 OLD_TABLE2_IDS = ["modelnet40-pointnet2_ssg-mnist-all-s0", "semantickitti-hrnet_w18-cityscapes-all-s0",
@@ -89,7 +94,9 @@ def test_a_shared_directory_without_the_file_reports_it_missing(fake_shared, tmp
 def test_old_run_ids_and_overrides_are_unchanged_and_the_new_rows_add_their_own():
     table4 = get_table("table4").runs("small", (0,))
     table5 = get_table("table5").runs("small", (0,))
-    assert [run.run_id for run in table4] == OLD_TABLE4_IDS + NEW_TABLE4_IDS
+    table4_ids = [run.run_id for run in table4]
+    assert [run_id for run_id in table4_ids if run_id not in ADDED_TABLE4_IDS] == OLD_TABLE4_IDS + NEW_TABLE4_IDS
+    assert sorted(set(table4_ids) - set(OLD_TABLE4_IDS + NEW_TABLE4_IDS)) == sorted(ADDED_TABLE4_IDS)
     assert [run.run_id for run in table5] == OLD_TABLE5_IDS + NEW_TABLE5_IDS
     cifar = next(run for run in table4 if run.run_id == "modelnet40-cifar10-io-s0")
     assert cifar.overrides == ("data.num_points=1024", "data.batch_size=16", "train.epochs=16", "train.eval_every=16",
@@ -133,10 +140,10 @@ def test_dry_run_lists_the_shared_checkpoints_as_available_with_their_run_counts
     out_dir = tmp_path / "out"
     assert main(["experiment", "table4", "--scale", "small", "--dry-run", "--out-dir", str(out_dir)]) == 0
     table4 = capsys.readouterr().out
-    assert f"    imagenet:mobilenet_v1_x0_25  available: {SHARED.resolve() / MOBILENET_FILE} (6 runs)" in table4
-    assert "    imagenet:cifar_resnet20  missing: no imagenet weights given (--weights imagenet=PATH) (6 runs)" in table4
+    assert f"    imagenet:mobilenet_v1_x0_25  available: {SHARED.resolve() / MOBILENET_FILE} (12 runs)" in table4
+    assert "    imagenet:cifar_resnet20  missing: no imagenet weights given (--weights imagenet=PATH) (12 runs)" in table4
     assert "  backbones: cifar_resnet20, mobilenet_v1_x0_25" in table4
-    assert "  runs: 45 (6 missing, 39 pending)" in table4
+    assert "  runs: 87 (12 missing, 75 pending)" in table4
     assert "  modelnet40-none-mobilenet_v1_x0_25-scratch-s2  [pending]" in table4
     assert main(["experiment", "table5", "--scale", "small", "--dry-run", "--out-dir", str(out_dir)]) == 0
     table5 = capsys.readouterr().out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from image2point.experiments.paper_numbers import IO, IO_BN, SCRATCH, SOURCES_4
+from image2point.experiments.paper_numbers import SCRATCH, SOURCES_4
 from image2point.experiments.scales import CLASSIFICATION_METRIC, MODELNET40, PAPER, SMALL, SMALL_SETUP
 from image2point.experiments.sources import SOURCES
 from image2point.experiments.specs import RunSpec, TableLayout, TableSpec, register_table
@@ -13,7 +13,6 @@ from image2point.experiments.tables.common import (
     HEADLINE_NOTE,
     NOT_THIS_SOURCE,
     PAPER_SCHEMES,
-    SCHEME_LABELS,
     SMALL_BACKBONE_NOTE,
     gaps,
     moderate_note,
@@ -23,10 +22,11 @@ from image2point.experiments.tables.common import (
 
 SMALL_SOURCES = (("ImageNet", "imagenet"), ("CIFAR-10", "cifar10"), ("Tiny-ImageNet", "tiny-imagenet"),
                  ("MNIST", "mnist"), ("FractalDB", "fractaldb"), ("random, frozen", "random"))
-SMALL_SCHEMES = ("io", "io_bn")
-SMALL_COLUMNS = tuple(f"ModelNet40 · {SCHEME_LABELS[scheme]}" for scheme in SMALL_SCHEMES)
+# The paper's four columns of schemes (its rows; the layouts are transposed), each on ModelNet40.
+SMALL_SCHEMES = tuple(scheme for _, scheme in PAPER_SCHEMES)
+SMALL_COLUMNS = tuple(f"ModelNet40 · {row}" for row, _ in PAPER_SCHEMES)
 # The real ImageNet-1k checkpoint at small scale is a MobileNetV1 x0.25: its rows run on that network, the
-# pretrained one and one trained from scratch by the same recipe (one set, shown under both columns).
+# pretrained one and one trained from scratch by the same recipe (one set, shown under every column).
 SMALL_IMAGENET_SOURCE = "imagenet"
 SMALL_IMAGENET_ARCH = SMALL_SETUP.real_source_archs[SMALL_IMAGENET_SOURCE]
 SMALL_IMAGENET_ROW = "ImageNet-1K · MobileNetV1 ×0.25"
@@ -34,7 +34,7 @@ SMALL_SCRATCH_ROW = "from scratch · MobileNetV1 ×0.25"
 SMALL_SCRATCH_OWNER = (SMALL_SCRATCH_ROW, SMALL_COLUMNS[0])
 # Small rows and columns that stand for a paper column and row (the layouts are transposed).
 SMALL_SOURCE_TO_PAPER = {"ImageNet": "ImageNet-1K", "Tiny-ImageNet": "Tiny-ImageNet"}
-SMALL_COLUMN_TO_PAPER = dict(zip(SMALL_COLUMNS, (IO, IO_BN), strict=True))
+SMALL_COLUMN_TO_PAPER = dict(zip(SMALL_COLUMNS, (row for row, _ in PAPER_SCHEMES), strict=True))
 PAPER_SOURCES = dict(zip(SOURCES_4, ("tiny-imagenet", "imagenet", "imagenet21k", "fractaldb-1k", "fractaldb-10k"),
                          strict=True))
 PAPER_ARCH = "resnet50"
@@ -46,10 +46,10 @@ SCRATCH_OWNER = (SCRATCH, SOURCES_4[0])
 def _small_runs(seeds: Sequence[int]) -> list[RunSpec]:
     runs = []
     for row, source in SMALL_SOURCES:
-        for scheme in SMALL_SCHEMES:
+        for scheme, column in zip(SMALL_SCHEMES, SMALL_COLUMNS, strict=True):
             for seed in seeds:
-                runs.append(voxel_run("table4", row, f"ModelNet40 · {SCHEME_LABELS[scheme]}", seed, SMALL,
-                                       MODELNET40, scheme, source=source, extra=(f"finetune.scheme={scheme}",)))
+                runs.append(voxel_run("table4", row, column, seed, SMALL, MODELNET40, scheme, source=source,
+                                       extra=(f"finetune.scheme={scheme}",)))
     return runs + _small_imagenet_runs(seeds)
 
 
@@ -88,11 +88,12 @@ def _small_layout() -> TableLayout:
     paper |= place(4, (((row, column), theirs) for column in SMALL_COLUMNS for row, theirs in (
         (SMALL_IMAGENET_ROW, (SMALL_COLUMN_TO_PAPER[column], "ImageNet-1K")),
         (SMALL_SCRATCH_ROW, (SCRATCH, "ImageNet-1K")))))
-    shared = {(SMALL_SCRATCH_ROW, SMALL_COLUMNS[1]): SMALL_SCRATCH_OWNER}
+    shared = {(SMALL_SCRATCH_ROW, column): SMALL_SCRATCH_OWNER for column in SMALL_COLUMNS[1:]}
     missing = gaps(((row, column) for row in rows if row not in SMALL_SOURCE_TO_PAPER for column in SMALL_COLUMNS),
                    NOT_THIS_SOURCE)
-    missing[("FractalDB", SMALL_COLUMNS[0])] = missing[("FractalDB", SMALL_COLUMNS[1])] = (
-        "the paper's FractalDB-1K / -10K (1,000 / 10,000 categories) are other datasets than this 10-category one")
+    missing |= gaps((("FractalDB", column) for column in SMALL_COLUMNS),
+                    "the paper's FractalDB-1K / -10K (1,000 / 10,000 categories) are other datasets than this "
+                    "10-category one")
     return TableLayout(rows, SMALL_COLUMNS, dict.fromkeys(SMALL_COLUMNS, CLASSIFICATION_METRIC), paper, missing,
                        same_runs_as=shared)
 
@@ -130,8 +131,10 @@ def table4() -> TableSpec:
                              f"small scale networks: rows 'ImageNet' to 'random, frozen' are the CIFAR ResNet-20; rows "
                              f"'{SMALL_IMAGENET_ROW}' and '{SMALL_SCRATCH_ROW}' are MobileNetV1 x0.25 (the ImageNet-1k "
                              f"checkpoint of ../shared/weights, 46.75 % top-1; from scratch: the same network and recipe, "
-                             f"scheme scratch, one set shown under both columns). Compare rows on the same network only: "
-                             f"rows on different networks are not comparable with each other."),
+                             f"scheme scratch, one set shown under every column). Compare rows on the same network only: "
+                             f"rows on different networks are not comparable with each other.",
+                             "small scale: under 'whole network' the random backbone is not frozen: that cell is the "
+                             "ResNet-20 trained from scratch (its random initialisation, every weight trained)."),
                      PAPER: ("paper scale: ResNet-50 on ModelNet40. Tiny-ImageNet: pretrained here on the full set "
                              "(--data-root tiny-imagenet=PATH; ../shared holds a 10k-image sample only); ImageNet-1K "
                              "and ImageNet-21K: checkpoints given with --weights imagenet:resnet50=PATH and "
